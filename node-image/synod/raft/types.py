@@ -98,10 +98,9 @@ class ConfChange:
         voters, learners = set(conf.voters), set(conf.learners)
         if self.kind == ConfChangeKind.ADD_LEARNER and self.node_id not in voters:
             learners.add(self.node_id)
-        elif self.kind == ConfChangeKind.PROMOTE and self.node_id in learners:
-            learners.discard(self.node_id)
-            voters.add(self.node_id)
-        elif self.kind == ConfChangeKind.ADD_VOTER:
+        elif self.kind == ConfChangeKind.ADD_VOTER or (
+            self.kind == ConfChangeKind.PROMOTE and self.node_id in learners
+        ):
             learners.discard(self.node_id)
             voters.add(self.node_id)
         elif self.kind == ConfChangeKind.REMOVE:
