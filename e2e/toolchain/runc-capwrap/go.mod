@@ -1,0 +1,3 @@
+module synod.local/runc-capwrap
+
+go 1.22
