@@ -185,7 +185,8 @@ class Message:
     `index`/`log_term` locate the entry preceding `entries` (APPEND), the
     candidate's last entry (VOTE), or the follower's match or conflict hint
     (APPEND_RESPONSE with `reject_hint` and `log_term`). `context` carries the
-    ReadIndex request context or a campaign reason.
+    ReadIndex request context or a campaign reason. TRANSFER_LEADER is the one
+    message whose `source` is not the sender: it names the transferee (as etcd).
     """
 
     type: MessageType
