@@ -167,3 +167,16 @@ def limit_size(entries: list[Entry], batch_bytes_max: int) -> list[Entry]:
         if count > 0 and total_bytes > batch_bytes_max:
             return entries[:count]
     return entries
+
+
+def bootstrap(storage: MemoryStorage, conf: ConfState) -> None:
+    """Give a brand-new node its initial membership, as a snapshot at index 1, term 1.
+
+    Every founding member bootstraps with the same `conf`; nodes that join
+    later start empty and learn the membership from the leader's snapshot.
+    """
+    assert conf.voters, "a cluster needs at least one voter"
+    assert storage.last_index() == 0, "bootstrap only an empty storage"
+    meta = SnapshotMeta(index=1, term=1, conf=conf)
+    storage.apply_snapshot(Snapshot(meta=meta, data=b""))
+    storage.set_hard_state(HardState(term=1, vote=0, commit=1))
