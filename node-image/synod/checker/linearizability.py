@@ -164,6 +164,9 @@ class _EntryList:
 
 _BACKTRACK: Final = -1  # `_Search._restart`: the current (set, state) is a dead end
 _FAILED: Final = -2  # `_Search._backtrack`: nothing left to undo, no linearization
+_LIFTED: Final = 0  # `_Search._try_lift` outcomes
+_REJECTED: Final = 1
+_SEEN: Final = 2
 
 
 class _Search(Generic[S]):
@@ -207,7 +210,8 @@ class _Search(Generic[S]):
             if entry == _BACKTRACK:
                 entry = self._backtrack()
             elif match_of[entry] >= 0:  # A call entry: try to linearize it next.
-                entry = self._restart() if self._try_lift(entry, False) else next_of[entry]
+                lift = self._try_lift(entry, False)
+                entry = self._restart() if lift == _LIFTED else next_of[entry]
             else:  # A return entry: its op returned before it could be linearized.
                 self._note_stuck(entries.op_of[entry])
                 entry = self._backtrack()
@@ -217,22 +221,28 @@ class _Search(Generic[S]):
             return _Outcome(True, self.steps, self._prefix(), None)
         return _Outcome(None, self.steps, self.best_prefix, self.stuck_op)
 
-    def _try_lift(self, call: int, forced: bool) -> bool:
-        """Linearize the op of `call` next if the model allows it and it is new."""
+    def _try_lift(self, call: int, forced: bool) -> int:
+        """Linearize the op of `call` next if the model allows it and the result is new.
+
+        Returns _LIFTED, _REJECTED (the model disallows it here) or _SEEN (the
+        resulting (set, state) pair was explored before).
+        """
         op_index = self.entries.op_of[call]
         allowed, state_next = self.model.step(
             self.state, self.inputs[op_index], self.outputs[op_index]
         )
+        if not allowed:
+            return _REJECTED
         linearized_next = self.linearized | (1 << op_index)
-        if not allowed or (linearized_next, state_next) in self.cache:
-            return False
+        if (linearized_next, state_next) in self.cache:
+            return _SEEN
         assert not forced or state_next == self.state, "read-only ops keep the state"
         self.cache.add((linearized_next, state_next))
         self.lifted.append((call, self.state, forced))
         self.lifted_returned_count += self.returned[op_index]
         self.state, self.linearized = state_next, linearized_next
         self.entries.lift(call)
-        return True
+        return _LIFTED
 
     def _restart(self) -> int:
         """After a lift: linearize allowed read-only candidates, then rescan from the head.
@@ -249,13 +259,10 @@ class _Search(Generic[S]):
             if not self.read_only[op_index]:
                 entry = entries.next_of[entry]
                 continue
-            allowed, _ = self.model.step(self.state, self.inputs[op_index], self.outputs[op_index])
-            if not allowed:
-                entry = entries.next_of[entry]
-            elif self._try_lift(entry, True):
-                entry = entries.next_of[entries.head]
-            else:
+            lift = self._try_lift(entry, True)
+            if lift == _SEEN:
                 return _BACKTRACK
+            entry = entries.next_of[entries.head if lift == _LIFTED else entry]
         return entries.next_of[entries.head]
 
     def _backtrack(self) -> int:
