@@ -39,7 +39,8 @@ mmdebstrap_tar() {
   for h in "$@"; do hooks+=(--customize-hook="$h"); done
   local start; start=$(date +%s)
   # No mirror argument: mmdebstrap takes the host's apt sources for the suite.
-  mmdebstrap --quiet --variant=minbase --include="$pkgs" \
+  rm -rf "$out.tmp"
+  mmdebstrap --quiet --format=tar --variant=minbase --include="$pkgs" \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*' \

@@ -24,7 +24,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
-# The runc wrapper, built from source in this directory (tiny, no deps).
+# Does this machine's capability bounding set lack anything runc would grant
+# a privileged container? (Known capabilities: bits 0..40.)
+bnd=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)
+need_wrapper=0
+[ $(( 0x$bnd & 0x1ffffffffff )) -eq $(( 0x1ffffffffff )) ] || need_wrapper=1
+
+# The runc wrapper, built from source in this directory (tiny, no deps). It is
+# always built (the kind base image carries it for containerd), but only made
+# Docker's default runtime where the bounding set is short.
 WRAP=/usr/local/sbin/runc-capwrap
 src_sum=$(cat "$HERE/runc-capwrap/main.go" "$HERE/runc-capwrap/go.mod" | sha1sum | cut -c1-12)
 WRAP_CACHE=$SYNOD_TOOLCHAIN_CACHE/runc-capwrap-$src_sum
@@ -41,7 +49,7 @@ fi
 mkdir -p /etc/docker
 want='{"runtimes":{"runc-capwrap":{"path":"'$WRAP'"}},"default-runtime":"runc-capwrap","storage-driver":"overlay2"}'
 restart=0
-if [ "$(cat /etc/docker/daemon.json 2>/dev/null)" != "$want" ]; then
+if [ $need_wrapper = 1 ] && [ "$(cat /etc/docker/daemon.json 2>/dev/null)" != "$want" ]; then
   printf '%s\n' "$want" > /etc/docker/daemon.json; restart=1
 fi
 
@@ -68,5 +76,6 @@ if ! docker_ok; then
   for _ in $(seq 60); do docker_ok && break; sleep 1; done
 fi
 docker_ok || die "dockerd did not come up in 60s; see /var/log/synod-dockerd.log"
-docker info --format '{{.DefaultRuntime}}' | grep -qx runc-capwrap || die "docker default runtime is not runc-capwrap"
-log "docker engine ready ($(docker version --format '{{.Server.Version}}'), runtime runc-capwrap)"
+runtime=$(docker info --format '{{.DefaultRuntime}}')
+[ $need_wrapper = 0 ] || [ "$runtime" = runc-capwrap ] || die "docker default runtime is $runtime, not runc-capwrap (CapBnd $bnd)"
+log "docker engine ready ($(docker version --format '{{.Server.Version}}'), runtime $runtime)"

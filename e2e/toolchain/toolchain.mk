@@ -1,0 +1,49 @@
+# Kubernetes toolchain: an offline kind cluster, helm, envtest binaries and the
+# Synod images, all built on this machine (see docs/kubernetes.md).
+# Included by the top-level Makefile (which defines PY, VENV_STAMP and venv).
+#
+#   make kind-up [KIND_NODES=3]   create/reuse kind cluster "synod"
+#   make kind-down                delete it (caches stay)
+#   make images                   build synod/node, synod/operator, synod/chaos-tools; kind load them
+#   make envtest                  kube-apiserver + etcd for control-plane tests; prints KUBEBUILDER_ASSETS
+#   make test-controlplane        tests/controlplane against a real kube-apiserver
+#   make e2e-smoke                smoke test on the cluster (runs kind-up and images first)
+#   make toolchain                build every binary and image without creating a cluster
+#   KIND_PUBLIC=1 make ...        machine with internet: public kindest/node and python:3.12-slim
+
+TOOLCHAIN_DIR := e2e/toolchain
+KIND_NODES ?= 1
+KIND_PUBLIC ?= 0
+TOOLCHAIN_ENV := SYNOD_KIND_NODES=$(KIND_NODES) SYNOD_KIND_PUBLIC=$(KIND_PUBLIC)
+TOOLCHAIN_CACHE ?= /var/cache/synod-toolchain
+export PATH := $(TOOLCHAIN_CACHE)/bin:$(PATH)
+
+.PHONY: docker-up toolchain kind-up kind-down images envtest test-controlplane e2e-smoke
+
+docker-up:
+	bash $(TOOLCHAIN_DIR)/docker-up.sh
+
+toolchain: docker-up
+	bash $(TOOLCHAIN_DIR)/build-k8s.sh
+	bash $(TOOLCHAIN_DIR)/build-tools.sh
+	bash $(TOOLCHAIN_DIR)/build-images.sh k8s base node python
+
+kind-up:
+	$(TOOLCHAIN_ENV) bash $(TOOLCHAIN_DIR)/kind-up.sh
+
+kind-down:
+	bash $(TOOLCHAIN_DIR)/kind-down.sh
+
+images: venv
+	$(TOOLCHAIN_ENV) PY=$(PY) bash $(TOOLCHAIN_DIR)/synod-images.sh
+
+envtest:
+	@bash $(TOOLCHAIN_DIR)/envtest.sh > $(TOOLCHAIN_CACHE)/envtest.env
+	@echo "envtest binaries ready; for tests run outside make, set:"
+	@cat $(TOOLCHAIN_CACHE)/envtest.env
+
+test-controlplane: venv envtest
+	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests/controlplane
+
+e2e-smoke: venv kind-up images
+	$(PY) -m pytest -q -p no:cacheprovider e2e/smoke
