@@ -48,9 +48,12 @@ __all__ = [
     "KeyValue",
     "PutRequest",
     "RangeRequest",
+    "RangeResult",
     "Request",
+    "in_range",
     "parse_compare",
     "parse_request",
+    "parse_txn",
     "prefix_end",
 ]
 
@@ -295,7 +298,7 @@ def parse_txn(
     return [parse_compare(c, limits) for c in compares], branches[0], branches[1]
 
 
-def _in_range(key: bytes, start: bytes, end: bytes) -> bool:
+def in_range(key: bytes, start: bytes, end: bytes) -> bool:
     """True if ``key`` is in the etcd range ``start`` / ``[start, end)``."""
     if not end:
         return key == start
@@ -310,7 +313,7 @@ def _check_no_overlap(requests: list[Request]) -> None:
         raise InvalidArgument("duplicate key given in txn request")
     for request in requests:
         if isinstance(request, DeleteRequest) and any(
-            _in_range(key, request.key, request.range_end) for key in puts
+            in_range(key, request.key, request.range_end) for key in puts
         ):
             raise InvalidArgument("txn branch deletes a key it also puts")
 
@@ -426,7 +429,7 @@ class KVStore:
         if not overrides:
             return self._live_keys_in(key, range_end)
         keys = set(self._live_keys_in(key, range_end))
-        keys.update(k for k in overrides if _in_range(k, key, range_end))
+        keys.update(k for k in overrides if in_range(k, key, range_end))
         return sorted(k for k in keys if (overrides[k] if k in overrides else self._live[k]))
 
     def keys_of_lease(self, lease: int) -> list[bytes]:
