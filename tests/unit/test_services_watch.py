@@ -105,3 +105,27 @@ def test_watchers_max_and_client_cancel() -> None:
         hub.cancel(first.watch_id)
     hub.watch(b"c")
     assert len(hub) == 2
+
+
+def test_oversized_watch_key_is_too_large() -> None:
+    from synod.services.errors import TooLarge
+
+    _kv, hub = setup(ServiceLimits(key_bytes_max=3))
+    with pytest.raises(TooLarge):
+        hub.watch(b"long")
+    assert len(hub) == 0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"keys_max": 0},
+        {"ops_per_txn_max": 20_000},
+        {"history_events_max": 10},
+        {"watch_events_buffered_max": 10},
+        {"lease_ttl_ms_min": 10, "lease_ttl_ms_max": 5},
+    ],
+)
+def test_limits_that_do_not_fit_together_are_refused(fields: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        ServiceLimits(**fields)

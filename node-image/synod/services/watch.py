@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from synod.services.errors import Compacted, LimitExceeded, NotFound
+from synod.services.errors import Compacted, LimitExceeded, NotFound, TooLarge
 from synod.services.kv import Event, KVStore, in_range
 from synod.services.limits import ServiceLimits
 
@@ -104,8 +104,14 @@ class WatchHub:
     def watch(self, key: bytes, range_end: bytes = b"", start_revision: int = 0) -> Watcher:
         """Start a watcher; ``start_revision`` 0 means changes after the current revision.
 
-        Raises Compacted (start below the compaction point), LimitExceeded (watchers_max).
+        Raises Compacted (start below the compaction point), LimitExceeded (watchers_max),
+        TooLarge (key or range_end beyond key_bytes_max). For a prefix pass
+        ``range_end=prefix_end(prefix)``; ``range_end=b"\\0"`` watches every key >= ``key``.
         """
+        for name, value in (("key", key), ("range_end", range_end)):
+            if len(value) > self.limits.key_bytes_max:
+                raise TooLarge(f"watch {name} exceeds key_bytes_max", limit="key_bytes_max",
+                               max=self.limits.key_bytes_max)  # fmt: skip
         self.notify()
         if len(self._watchers) >= self.limits.watchers_max:
             raise LimitExceeded("watchers_max watchers are live", limit="watchers_max",
