@@ -208,6 +208,24 @@ def test_explanation_names_the_failing_key_partition_only() -> None:
     assert "'x'" not in result.explanation
 
 
+def test_explanation_shows_the_tail_of_a_long_prefix() -> None:
+    stale = op(2, 1000, 1001, Get("x"), 3)
+    history = [op(1, i * 10, i * 10 + 5, Put("x", i)) for i in range(30)] + [stale]
+    result = check(KV, history)
+    assert result.ok is False and len(result.linearized_prefix) == 30
+    assert "... 10 earlier operations" in result.explanation
+    assert "put('x', 29)" in result.explanation and "put('x', 9)" not in result.explanation
+
+
+def test_explanation_lists_concurrent_rivals() -> None:
+    bad = op(2, 20, 30, Get("x"), 5)
+    history = [op(1, 0, 10, Put("x", 1)), bad, op(3, 25, 40, Get("x"), 8)]
+    result = check(KV, history)
+    assert result.ok is False and result.unlinearizable == bad
+    assert "1 other operations not in the prefix" in result.explanation
+    assert "client 3 [25..40] get('x') -> 8" in result.explanation
+
+
 def test_register_model_rejects_a_bad_cas() -> None:
     history = [op(1, 0, 10, Write(1)), op(2, 20, 30, CompareAndSet(1, 2), False)]
     result = check(RegisterModel(initial=0), history)

@@ -36,6 +36,8 @@ from synod.checker.history import Operation
 SEARCH_STEPS_MAX_DEFAULT: Final = 2_000_000
 # Lines of linearized prefix shown in an explanation; the tail is what matters.
 EXPLANATION_PREFIX_OPS_MAX: Final = 20
+# Concurrent operations listed next to the one that could not be linearized.
+EXPLANATION_RIVALS_MAX: Final = 5
 
 S = TypeVar("S", bound=Hashable)
 
@@ -367,6 +369,7 @@ def _failure(
         "this operation returned before it could be linearized after that prefix:",
         f"  {describe_operation(model, stuck)}",
         _stuck_reason(model, prefix, stuck),
+        *_rival_lines(model, operations, outcome),
     ]
     return CheckResult(
         False, "\n".join(lines), steps_total, len(partitions), partition_index, prefix, stuck
@@ -410,6 +413,29 @@ def _prefix_lines(model: Model[S], prefix: Sequence[Operation]) -> list[str]:
                 f"  {position + 1:>5}. {describe_operation(model, operation)}  => state {state!r}"
             )
     assert len(lines) <= EXPLANATION_PREFIX_OPS_MAX + 2
+    return lines
+
+
+def _rival_lines(model: Model[S], operations: Sequence[Operation], outcome: _Outcome) -> list[str]:
+    """Operations outside the prefix that could have been placed before the stuck one."""
+    assert outcome.stuck_op is not None
+    stuck = operations[outcome.stuck_op]
+    placed = set(outcome.best_prefix)
+    deadline = stuck.return_time
+    rivals = [
+        operation
+        for index, operation in enumerate(operations)
+        if index not in placed
+        and index != outcome.stuck_op
+        and (deadline is None or operation.call_time <= deadline)
+    ]
+    if not rivals:
+        return ["no other operation could have been linearized before it"]
+    lines = [f"{len(rivals)} other operations not in the prefix were called before it returned:"]
+    lines += [f"  {describe_operation(model, r)}" for r in rivals[:EXPLANATION_RIVALS_MAX]]
+    if len(rivals) > EXPLANATION_RIVALS_MAX:
+        lines.append(f"  ... and {len(rivals) - EXPLANATION_RIVALS_MAX} more")
+    assert len(lines) <= EXPLANATION_RIVALS_MAX + 2
     return lines
 
 
