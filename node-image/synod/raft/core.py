@@ -276,6 +276,14 @@ class RaftNode:
             "lead_transferee": self.lead_transferee,
         }
 
+    def conf_applied_index(self) -> int:
+        """The index up to which membership changes have taken effect.
+
+        Usually the applied index; after a restart it can run ahead (committed
+        changes are adopted at once, before the state machine replays them).
+        """
+        return self._conf_applied_index
+
     def is_promotable(self) -> bool:
         """True when this node is a voter that may campaign."""
         return self.id in self.conf.voters and self.log.unstable.snapshot is None

@@ -311,10 +311,13 @@ def lease_expire_op(lease_ids: list[int]) -> Op:
     return {"kind": "lease_expire", "ids": sorted(lease_ids)}
 
 
-def session_open_op() -> Op:
+def session_open_op(nonce: bytes = b"") -> Op:
     """``session_open`` (sent with client_id 0): the result's ``client_id`` is the new
-    session's id (the log index of this command). Raises nothing."""
-    return {"kind": "session_open"}
+    session's id (the log index of this command). ``nonce`` (at most 64 bytes) makes
+    the entry unique so that the proposing node can tell its own open from another
+    client's. Raises nothing."""
+    assert len(nonce) <= 64
+    return {"kind": "session_open", "nonce": nonce} if nonce else {"kind": "session_open"}
 
 
 def session_close_op() -> Op:

@@ -21,6 +21,7 @@ import msgpack
 from synod.services.commands import (
     Command,
     decode_command,
+    read_bytes,
     read_int,
     read_list,
     require_fields,
@@ -111,7 +112,9 @@ class ServiceStateMachine:
     def _apply_command(self, index: int, command: Command) -> Result:
         """Route through the session table. Raises session errors (not cached)."""
         if command.kind == "session_open":
-            require_fields(command.op, ())
+            require_fields(command.op, (), optional=("nonce",))
+            if len(read_bytes(command.op, "nonce", default=b"")) > 64:
+                raise InvalidArgument("session_open nonce is longer than 64 bytes")
             if command.client_id != 0:
                 raise InvalidArgument("session_open must be sent without a session (c=0)")
             return self._ok(client_id=self.sessions.open(index))
