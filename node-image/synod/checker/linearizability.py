@@ -14,7 +14,7 @@ porcupine uses (github.com/anishathalye/porcupine):
   not be linearized before it: backtrack by popping the last lifted call and
   trying the next candidate after it.
 
-History is linearizable iff the list empties. The cache of (bitmask, state)
+History is linearizable iff the list empties. The cache of (op set, state)
 pairs keeps the search polynomial on the histories real systems produce, and
 P-compositionality (`Model.partition`, e.g. one partition per key) keeps each
 search small.
@@ -193,7 +193,9 @@ class _Search(Generic[S]):
         self.steps = 0
         self.state = model.init()
         self.linearized = 0  # bit i set: operation i is in the current prefix
-        self.cache: set[tuple[int, S]] = set()
+        # Keys (count of leading linearized ops, bits above them, state): ops are in
+        # call order, so the leading run is long and the stored bits stay few.
+        self.cache: set[tuple[int, int, S]] = set()
         self.lifted: list[tuple[int, S, bool]] = []  # (call entry, state before, forced)
         self.lifted_returned_count = 0  # lifted operations that returned (not pending)
         self.best_prefix: tuple[int, ...] = ()
@@ -236,10 +238,13 @@ class _Search(Generic[S]):
         if not allowed:
             return _REJECTED
         linearized_next = self.linearized | (1 << op_index)
-        if (linearized_next, state_next) in self.cache:
+        leading_count = (~linearized_next & (linearized_next + 1)).bit_length() - 1
+        key = (leading_count, linearized_next >> leading_count, state_next)
+        if key in self.cache:
             return _SEEN
         assert not forced or state_next == self.state, "read-only ops keep the state"
-        self.cache.add((linearized_next, state_next))
+        assert key[1] & 1 == 0, "the bit after the leading run is clear"
+        self.cache.add(key)
         self.lifted.append((call, self.state, forced))
         self.lifted_returned_count += self.returned[op_index]
         self.state, self.linearized = state_next, linearized_next
@@ -322,7 +327,11 @@ def check(
     """
     if search_steps_max < 1:
         raise ValueError(f"search_steps_max must be >= 1, got {search_steps_max}")
-    partitions = model.partition(history)
+    # Call order keeps the cache keys small (see `_Search.cache`).
+    partitions = [
+        sorted(partition, key=lambda operation: operation.call_time)
+        for partition in model.partition(history)
+    ]
     steps_total = 0
     unknown: tuple[int, _Outcome] | None = None
     for partition_index, operations in enumerate(partitions):  # bound: len(partitions)
