@@ -189,3 +189,71 @@ def test_replicas_agree_byte_for_byte_and_snapshots_round_trip(
     tail = [restored.apply(i, data) for i, data in enumerate(entries[cut:], start=cut + 1)]
     assert msgpack.packb(tail) == msgpack.packb(results_first[cut:])
     assert restored.snapshot() == first.snapshot()
+
+
+FIELD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.binary(max_size=3),
+    st.text(max_size=3),
+    st.lists(st.integers(min_value=-1, max_value=3), max_size=3),
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["key", "kind", "target", "value"]), st.binary(max_size=2), max_size=3
+        ),
+        max_size=2,
+    ),
+)
+FIELD_NAMES = st.sampled_from(
+    [
+        "key",
+        "value",
+        "range_end",
+        "prefix",
+        "limit",
+        "revision",
+        "lease",
+        "prev_kv",
+        "id",
+        "ids",
+        "ttl_ms",
+        "compare",
+        "success",
+        "failure",
+        "target",
+        "result",
+    ]
+)
+KINDS = st.sampled_from(
+    [
+        "put",
+        "delete",
+        "range",
+        "txn",
+        "compact",
+        "lease_grant",
+        "lease_revoke",
+        "lease_expire",
+        "session_open",
+        "session_close",
+        "other",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(KINDS, st.dictionaries(FIELD_NAMES, FIELD_VALUES, max_size=4),
+       st.integers(min_value=0, max_value=3))  # fmt: skip
+def test_arbitrary_ops_never_crash_the_replica(
+    kind: str, fields: dict[str, Any], client: int
+) -> None:
+    sm = ServiceStateMachine(LIMITS)
+    run(sm, session_open_op())
+    run(sm, put_op(b"k", b"v"))
+    data = msgpack.packb({"c": client, "s": 1, "a": 0, "op": {"kind": kind, **fields}})
+    result = sm.apply(3, data)
+    assert isinstance(result["ok"], bool) and result["revision"] >= 2
+    again = ServiceStateMachine(LIMITS)
+    again.restore(sm.snapshot())
+    assert again.snapshot() == sm.snapshot()
