@@ -548,6 +548,31 @@ def test_checker_agrees_with_brute_force_on_small_histories(history: list[Operat
     assert check(model, history).ok is expected
 
 
+class _DuckRegister:
+    """A model that does not subclass Model and lacks the optional methods' defaults."""
+
+    def init(self) -> int:
+        return 0
+
+    def step(self, state: int, input: object, output: object) -> tuple[bool, int]:
+        if isinstance(input, Write):
+            return True, int(input.value)  # type: ignore[call-overload]
+        return output is PENDING or output == state, state
+
+    def partition(self, history: Sequence[Operation]) -> list[list[Operation]]:
+        return [list(history)]
+
+    def describe(self, input: object, output: object) -> str:
+        return f"{input} -> {output}"
+
+
+def test_duck_typed_model_without_is_read_only_works() -> None:
+    good = [op(1, 0, 10, Write(1)), op(2, 20, 30, Read(), 1)]
+    bad = [op(1, 0, 10, Write(1)), op(2, 20, 30, Read(), 0)]
+    assert check(_DuckRegister(), good).ok is True  # type: ignore[arg-type]
+    assert check(_DuckRegister(), bad).ok is False  # type: ignore[arg-type]
+
+
 def test_pending_output_reaches_the_model_as_the_sentinel() -> None:
     seen: list[object] = []
 

@@ -193,7 +193,9 @@ class _Search(Generic[S]):
         self.inputs = [op.input for op in operations]
         self.outputs = [op.effective_output for op in operations]
         self.returned = [op.return_time is not None for op in operations]
-        self.read_only = [model.is_read_only(op.input, op.effective_output) for op in operations]
+        # Tolerate duck-typed models written without the optional method.
+        is_read_only = getattr(model, "is_read_only", lambda input, output: False)
+        self.read_only = [bool(is_read_only(op.input, op.effective_output)) for op in operations]
         self.entries = _EntryList(operations)
         self.steps_max = steps_max
         self.steps = 0
