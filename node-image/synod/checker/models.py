@@ -2,6 +2,7 @@
 
 Inputs are small frozen dataclasses. Outputs: `Get` returns the value or None
 (absent); `Cas` returns a bool (success); `Put` and `Delete` outputs are ignored.
+None is never a stored value, since it means "absent".
 """
 
 from __future__ import annotations
@@ -105,7 +106,10 @@ class KvModel(Model[FrozenMap]):
         return FrozenMap()
 
     def step(self, state: FrozenMap, input: object, output: object) -> tuple[bool, FrozenMap]:
-        """Apply one KV input; raises ValueError for an input that is not a KvInput."""
+        """Apply one KV input.
+
+        Raises ValueError for an input that is not a KvInput or that stores None.
+        """
         unknown = output is PENDING
         match input:
             case Put(key=key, value=value):
