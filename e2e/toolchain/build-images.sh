@@ -9,7 +9,7 @@
 #   base     the kind base image (kind's base files from the pinned kind module)
 #   node     the kind node image, assembled the way `kind build node-image` does
 #   python   a Debian+Python base image, the local stand-in for python:3.12-slim
-# Usage: build-images.sh [rootfs|k8s|base|node|python]...   (default: all but python)
+# Usage: build-images.sh [rootfs|slim|k8s|base|node|python]...   (default: all but python)
 # FORCE=1 rebuilds images that already exist.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +22,14 @@ LPP_IMAGE=synod.local/local-path-provisioner:$LOCAL_PATH_VERSION
 LPH_IMAGE=synod.local/local-path-helper:$DEBIAN_SUITE
 K8S_IMAGES_TAR=$IMAGES_DIR/k8s-images-$K8S_VERSION-rev$TOOLCHAIN_REV.tar
 
+# The legacy builder suffices for these one-liners; BuildKit only where the
+# client has it (a newer client without the buildx plugin refuses BuildKit).
+docker_build_quiet() {
+  local err; err=$(mktemp)
+  if docker buildx version >/dev/null 2>&1; then docker build -q "$@" >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }
+  else DOCKER_BUILDKIT=0 docker build -q "$@" >/dev/null 2>"$err" || { cat "$err" >&2; rm -f "$err"; return 1; }; fi
+  rm -f "$err"
+}
 have_image() { [ "$FORCE" != 1 ] && docker image inspect "$1" >/dev/null 2>&1; }
 kind_dir() { go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'; }
 
@@ -108,10 +116,19 @@ build_k8s_images() {
     ln -sf iptables-wrapper "$tmp/proxy/usr/sbin/$cmd"
   done
   import_dir "$tmp/proxy" "registry.k8s.io/kube-proxy:$K8S_VERSION" --change "$path_env" --change 'ENTRYPOINT ["/usr/local/bin/kube-proxy"]'
-  docker import - "$LPH_IMAGE" --change "$path_env" --change 'CMD ["/bin/sh"]' < "$slim" >/dev/null
+  build_slim FORCE
 
   log "k8s images: saving ${#all[@]} images to $K8S_IMAGES_TAR"
   docker save "${all[@]}" -o "$K8S_IMAGES_TAR.tmp" && mv "$K8S_IMAGES_TAR.tmp" "$K8S_IMAGES_TAR"
+}
+
+# Debian minbase + iptables as an image: the local-path helper, and the base of
+# synod/chaos-tools (nsenter + iptables).
+build_slim() {
+  if [ "${1:-}" != FORCE ] && have_image "$LPH_IMAGE"; then return 0; fi
+  local slim; slim=$(rootfs_slim)
+  docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["/bin/sh"]' - "$LPH_IMAGE" < "$slim" >/dev/null
 }
 
 # ---------------------------------------------------------------- kind base
@@ -160,8 +177,10 @@ build_base() {
   ln -sf /lib/systemd/systemd "$r/sbin/init"
   chroot "$r" sh -c 'systemctl enable kubelet.service containerd.service undo-mount-hacks.service && systemctl mask systemd-binfmt.service' >/dev/null 2>&1
   rm -rf "$r/tmp/"* "$r/var/tmp/"*
-  import_dir "$r" "$BASE_IMAGE_KIND" --change 'ENV container=docker' --change 'STOPSIGNAL SIGRTMIN+3' \
+  import_dir "$r" "$BASE_IMAGE_KIND" --change 'ENV container=docker' \
     --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]'
+  # `docker import --change` cannot set STOPSIGNAL: a one-line build can (no pull).
+  printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$BASE_IMAGE_KIND" | docker_build_quiet -t "$BASE_IMAGE_KIND" -
   log "kind base: $BASE_IMAGE_KIND ($(docker image inspect -f '{{.Size}}' "$BASE_IMAGE_KIND" | numfmt --to=iec))"
 }
 
@@ -224,7 +243,7 @@ targets=("$@")
 for t in "${targets[@]}"; do
   case $t in
     rootfs) rootfs_slim >/dev/null; rootfs_kind_base >/dev/null; rootfs_python >/dev/null ;;
-    k8s) build_k8s_images ;; base) build_base ;; node) build_node ;; python) build_python ;;
+    k8s) build_k8s_images ;; slim) build_slim ;; base) build_base ;; node) build_node ;; python) build_python ;;
     *) die "unknown target $t" ;;
   esac
 done

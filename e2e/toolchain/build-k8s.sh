@@ -6,6 +6,9 @@
 set -euo pipefail
 . "$(dirname "$0")/versions.sh"
 OUT=$K8S_OUT
+mkdir -p "$SYNOD_TOOLCHAIN_CACHE"
+exec 9>"$SYNOD_TOOLCHAIN_CACHE/.build-k8s.lock"
+flock -w 3600 9 || die "another build of kubernetes holds the lock for an hour"
 CMDS=(kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
 done_all=1
 for c in "${CMDS[@]}"; do [ -x "$OUT/$c" ] || done_all=0; done

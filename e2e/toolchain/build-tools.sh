@@ -11,6 +11,8 @@
 set -euo pipefail
 . "$(dirname "$0")/versions.sh"
 mkdir -p "$TOOLCHAIN_BIN"
+exec 9>"$SYNOD_TOOLCHAIN_CACHE/.build-tools.lock"
+flock -w 3600 9 || die "another build-tools.sh holds the lock for an hour"
 
 # go_install <out-dir> <binary-name> <module@version> [extra go flags...]
 go_install() {

@@ -25,7 +25,7 @@ bash "$HERE/docker-up.sh"
 if [ "$PUBLIC" = 1 ]; then
   py_base=python:3.12-slim; chaos_base=debian:bookworm-slim
 else
-  bash "$HERE/build-images.sh" python k8s
+  bash "$HERE/build-images.sh" python slim
   py_base=$PYTHON_BASE_IMAGE; chaos_base=synod.local/local-path-helper:$DEBIAN_SUITE
 fi
 # The legacy builder handles these Dockerfiles; use BuildKit only where the
@@ -46,11 +46,11 @@ ls "$ctx/wheels" | sed 's/^/  /' >&2
 for pair in "node-image/Dockerfile:$NODE_IMG" "operator/Dockerfile:$OPERATOR_IMG"; do
   df=${pair%%:*}; img=${pair#*:}
   log "docker build $img ($df, BASE_IMAGE=$py_base)"
-  docker build --quiet -f "$REPO/$df" --build-arg BASE_IMAGE="$py_base" -t "$img" "$ctx" >/dev/null
+  docker build -q -f "$REPO/$df" --build-arg BASE_IMAGE="$py_base" -t "$img" "$ctx" >/dev/null
 done
 log "docker build $CHAOS_IMG (BASE_IMAGE=$chaos_base)"
 docker build --quiet -f "$REPO/e2e/chaos-tools/Dockerfile" --build-arg BASE_IMAGE="$chaos_base" -t "$CHAOS_IMG" "$REPO/e2e/chaos-tools" >/dev/null
-docker run --rm "$NODE_IMG" --help >/dev/null
+docker run --rm --entrypoint python "$NODE_IMG" -c "import synod" >/dev/null
 for img in "$NODE_IMG" "$OPERATOR_IMG" "$CHAOS_IMG"; do
   log "  $img $(docker image inspect -f '{{.Size}}' "$img" | numfmt --to=iec)"
 done

@@ -38,6 +38,7 @@ images: venv
 	$(TOOLCHAIN_ENV) PY=$(PY) bash $(TOOLCHAIN_DIR)/synod-images.sh
 
 envtest:
+	@mkdir -p $(TOOLCHAIN_CACHE)
 	@bash $(TOOLCHAIN_DIR)/envtest.sh > $(TOOLCHAIN_CACHE)/envtest.env
 	@echo "envtest binaries ready; for tests run outside make, set:"
 	@cat $(TOOLCHAIN_CACHE)/envtest.env
