@@ -33,7 +33,7 @@ from synod.raft.types import (
 
 FRAME_VERSION = 1
 FRAME_BYTES_MAX = 64 * 1024 * 1024  # A frame larger than this is refused, not decoded.
-UINT64_MAX = 2**64 - 1
+SNAPSHOT_BYTES_MAX = 4 * 1024 * 1024 * 1024  # Bound on a snapshot file's body.
 
 _ENTRY_FIELDS = 4
 _MESSAGE_FIELDS = 12
@@ -70,11 +70,11 @@ def _array(value: Any, length: int | None, what: str) -> list[Any]:
     return value
 
 
-def _unpack(data: bytes | memoryview, what: str) -> Any:
+def _unpack(data: bytes | memoryview, what: str, bytes_max: int = FRAME_BYTES_MAX) -> Any:
     """msgpack-decode `data` completely. Raises CodecError on any malformed input."""
     assert isinstance(data, bytes | bytearray | memoryview), type(data)
-    if len(data) > FRAME_BYTES_MAX:
-        raise CodecError(f"{what}: {len(data)} bytes exceeds {FRAME_BYTES_MAX}")
+    if len(data) > bytes_max:
+        raise CodecError(f"{what}: {len(data)} bytes exceeds {bytes_max}")
     try:
         return msgpack.unpackb(data, use_list=True, raw=False, strict_map_key=True)
     except Exception as error:  # msgpack raises many unrelated types on bad input.
@@ -207,9 +207,9 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
     return _pack(pack_snapshot(snapshot))
 
 
-def decode_snapshot(data: bytes) -> Snapshot:
-    """Inverse of `encode_snapshot`. Raises CodecError."""
-    return unpack_snapshot(_unpack(data, "snapshot"))
+def decode_snapshot(data: bytes, bytes_max: int = SNAPSHOT_BYTES_MAX) -> Snapshot:
+    """Inverse of `encode_snapshot`. Raises CodecError (also above `bytes_max`)."""
+    return unpack_snapshot(_unpack(data, "snapshot", bytes_max))
 
 
 # -- messages ----------------------------------------------------------------
