@@ -234,16 +234,24 @@ class _Replay:
         self.next_index: int | None = None  # Required index of the next entry, when known.
 
     def entry(self, entry: Entry, where: tuple[str, int]) -> None:
-        """Append `entry`, replacing any entry at or after its index."""
+        """Append `entry`, replacing any entry at or after its index.
+
+        An entry below the first replayed one is legal: it overwrote entries
+        that lived in segments released since; the log restarts at it.
+        Raises WalCorruption for a gap, or an entry at or below an installed
+        snapshot.
+        """
         entries = self.state.entries
-        if not entries:
-            if self.next_index is not None and entry.index != self.next_index:
+        if self.next_index is not None and entry.index < self.next_index:
+            raise WalCorruption(*where, f"entry {entry.index} below installed snapshot")
+        if not entries or entry.index < entries[0].index:
+            if self.next_index is not None and not entries and entry.index != self.next_index:
                 raise WalCorruption(*where, f"entry {entry.index}, expected {self.next_index}")
-            entries.append(entry)
+            self.state.entries = [entry]
             return
         first, last = entries[0].index, entries[-1].index
-        if not first <= entry.index <= last + 1:
-            raise WalCorruption(*where, f"entry {entry.index} outside the log [{first}, {last}]")
+        if entry.index > last + 1:
+            raise WalCorruption(*where, f"entry {entry.index} leaves a gap after {last}")
         del entries[entry.index - first :]
         entries.append(entry)
         assert entries[-1].index - entries[0].index == len(entries) - 1
