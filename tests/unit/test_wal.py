@@ -327,3 +327,71 @@ def test_sim_same_seed_same_disk() -> None:
     assert runs[0][2] == runs[1][2] and runs[0][0] == runs[1][0]
     torn = [seed for seed in range(30) if _sim_run(seed, torn_write_probability=1.0)[0].repairs]
     assert torn, "a torn tail must occur for some seed"
+
+
+# -- SimFileSystem itself ---------------------------------------------------------
+def _sim_file(seed: int, torn_write_probability: float) -> tuple[SimFileSystem, str]:
+    fs = SimFileSystem(random.Random(seed), torn_write_probability=torn_write_probability)
+    fs.makedirs("/d")
+    file = fs.open_append("/d/f")
+    file.write(b"synced")
+    file.sync()
+    fs.sync_dir("/d")
+    file.write(b"-unsynced-" * 100)
+    return fs, "/d/f"
+
+
+def test_sim_fs_crash_keeps_synced_and_loses_unsynced() -> None:
+    fs, path = _sim_file(1, torn_write_probability=0.0)
+    assert fs.unsynced_bytes() == 1000
+    fs.crash()
+    assert fs.read_bytes(path) == b"synced" and fs.unsynced_bytes() == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_sim_fs_torn_tail_is_a_prefix_or_zero_filled(seed: int) -> None:
+    fs, path = _sim_file(seed, torn_write_probability=1.0)
+    fs.crash()
+    data = fs.read_bytes(path)
+    written = b"synced" + b"-unsynced-" * 100
+    assert data.startswith(b"synced") and len(data) <= len(written)
+    real = data.rstrip(b"\x00")
+    assert written.startswith(real)
+
+
+def test_sim_fs_unsynced_create_and_rename_may_be_lost_but_rename_is_atomic() -> None:
+    outcomes = set()
+    for seed in range(30):
+        fs = SimFileSystem(random.Random(seed))
+        fs.makedirs("/d")
+        file = fs.open_append("/d/a.tmp")
+        file.write(b"x")
+        file.sync()
+        fs.rename("/d/a.tmp", "/d/a")
+        fs.crash()
+        names = tuple(fs.list_dir("/d"))
+        assert names in {(), ("a.tmp",), ("a",)}
+        outcomes.add(names)
+    assert len(outcomes) == 3, outcomes
+
+
+def test_sim_fs_synced_directory_keeps_its_entries() -> None:
+    fs = SimFileSystem(random.Random(3))
+    fs.makedirs("/d")
+    fs.open_append("/d/a").close()
+    fs.sync_dir("/d")
+    fs.remove("/d/a")
+    fs.open_append("/d/b").close()
+    fs.sync_dir("/d")
+    fs.crash()
+    assert fs.list_dir("/d") == ["b"]
+
+
+def test_sim_fs_handles_die_with_a_crash() -> None:
+    fs, path = _sim_file(1, torn_write_probability=0.0)
+    file = fs.open_append(path)
+    fs.crash()
+    with pytest.raises(AssertionError, match="predates a crash"):
+        file.write(b"late")
+    with pytest.raises(FileNotFoundError):
+        fs.read_bytes("/d/missing")
