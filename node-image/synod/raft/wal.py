@@ -356,15 +356,16 @@ class Wal:
         """Write the snapshot marker, then the entries, then the hard state.
 
         The records go to the OS in one write but nothing is durable before
-        `sync()`. Raises WalError after an earlier
-        I/O failure or for a record above RECORD_BYTES_MAX; OSError on I/O.
+        `sync()`. Raises WalError after an earlier I/O failure or for a record
+        above RECORD_BYTES_MAX; OSError on I/O.
         """
         self._check_usable()
         if snapshot is not None:
             self._append(RecordType.SNAPSHOT_MARKER, _MARKER.pack(*_marker_fields(snapshot)))
-            if snapshot.installed and snapshot.index > self._marker_index():
-                self._last_index = snapshot.index  # Replay discards the log here too.
-            self._marker = snapshot
+            if snapshot.index > self._marker_index():  # Replay ignores older installs too.
+                if snapshot.installed:
+                    self._last_index = snapshot.index  # Replay discards the log here.
+                self._marker = snapshot
         assert not entries or entries[0].index <= self._last_index + 1, "append leaves a gap"
         for entry in entries:  # Bounded by the caller's batch.
             self._append(RecordType.ENTRY, codec.encode_entry(entry))
