@@ -7,6 +7,8 @@ and links can be cut or dropped by message type.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from synod.raft.core import Config, RaftNode
@@ -18,9 +20,11 @@ from synod.raft.types import (
     Message,
     MessageType,
     NodeId,
+    Ready,
     ReadState,
     Role,
 )
+from synod.sim.invariants import SafetyMonitor
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Peer:
     storage: MemoryStorage
     applied: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    monitor: SafetyMonitor | None = None
 
     def handle_ready(self) -> list[Message]:
         """Persist, collect messages, apply, advance. Returns messages to send."""
@@ -39,6 +44,7 @@ class Peer:
             if not self.node.has_ready():
                 break
             ready = self.node.ready()
+            self._report(ready)
             if not ready.snapshot.is_empty():
                 self.storage.apply_snapshot(ready.snapshot)
             self.storage.append(ready.entries)
@@ -49,6 +55,21 @@ class Peer:
             self.read_states.extend(ready.read_states)
             self.node.advance(ready)
         return out
+
+    def _report(self, ready: Ready) -> None:
+        """Feed the simulator's safety monitor, when one is attached."""
+        monitor, node = self.monitor, self.node
+        if monitor is None:
+            return
+        if ready.entries:
+            prev_term = node.log.term_or_zero(ready.entries[0].index - 1)
+            monitor.on_persist(node.id, ready.entries, prev_term)
+        if ready.soft_state is not None and ready.soft_state.role == Role.LEADER:
+            terms = {i: node.log.term_or_zero(i) for i in monitor.committed}
+            monitor.on_leader(node.id, node.term, {i: t for i, t in terms.items() if t})
+        if ready.committed_entries:
+            monitor.on_commit(node.id, node.log.committed, ready.committed_entries)
+            monitor.on_apply(node.id, ready.committed_entries)
 
 
 def make_peer(
@@ -76,6 +97,7 @@ class Network:
         self.peers: dict[NodeId, Peer] = {i: make_peer(i, ids, **config) for i in ids}
         self.cut: set[tuple[NodeId, NodeId]] = set()
         self.dropped_types: set[MessageType] = set()
+        self.deliver_if: Callable[[Message], bool] = lambda message: True
         self.delivered: list[Message] = []
 
     def add(self, peer: Peer) -> None:
@@ -93,6 +115,19 @@ class Network:
         """Restore all links."""
         self.cut.clear()
         self.dropped_types.clear()
+        self.deliver_if = lambda message: True
+
+    def restart(self, node_id: NodeId) -> None:
+        """Crash and restart a node: volatile state is lost, its storage kept."""
+        peer = self.peers[node_id]
+        config = peer.node.config
+        applied = peer.storage.snapshot().meta.index
+        peer.node = RaftNode(dataclasses.replace(config, applied_index=applied), peer.storage)
+
+    def monitor_with(self, monitor: SafetyMonitor) -> None:
+        """Report every peer's Readies to the simulator's safety monitor."""
+        for peer in self.peers.values():
+            peer.monitor = monitor
 
     def send(self, *messages: Message) -> None:
         """Step messages into their targets and deliver everything that follows."""
@@ -105,6 +140,8 @@ class Network:
                     return
             message = queue.pop(0)
             if (message.source, message.to) in self.cut or message.type in self.dropped_types:
+                continue
+            if not self.deliver_if(message):
                 continue
             target = self.peers.get(message.to)
             if target is None:

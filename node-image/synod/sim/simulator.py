@@ -58,6 +58,7 @@ class SimOptions:
     client_timeout_ticks: int = 25
     client_attempts_max: int = 6
     snapshot_interval_entries: int = 40
+    leader_early_crash_probability: float = 0.2
     search_steps_max: int = 2_000_000
 
 
@@ -140,7 +141,7 @@ class Simulation:
                 election_timeout_ticks=options.election_timeout_ticks,
                 heartbeat_interval_ticks=options.heartbeat_interval_ticks,
                 inflight_messages_max=self.rng.choice((1, 4, 64)),
-                append_batch_bytes_max=self.rng.choice((256, 4096, 1 << 20)),
+                append_batch_bytes_max=self.rng.choice((1, 256, 4096, 1 << 20)),
                 seed=self.seed,
             )
             disk = SimFileSystem(random.Random(self.rng.random()))
@@ -289,9 +290,24 @@ class Simulation:
         ):
             self.leader_terms_seen.add(raft.term)
             self._log(f"leader {node.describe()}")
+            if (
+                self.faults_enabled
+                and self.rng.random() < self.options.leader_early_crash_probability
+            ):
+                # A leader that dies before its no-op spreads: Figure 8's raw material.
+                term = raft.term
+                delay = self.rng.randint(1, 3 * self.options.tick_period_units)
+                self._schedule(delay, lambda: self._crash_leader_of(node, term))
         if not node.alive:
             self._log(f"n{node.id} crashed during a write (torn tail)")
             self._schedule(self._ticks(self.rng.randint(5, 40)), lambda: self._restart(node.id))
+
+    def _crash_leader_of(self, node: SimNode, term: int) -> None:
+        if node.alive and node.raft is not None and node.raft.term == term:
+            self._log(f"crash new leader {node.describe()}")
+            node.crash()
+            downtime = self._ticks(self.rng.randint(1, 10))
+            self._schedule(downtime, lambda: self._restart(node.id))
 
     def _restart(self, node_id: int) -> None:
         node = self.nodes[node_id]

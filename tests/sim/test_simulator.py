@@ -1,0 +1,60 @@
+"""The deterministic simulator: seeds pass, replays are exact, broken cores are caught."""
+
+from __future__ import annotations
+
+import pytest
+
+from synod.raft import quorum
+from synod.raft.log import RaftLog
+from synod.sim.__main__ import main as sim_main
+from synod.sim.simulator import Simulation
+
+
+def test_a_sweep_of_seeds_has_no_violation() -> None:
+    results = [Simulation(seed).run() for seed in range(1, 13)]
+    failures = [(r.seed, r.violation) for r in results if r.violation]
+    assert failures == []
+    assert all(r.committed_index > 1 and r.elections >= 1 for r in results)
+    assert {r.cluster_size for r in results} == {3, 5, 7}
+
+
+def test_a_seed_replays_exactly() -> None:
+    first, second = Simulation(7).run(), Simulation(7).run()
+    assert first.trace == second.trace
+    assert (first.committed_index, first.operations) == (second.committed_index, second.operations)
+
+
+def test_cli_prints_the_summary_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sim_main(["--seeds", "4", "--jobs", "1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("sim: seeds=4 passed=4 violations=0 committed=")
+    assert "max_ticks_to_recover=" in last
+
+
+def _first_violation(seeds_max: int) -> str | None:
+    for seed in range(1, seeds_max + 1):
+        result = Simulation(seed).run()
+        if result.violation:
+            assert "replay" not in result.violation
+            assert f"SEED={seed}" in result.replay_command()
+            return result.violation
+    return None
+
+
+def test_granting_votes_to_stale_candidates_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Breaks §5.4.1 (the election restriction)."""
+    monkeypatch.setattr(RaftLog, "is_up_to_date", lambda self, index, term: True)
+    violation = _first_violation(40)
+    assert violation is not None
+    assert "leader completeness" in violation or "state machine safety" in violation
+
+
+def test_committing_without_a_majority_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Breaks §5.3: counts one replica too few."""
+
+    def committed_by_minority(voters: object, match_index: dict[int, int]) -> int:
+        ordered = sorted((match_index.get(v, 0) for v in voters), reverse=True)  # type: ignore[attr-defined]
+        return ordered[max(len(ordered) // 2 - 1, 0)]
+
+    monkeypatch.setattr(quorum, "committed_index", committed_by_minority)
+    assert _first_violation(40) is not None
