@@ -76,5 +76,5 @@ def test_broken_commit_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RaftLog, "maybe_commit", commit_by_counting)
     net = Network(5, pre_vote=False, check_quorum=False, append_batch_bytes_max=1)
     net.monitor_with(SafetyMonitor())
-    with pytest.raises(SafetyViolation, match="leader completeness|state machine safety"):
+    with pytest.raises(SafetyViolation, match=r"leader completeness|state machine safety"):
         run_figure_8(net)

@@ -20,8 +20,8 @@ from synod.raft.types import (
     Message,
     MessageType,
     NodeId,
-    Ready,
     ReadState,
+    Ready,
     Role,
 )
 from synod.sim.invariants import SafetyMonitor
