@@ -395,3 +395,20 @@ def test_sim_fs_handles_die_with_a_crash() -> None:
         file.write(b"late")
     with pytest.raises(FileNotFoundError):
         fs.read_bytes("/d/missing")
+
+
+def test_failed_fsync_poisons_the_wal(monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = SimFileSystem(random.Random(1))
+    wal, _ = Wal.open(fs, "/w")
+    wal.write(None, entries(1, 1))
+
+    def failing_sync() -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(wal._file, "sync", failing_sync)
+    with pytest.raises(OSError):
+        wal.sync()
+    with pytest.raises(WalError, match="unusable"):
+        wal.write(None, entries(2, 2))
+    with pytest.raises(WalError, match="unusable"):
+        wal.sync()
