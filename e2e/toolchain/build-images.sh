@@ -214,14 +214,15 @@ build_node() {
   log "kind node: importing images into the node's containerd (k8s.io namespace)"
   docker exec "$name" sh -c 'nohup containerd > /var/log/containerd-build.log 2>&1 &'
   local ok=0
-  for _ in $(seq 60); do docker exec "$name" ctr info >/dev/null 2>&1 && { ok=1; break; }; sleep 1; done
+  for _ in $(seq 60); do docker exec "$name" ctr version >/dev/null 2>&1 && { ok=1; break; }; sleep 1; done
   [ $ok = 1 ] || { docker exec "$name" cat /var/log/containerd-build.log >&2; die "containerd did not start in the build container"; }
   docker exec -i "$name" ctr --namespace=k8s.io images import --all-platforms --no-unpack --digests - < "$K8S_IMAGES_TAR"
   for ref in $(docker exec "$name" ctr --namespace=k8s.io images list -q | grep -v '@sha256'); do
     docker exec "$name" ctr --namespace=k8s.io images label "$ref" io.cri-containerd.pinned=pinned >/dev/null
   done
   docker exec "$name" ctr --namespace=k8s.io images list -q >&2
-  docker exec "$name" sh -c 'pkill containerd; for i in $(seq 30); do pgrep containerd >/dev/null || exit 0; sleep 1; done; exit 1'
+  # (PID 1 is `sleep`, which reaps nothing: a zombie containerd counts as gone.)
+  docker exec "$name" sh -c 'pkill -x containerd; for i in $(seq 30); do ps -o stat= -C containerd | grep -qv Z || exit 0; sleep 1; done; exit 1'
   docker exec "$name" sh -c 'rm -rf /tmp/* /var/log/containerd-build.log'
   docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
     --change 'ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""' "$name" "$NODE_IMAGE" >/dev/null
