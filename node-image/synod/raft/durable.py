@@ -37,11 +37,13 @@ from synod.raft.snapfile import SNAPSHOTS_KEPT_MAX_DEFAULT, SnapshotProblem, Sna
 from synod.raft.storage import MemoryStorage
 from synod.raft.types import (
     NONE,
+    Compacted,
     ConfState,
     Entry,
     HardState,
     Ready,
     Snapshot,
+    SnapshotMeta,
 )
 from synod.raft.wal import SEGMENT_BYTES_MAX_DEFAULT, SnapshotMarker, Wal, WalRepair, WalState
 
@@ -87,6 +89,7 @@ class DurableStorage:
         self._wal: Wal | None = None
         self._snapshots: SnapshotStore | None = None
         self._pending: list[_Pending] = []
+        self._flushed = 0
 
     # -- start-up --------------------------------------------------------------
     def load(self) -> tuple[HardState, Snapshot]:
@@ -172,8 +175,23 @@ class DurableStorage:
         Messages of the persisted Readies may be sent once this returns.
         Raises OSError and WalError; after a failure the node must restart.
         """
+        self.flush()
+        self.publish()
+
+    def flush(self) -> None:
+        """The fsync half of `sync()`. Touches no memory state, so a node may run it in
+        a worker thread while its event loop keeps reading `memory`.
+
+        Raises OSError and WalError; after a failure the node must restart.
+        """
         wal, _ = self._opened()
         wal.sync()
+        self._flushed = len(self._pending)
+
+    def publish(self) -> None:
+        """The memory half of `sync()`: make flushed Readies visible to the core.
+        Run it on the thread that owns the core."""
+        assert self._flushed == len(self._pending), "flush() before publish()"
         installed = False
         for pending in self._pending:  # Bounded by PENDING_READIES_MAX.
             if not pending.snapshot.is_empty():
@@ -183,6 +201,7 @@ class DurableStorage:
             if pending.hard_state is not None:
                 self.memory.set_hard_state(pending.hard_state)
         self._pending.clear()
+        self._flushed = 0
         if installed:
             self._release_covered()
         assert not self._pending
@@ -197,18 +216,34 @@ class DurableStorage:
 
         Raises Compacted (a snapshot at or after `index` exists), OSError, WalError.
         """
+        snapshot = self.write_snapshot(index, conf, data)
+        self.install_snapshot(snapshot)
+        return snapshot
+
+    def write_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
+        """The durable half of `save_snapshot`: snapshot file, WAL marker, fsync. It only
+        reads `memory`, so it may run in a worker thread. Raises as `save_snapshot`."""
         wal, snapshots = self._opened()
         assert not self._pending, "save_snapshot() between persist() and sync()"
-        snapshot = self.memory.create_snapshot(index, conf, data)
+        if index <= self.memory.snapshot().meta.index:
+            raise Compacted(f"snapshot at {index}: have one at {self.memory.snapshot().meta.index}")
+        snapshot = Snapshot(
+            SnapshotMeta(index=index, term=self.memory.term(index), conf=conf), data
+        )
         snapshots.save(snapshot)
         wal.write(None, [], SnapshotMarker(index, snapshot.meta.term))
         wal.sync()
-        compact_index = index - self._entries_kept_after_snapshot
+        return snapshot
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        """The memory half of `save_snapshot`: adopt it, compact, release old files."""
+        meta = snapshot.meta
+        self.memory.create_snapshot(meta.index, meta.conf, snapshot.data)
+        compact_index = meta.index - self._entries_kept_after_snapshot
         if compact_index >= self.memory.first_index():
             self.memory.compact(compact_index)
         self._release_covered()
-        assert self.memory.snapshot().meta.index == index
-        return snapshot
+        assert self.memory.snapshot().meta.index == meta.index
 
     def _release_covered(self) -> None:
         """Purge old snapshot files, then WAL segments older than the oldest kept one."""

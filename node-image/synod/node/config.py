@@ -1,0 +1,237 @@
+"""Node configuration: flags, then `SYNOD_*` environment variables, then a TOML file.
+
+See docs/node.md for every setting. `load_config(argv, environ)` is pure apart
+from reading the optional TOML file and `socket.gethostname()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from synod.raft.types import NodeId
+
+ENV_PREFIX = "SYNOD_"
+MEMBERS_MAX = 64  # Entries of --initial-cluster / --initial-replicas.
+_HOSTNAME_ORDINAL = re.compile(r"^(?P<name>.+)-(?P<ordinal>\d+)$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """Where to reach one member."""
+
+    node_id: NodeId
+    peer_address: str  # host:port of the peer listener
+    client_url: str  # http://host:port of the client API
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything `synod node` needs to start."""
+
+    node_id: NodeId
+    data_dir: str
+    listen_client: str
+    listen_peer: str
+    advertise_client: str
+    advertise_peer: str
+    initial_members: tuple[Member, ...] = ()
+    peer_dns: str = ""  # "<statefulset>.<service>[.ns.svc]" for DNS mode
+    peer_port: int = 2380
+    client_port: int = 2379
+    join: bool = False
+    tick_ms: int = 50
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    snapshot_entries: int = 10_000
+    request_timeout_ms: int = 5000
+    log_level: str = "info"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def heartbeat_interval_ticks(self) -> int:
+        """Heartbeat interval in Raft ticks (at least one)."""
+        return max(1, self.heartbeat_interval_ms // self.tick_ms)
+
+    @property
+    def election_timeout_ticks(self) -> int:
+        """Election timeout in Raft ticks (more than the heartbeat interval)."""
+        return max(self.heartbeat_interval_ticks + 1, self.election_timeout_ms // self.tick_ms)
+
+    def member(self, node_id: NodeId) -> Member | None:
+        """Address of `node_id` as configured (static list or DNS pattern)."""
+        for member in self.initial_members:
+            if member.node_id == node_id:
+                return member
+        if self.peer_dns:
+            return dns_member(self.peer_dns, node_id, self.peer_port, self.client_port)
+        return None
+
+
+def dns_member(peer_dns: str, node_id: NodeId, peer_port: int, client_port: int) -> Member:
+    """The member of a StatefulSet: id N is pod ordinal N-1 behind the headless Service."""
+    assert node_id >= 1
+    name, _, service = peer_dns.partition(".")
+    if not name or not service:
+        raise ConfigError(f"--peer-dns must look like NAME.SERVICE, got {peer_dns!r}")
+    host = f"{name}-{node_id - 1}.{service}"
+    return Member(node_id, f"{host}:{peer_port}", f"http://{host}:{client_port}")
+
+
+def parse_initial_cluster(spec: str) -> tuple[Member, ...]:
+    """Parse `id=peer_host:port@client_url,...`. Raises ConfigError with the bad part."""
+    members: list[Member] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        match = re.fullmatch(r"(\d+)=([^@\s]+:\d+)@(https?://\S+)", part)
+        if match is None:
+            raise ConfigError(
+                f"--initial-cluster entry {part!r} must look like ID=HOST:PORT@http://HOST:PORT"
+            )
+        members.append(Member(int(match[1]), match[2], match[3].rstrip("/")))
+    if len(members) > MEMBERS_MAX:
+        raise ConfigError(f"--initial-cluster has more than {MEMBERS_MAX} members")
+    ids = [m.node_id for m in members]
+    if len(set(ids)) != len(ids) or 0 in ids:
+        raise ConfigError("--initial-cluster ids must be unique and >= 1")
+    return tuple(members)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synod node", description="Run one Synod member.")
+    add = parser.add_argument
+    add("--config", help="TOML file with the same settings (lowest precedence)")
+    add("--id", type=int)
+    add("--id-from-hostname", action="store_const", const="true")
+    add("--data-dir")
+    add("--listen-client")
+    add("--listen-peer")
+    add("--advertise-client")
+    add("--advertise-peer")
+    add("--initial-cluster")
+    add("--peer-dns")
+    add("--initial-replicas", type=int)
+    add("--peer-port", type=int)
+    add("--client-port", type=int)
+    add("--join", action="store_const", const="true")
+    add("--tick-ms", type=int)
+    add("--heartbeat-interval-ms", type=int)
+    add("--election-timeout-ms", type=int)
+    add("--snapshot-entries", type=int)
+    add("--request-timeout-ms", type=int)
+    add("--log-level")
+    return parser
+
+
+def _merged(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings by name (underscored), flags over environment over file."""
+    args = _parser().parse_args(list(argv))
+    settings: dict[str, str] = {}
+    config_file = args.config or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        try:
+            with open(config_file, "rb") as handle:
+                data = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot read --config {config_file}: {error}") from None
+        settings.update({key.replace("-", "_"): str(value) for key, value in data.items()})
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
+            settings[key[len(ENV_PREFIX) :].lower()] = value
+    for key, value in vars(args).items():
+        if value is not None and key != "config":
+            settings[key] = str(value)
+    return settings
+
+
+def _int(settings: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = settings.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(settings: dict[str, str], name: str) -> bool:
+    return settings.get(name, "false").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_config(
+    argv: Sequence[str], environ: Mapping[str, str], hostname: str | None = None
+) -> NodeConfig:
+    """Build the configuration. Raises ConfigError naming the offending setting."""
+    settings = _merged(argv, environ)
+    node_id = _resolve_id(settings, hostname)
+    listen_client = settings.get("listen_client", "127.0.0.1:2379")
+    listen_peer = settings.get("listen_peer", "127.0.0.1:2380")
+    peer_dns = settings.get("peer_dns", "")
+    peer_port = _int(settings, "peer_port", 2380)
+    client_port = _int(settings, "client_port", 2379)
+    members = parse_initial_cluster(settings.get("initial_cluster", ""))
+    if peer_dns and not members:
+        replicas = _int(settings, "initial_replicas", 1)
+        if replicas > MEMBERS_MAX:
+            raise ConfigError(f"initial_replicas must be <= {MEMBERS_MAX}")
+        members = tuple(
+            dns_member(peer_dns, i, peer_port, client_port) for i in range(1, replicas + 1)
+        )
+    own = next((m for m in members if m.node_id == node_id), None)
+    default_peer = own.peer_address if own and peer_dns else listen_peer
+    default_client = own.client_url if own and peer_dns else f"http://{listen_client}"
+    config = NodeConfig(
+        node_id=node_id,
+        data_dir=settings.get("data_dir", "./synod-data"),
+        listen_client=listen_client,
+        listen_peer=listen_peer,
+        advertise_client=settings.get("advertise_client", default_client).rstrip("/"),
+        advertise_peer=settings.get("advertise_peer", default_peer),
+        initial_members=members,
+        peer_dns=peer_dns,
+        peer_port=peer_port,
+        client_port=client_port,
+        join=_bool(settings, "join"),
+        tick_ms=_int(settings, "tick_ms", 50),
+        heartbeat_interval_ms=_int(settings, "heartbeat_interval_ms", 100),
+        election_timeout_ms=_int(settings, "election_timeout_ms", 1000),
+        snapshot_entries=_int(settings, "snapshot_entries", 10_000),
+        request_timeout_ms=_int(settings, "request_timeout_ms", 5000),
+        log_level=settings.get("log_level", "info"),
+    )
+    _validate(config)
+    return config
+
+
+def _resolve_id(settings: dict[str, str], hostname: str | None) -> NodeId:
+    if _bool(settings, "id_from_hostname") and "id" not in settings:
+        name = hostname if hostname is not None else socket.gethostname()
+        match = _HOSTNAME_ORDINAL.match(name.split(".")[0])
+        if match is None:
+            raise ConfigError(f"--id-from-hostname: {name!r} does not end in -<ordinal>")
+        return int(match["ordinal"]) + 1
+    if "id" not in settings:
+        raise ConfigError("--id (or SYNOD_ID, or --id-from-hostname) is required")
+    return _int(settings, "id", 0)
+
+
+def _validate(config: NodeConfig) -> None:
+    if config.election_timeout_ms <= 5 * config.heartbeat_interval_ms:
+        raise ConfigError("election_timeout_ms must exceed 5 x heartbeat_interval_ms")
+    if config.heartbeat_interval_ms < config.tick_ms:
+        raise ConfigError("heartbeat_interval_ms must be at least tick_ms")
+    if config.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log_level must be debug, info, warning or error")
+    if not config.join and not config.initial_members:
+        raise ConfigError("give --initial-cluster or --peer-dns (or --join to be added later)")
+    assert config.node_id >= 1
