@@ -78,6 +78,13 @@ class NotCaughtUp(NodeError):
     status = 409
 
 
+class NotMember(NodeError):
+    """The member named in an admin call does not exist."""
+
+    code = "not-found"
+    status = 404
+
+
 class NodeApi(Protocol):
     """What the HTTP layer needs from a node."""
 

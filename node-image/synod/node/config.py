@@ -52,6 +52,7 @@ class NodeConfig:
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     snapshot_entries: int = 10_000
+    snapshot_catchup_entries: int = 5000
     request_timeout_ms: int = 5000
     log_level: str = "info"
     extra: dict[str, str] = field(default_factory=dict)
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--heartbeat-interval-ms", type=int)
     add("--election-timeout-ms", type=int)
     add("--snapshot-entries", type=int)
+    add("--snapshot-catchup-entries", type=int)
     add("--request-timeout-ms", type=int)
     add("--log-level")
     return parser
@@ -206,6 +208,7 @@ def load_config(
         heartbeat_interval_ms=_int(settings, "heartbeat_interval_ms", 100),
         election_timeout_ms=_int(settings, "election_timeout_ms", 1000),
         snapshot_entries=_int(settings, "snapshot_entries", 10_000),
+        snapshot_catchup_entries=_int(settings, "snapshot_catchup_entries", 5000, minimum=0),
         request_timeout_ms=_int(settings, "request_timeout_ms", 5000),
         log_level=settings.get("log_level", "info"),
     )

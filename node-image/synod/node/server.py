@@ -23,7 +23,16 @@ from typing import Any
 import msgpack
 from opentelemetry import trace
 
-from synod.node.api import NodeError, NoLeader, NotCaughtUp, NotLeader, Overloaded, Session, Timeout
+from synod.node.api import (
+    NodeError,
+    NoLeader,
+    NotCaughtUp,
+    NotLeader,
+    NotMember,
+    Overloaded,
+    Session,
+    Timeout,
+)
 from synod.node.config import Member, NodeConfig
 from synod.node.metrics import NodeMetrics
 from synod.node.transport import PeerTransport
@@ -87,7 +96,11 @@ class RaftServer:
         self.limits = limits or ServerLimits()
         self.member_id = config.node_id
         self.node_metrics = NodeMetrics(config.node_id)
-        self.storage = DurableStorage(OsFileSystem(), config.data_dir)
+        self.storage = DurableStorage(
+            OsFileSystem(),
+            config.data_dir,
+            entries_kept_after_snapshot=config.snapshot_catchup_entries,
+        )
         self.state = ServiceStateMachine()
         self.lease_clock = LeaseClock()
         self.addresses: dict[NodeId, Member] = {m.node_id: m for m in config.initial_members}
@@ -710,7 +723,7 @@ class RaftServer:
             return {"ok": True, "members": self._member_status(raft), "changed": False}
         progress = raft.progress.get(node_id)
         if progress is None:
-            raise NodeError(f"node {node_id} is not a member; add it as a learner first")
+            raise NotMember(f"node {node_id} is not a member; add it as a learner first")
         lag = raft.log.last_index() - progress.match
         if lag > self.limits.promote_lag_entries_max:
             raise NotCaughtUp(f"learner {node_id} is {lag} entries behind", lag_entries=lag)

@@ -1,0 +1,81 @@
+"""`synod node`: run one member until SIGTERM or SIGINT.
+
+Exit codes: 0 after a clean stop, 2 for a configuration error, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from synod.node.config import ConfigError, NodeConfig, load_config
+from synod.node.server import RaftServer
+from synod.node.transport import split_host_port
+
+log = logging.getLogger("synod.node")
+
+
+async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
+    """Start the member and its HTTP API; return after `stop` is set and all is closed."""
+    from synod.node.http import build_app  # The HTTP layer is only needed here.
+    from synod.node.tracing import configure_tracing
+
+    configure_tracing(f"synod-node-{config.node_id}")
+    server = RaftServer(config)
+    await server.start()
+    app = build_app(server, registry=server.node_metrics.registry)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = split_host_port(config.listen_client)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    log.info("node %d serving clients on %s", config.node_id, config.listen_client)
+    print(f"synod node {config.node_id}: clients {config.advertise_client}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        # Hand leadership over while still answering (forwarded) requests, then close.
+        await server.stop(transfer_leadership=True)
+        await runner.cleanup()
+    log.info("node %d stopped", config.node_id)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the configuration and run. Returns the exit code."""
+    try:
+        config = load_config(list(sys.argv[1:] if argv is None else argv), os.environ)
+    except ConfigError as error:
+        print(f"synod node: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional: plain asyncio works, only slower.
+        return asyncio.run(_main(config))
+    return uvloop.run(_main(config))
+
+
+async def _main(config: NodeConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await serve(config, stop)
+    except OSError as error:
+        print(f"synod node: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

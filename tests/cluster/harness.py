@@ -1,0 +1,173 @@
+"""Real `synod node` processes on loopback, for the process-cluster tier.
+
+Each node is a separate Python process started with `python -m synod.node.main`;
+ports are picked free per test; `kill -9`, SIGTERM and restarts are real.
+Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WAIT_S_MAX = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class NodeProcess:
+    node_id: int
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def member_spec(self) -> str:
+        return f"{self.node_id}=127.0.0.1:{self.peer_port}@{self.url}"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Cluster:
+    """A set of node processes sharing one initial membership."""
+
+    def __init__(self, root: Path, size: int, *, extra_args: list[str] | None = None) -> None:
+        self.root = root
+        self.nodes: dict[int, NodeProcess] = {}
+        self.extra_args = extra_args or []
+        for node_id in range(1, size + 1):
+            self.nodes[node_id] = self._new_node(node_id)
+        self.initial_cluster = ",".join(n.member_spec for n in self.nodes.values())
+
+    def _new_node(self, node_id: int) -> NodeProcess:
+        return NodeProcess(
+            node_id,
+            free_port(),
+            free_port(),
+            self.root / f"node-{node_id}",
+            self.root / f"node-{node_id}.log",
+            extra_args=list(self.extra_args),
+        )
+
+    def start(self, node_id: int, *, join: bool = False) -> None:
+        node = self.nodes[node_id]
+        assert not node.alive()
+        args = [
+            sys.executable, "-m", "synod.node.main",
+            "--id", str(node_id),
+            "--data-dir", str(node.data_dir),
+            "--listen-client", f"127.0.0.1:{node.client_port}",
+            "--listen-peer", f"127.0.0.1:{node.peer_port}",
+            "--initial-cluster", self.initial_cluster,
+            "--tick-ms", "20", "--heartbeat-interval-ms", "40", "--election-timeout-ms", "400",
+            *node.extra_args,
+        ]  # fmt: skip
+        if join:
+            args.append("--join")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with node.log_path.open("ab") as log:
+            node.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def start_all(self) -> None:
+        for node_id in self.nodes:
+            self.start(node_id)
+        self.wait_for_leader()
+
+    def add_node(self) -> NodeProcess:
+        node_id = max(self.nodes) + 1
+        node = self._new_node(node_id)
+        self.nodes[node_id] = node
+        return node
+
+    def kill(self, node_id: int) -> None:
+        node = self.nodes[node_id]
+        assert node.process is not None
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(timeout=WAIT_S_MAX)
+
+    def terminate(self, node_id: int) -> int:
+        node = self.nodes[node_id]
+        assert node.process is not None
+        node.process.send_signal(signal.SIGTERM)
+        return node.process.wait(timeout=WAIT_S_MAX)
+
+    def stop_all(self) -> None:
+        for node_id, node in self.nodes.items():
+            if node.alive():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.terminate(node_id)
+            if node.alive():
+                self.kill(node_id)
+
+    def status(self, node_id: int) -> dict[str, Any] | None:
+        try:
+            return request(self.nodes[node_id].url, "GET", "/v1/cluster/status", timeout_s=1.0)[1]
+        except OSError:
+            return None
+
+    def wait_for_leader(self, exclude: set[int] | None = None) -> int:
+        deadline = time.monotonic() + WAIT_S_MAX
+        while time.monotonic() < deadline:
+            for node_id, node in self.nodes.items():
+                if not node.alive() or (exclude and node_id in exclude):
+                    continue
+                status = self.status(node_id)
+                if status and status["role"] == "leader":
+                    return node_id
+            time.sleep(0.05)
+        raise AssertionError(f"no leader within {WAIT_S_MAX}s; logs in {self.root}")
+
+    def wait_until(self, predicate: Any, what: str) -> None:
+        deadline = time.monotonic() + WAIT_S_MAX
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; logs in {self.root}")
+
+
+def request(
+    base_url: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 5.0,
+) -> tuple[int, Any]:
+    """One HTTP request; returns (status, parsed JSON body). Raises OSError on no answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base_url + path, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        return error.code, json.loads(raw) if raw else None

@@ -1,0 +1,169 @@
+"""Process-cluster tier: real `synod node` processes on loopback.
+
+kill -9 of the leader under load, whole-cluster restart, a follower caught up
+by snapshot, membership changes under load, and bad input of every kind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.harness import Cluster, request
+from tests.cluster.workload import Workload
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[list[Cluster]]:
+    made: list[Cluster] = []
+    yield made
+    for cluster in made:
+        cluster.stop_all()
+
+
+def make(made: list[Cluster], root: Path, size: int, **kwargs: object) -> Cluster:
+    cluster = Cluster(root, size, **kwargs)  # type: ignore[arg-type]
+    made.append(cluster)
+    cluster.start_all()
+    return cluster
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_kill_leader_under_load_loses_no_acknowledged_write(
+    cluster_factory: list[Cluster], tmp_path: Path, size: int
+) -> None:
+    cluster = make(cluster_factory, tmp_path, size)
+    workload = Workload(cluster, clients=4, seed=size)
+    workload.start()
+    time.sleep(2.0)
+    old_leader = cluster.wait_for_leader()
+    cluster.kill(old_leader)
+    new_leader = cluster.wait_for_leader(exclude={old_leader})
+    assert new_leader != old_leader
+    time.sleep(2.0)
+    workload.stop()
+    workload.final_reads()
+    result = workload.check()
+    assert result.ok is True, result.explanation
+    assert workload.acknowledged_writes > 20
+
+
+def test_whole_cluster_restart_keeps_data(cluster_factory: list[Cluster], tmp_path: Path) -> None:
+    cluster = make(cluster_factory, tmp_path, 3)
+    leader = cluster.nodes[cluster.wait_for_leader()].url
+    for i in range(50):
+        status, _ = request(leader, "POST", "/v1/kv/put", {"key": f"k{i}", "value": f"v{i}"})
+        assert status == 200
+    for node_id in cluster.nodes:
+        assert cluster.terminate(node_id) == 0, "SIGTERM must exit cleanly"
+    cluster.start_all()
+    for node in cluster.nodes.values():
+        status, body = request(node.url, "POST", "/v1/kv/range", {"key": "k", "prefix": True})
+        assert status == 200
+        assert body["count"] == 50
+        assert {kv["value"] for kv in body["kvs"]} == {f"v{i}" for i in range(50)}
+
+
+def test_lagging_follower_catches_up_by_snapshot(
+    cluster_factory: list[Cluster], tmp_path: Path
+) -> None:
+    args = ["--snapshot-entries", "100", "--snapshot-catchup-entries", "10"]
+    cluster = make(cluster_factory, tmp_path, 3, extra_args=args)
+    leader_id = cluster.wait_for_leader()
+    lagging = next(n for n in cluster.nodes if n != leader_id)
+    cluster.kill(lagging)
+    leader = cluster.nodes[leader_id].url
+    for i in range(400):
+        status, _ = request(leader, "POST", "/v1/kv/put", {"key": f"s{i}", "value": "x" * 100})
+        assert status == 200
+    status, snap = request(leader, "POST", "/v1/admin/snapshot", {})
+    assert status == 200 and snap["snapshot_index"] > 300
+    cluster.start(lagging)
+
+    def caught_up() -> bool:
+        state = cluster.status(lagging)
+        return bool(state and state["applied_index"] >= snap["snapshot_index"])
+
+    cluster.wait_until(caught_up, "the lagging follower to install the snapshot")
+    state = cluster.status(lagging)
+    assert state is not None and state["snapshot_index"] >= snap["snapshot_index"] - 100
+    body = {"key": "s", "prefix": True, "serializable": True, "count_only": True}
+    status, counted = request(cluster.nodes[lagging].url, "POST", "/v1/kv/range", body)
+    assert status == 200 and counted["count"] == 400
+
+
+def test_add_promote_and_remove_members_under_load(
+    cluster_factory: list[Cluster], tmp_path: Path
+) -> None:
+    cluster = make(cluster_factory, tmp_path, 3)
+    workload = Workload(cluster, clients=3, seed=7)
+    workload.start()
+    newcomer = cluster.add_node()
+    cluster.start(newcomer.node_id, join=True)
+    leader = cluster.nodes[cluster.wait_for_leader()].url
+    add = {"id": newcomer.node_id, "peer_url": f"127.0.0.1:{newcomer.peer_port}"}
+    add["client_url"] = newcomer.url
+    status, _ = request(leader, "POST", "/v1/admin/members/add-learner", add)
+    assert status == 200
+    status, again = request(leader, "POST", "/v1/admin/members/add-learner", add)
+    assert status == 200 and again["changed"] is False, "add-learner is idempotent"
+
+    def promoted() -> bool:
+        code, _ = request(leader, "POST", "/v1/admin/members/promote", {"id": newcomer.node_id})
+        return code == 200
+
+    cluster.wait_until(promoted, "the learner to catch up and be promoted")
+    leader_id = cluster.wait_for_leader()
+    victim = next(n for n in (1, 2, 3) if n != leader_id)
+    status, _ = request(
+        cluster.nodes[leader_id].url, "POST", "/v1/admin/members/remove", {"id": victim}
+    )
+    assert status == 200
+    cluster.terminate(victim)
+    time.sleep(1.0)
+    workload.stop()
+    workload.final_reads()
+    result = workload.check()
+    assert result.ok is True, result.explanation
+    members = cluster.status(cluster.wait_for_leader())
+    assert members is not None
+    ids = {m["id"] for m in members["members"]}
+    assert newcomer.node_id in ids and victim not in ids
+
+
+BAD_REQUESTS = [
+    ("/v1/kv/put", {"key": "", "value": "x"}, 400),
+    ("/v1/kv/put", {"key": "k"}, 400),
+    ("/v1/kv/put", {"key": "k", "value": 5}, 400),
+    ("/v1/kv/put", {"key": "k", "value": "x", "surprise": 1}, 400),
+    ("/v1/kv/put", {"key": "k" * 5000, "value": "x"}, 413),
+    ("/v1/kv/put", {"key": "k", "value": "x", "lease": 424242}, 404),
+    ("/v1/kv/range", {"key": "k", "revision": 10**9}, 400),
+    ("/v1/kv/txn", {"compare": [{"key": "k", "target": "nope", "result": "=", "value": 1}]}, 400),
+    ("/v1/lease/grant", {"ttl_ms": -5}, 400),
+    ("/v1/lease/revoke", {"id": 987654}, 404),
+    ("/v1/admin/members/promote", {"id": 77}, 404),
+]
+
+
+def test_bad_input_answers_4xx_and_changes_nothing(
+    cluster_factory: list[Cluster], tmp_path: Path
+) -> None:
+    cluster = make(cluster_factory, tmp_path, 3)
+    leader = cluster.nodes[cluster.wait_for_leader()].url
+    assert request(leader, "POST", "/v1/kv/put", {"key": "k", "value": "before"})[0] == 200
+    _, before = request(leader, "POST", "/v1/kv/range", {"key": "k"})
+    for path, body, expected_status in BAD_REQUESTS:
+        for node in cluster.nodes.values():
+            status, problem = request(node.url, "POST", path, body)
+            assert status == expected_status, (path, body, status, problem)
+            assert problem["status"] == status and problem["type"].startswith("https://")
+            assert problem.get("detail"), problem
+    status, _ = request(leader, "POST", "/v1/kv/put", {"key": "k"}, headers={})
+    assert status == 400
+    _, after = request(leader, "POST", "/v1/kv/range", {"key": "k"})
+    assert after["header"]["revision"] == before["header"]["revision"]
+    assert after["kvs"] == before["kvs"]
