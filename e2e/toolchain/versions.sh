@@ -11,7 +11,7 @@ COREDNS_VERSION=v1.12.1         # github.com/coredns/coredns (kubeadm 1.34 defau
 PAUSE_IMAGE_TAG=3.10.1          # built from build/pause/linux/pause.c of k8s.io/kubernetes
 LOCAL_PATH_VERSION=v0.0.30      # github.com/rancher/local-path-provisioner
 DEBIAN_SUITE=bookworm
-TOOLCHAIN_REV=1                 # bump when the image recipes change (part of image cache keys)
+TOOLCHAIN_REV=2                 # bump when the image recipes change (part of image cache keys)
 PYTHON_BASE_TAG=3.11-slim-bookworm  # local stand-in for python:3.12-slim (Debian bookworm ships Python 3.11)
 
 SYNOD_TOOLCHAIN_CACHE=${SYNOD_TOOLCHAIN_CACHE:-/var/cache/synod-toolchain}

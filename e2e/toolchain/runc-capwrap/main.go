@@ -7,6 +7,13 @@
 // runc BinaryName inside the kind node, it makes `--privileged` containers
 // and privileged pods work with every capability the machine can grant.
 //
+// Without CAP_SYS_RESOURCE a process can neither lower its oom_score_adj
+// below its parent's nor raise a hard rlimit, and runc's init then dies
+// ("can't get final child's PID from pipe"). So, when that capability is
+// missing, the wrapper also clamps process.oomScoreAdj to at least this
+// process's own value and every process.rlimits entry to this process's
+// current hard limit.
+//
 // Handled: `create`/`run` (the bundle's config.json, found via --bundle/-b or
 // the working directory) and `exec` (the --process/-p JSON). Everything else
 // passes through untouched. The real runc is $RUNC_CAPWRAP_REAL, else the
@@ -23,6 +30,56 @@ import (
 	"strings"
 	"syscall"
 )
+
+var rlimitNumbers = map[string]int{
+	"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+	"RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
+	"RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+	"RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+
+// clampResources keeps oomScoreAdj and rlimits within what a process without
+// CAP_SYS_RESOURCE may set.
+func clampResources(proc map[string]interface{}) {
+	if raw, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil {
+		own, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if adj, ok := proc["oomScoreAdj"].(float64); ok && err == nil && int(adj) < own {
+			proc["oomScoreAdj"] = own
+		}
+	}
+	limits, ok := proc["rlimits"].([]interface{})
+	if !ok {
+		return
+	}
+	for _, l := range limits {
+		lim, ok := l.(map[string]interface{})
+		if !ok {
+			continue
+		}
+		name, _ := lim["type"].(string)
+		num, known := rlimitNumbers[name]
+		if !known {
+			continue
+		}
+		var cur syscall.Rlimit
+		if err := syscall.Getrlimit(num, &cur); err != nil {
+			continue
+		}
+		hard, _ := lim["hard"].(float64)
+		soft, _ := lim["soft"].(float64)
+		max := float64(cur.Max)
+		if cur.Max == ^uint64(0) {
+			continue // unlimited: anything goes
+		}
+		if hard > max {
+			lim["hard"] = cur.Max
+			hard = max
+		}
+		if soft > hard {
+			lim["soft"] = uint64(hard)
+		}
+	}
+}
 
 var capNames = []string{
 	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
@@ -100,11 +157,12 @@ func rewrite(path string, inProcess bool, missing map[string]bool) error {
 		}
 		proc = p
 	}
-	caps, ok := proc["capabilities"].(map[string]interface{})
-	if !ok {
-		return nil
+	if caps, ok := proc["capabilities"].(map[string]interface{}); ok {
+		filterCaps(caps, missing)
 	}
-	filterCaps(caps, missing)
+	if missing["CAP_SYS_RESOURCE"] {
+		clampResources(proc)
+	}
 	out, err := json.Marshal(doc)
 	if err != nil {
 		return err
