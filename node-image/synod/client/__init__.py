@@ -1,0 +1,86 @@
+"""Synod's Python SDK: `AsyncClient` for asyncio code, `Client` for blocking code.
+
+from synod.client import Client
+
+with Client("127.0.0.1:2379,127.0.0.1:2479,127.0.0.1:2579") as client:
+    client.put("greeting", "hello")
+    print(client.get("greeting"))
+"""
+
+from synod.client.aio import DEV_ENDPOINTS, AsyncClient, normalize_endpoints
+from synod.client.errors import (
+    AlreadyExists,
+    Compacted,
+    CompareFailed,
+    Conflict,
+    FutureRevision,
+    InvalidArgument,
+    LeaseExpired,
+    LimitExceeded,
+    NoLeader,
+    NotCaughtUp,
+    NotFound,
+    NotLeader,
+    ProtocolError,
+    RequestTimeout,
+    SessionExpired,
+    SynodError,
+    TooLarge,
+    Unavailable,
+)
+from synod.client.lease import LeaseKeepAlive
+from synod.client.sync import Client, SyncLeaseKeepAlive
+from synod.client.txn import Compare, Txn
+from synod.client.types import (
+    KV,
+    ClusterStatus,
+    DeleteResult,
+    Header,
+    LeaseGrant,
+    LeaseInfo,
+    MemberStatus,
+    PutResult,
+    RangeResult,
+    TxnResult,
+    WatchEvent,
+)
+
+__all__ = [
+    "DEV_ENDPOINTS",
+    "KV",
+    "AlreadyExists",
+    "AsyncClient",
+    "Client",
+    "ClusterStatus",
+    "Compacted",
+    "Compare",
+    "CompareFailed",
+    "Conflict",
+    "DeleteResult",
+    "FutureRevision",
+    "Header",
+    "InvalidArgument",
+    "LeaseExpired",
+    "LeaseGrant",
+    "LeaseInfo",
+    "LeaseKeepAlive",
+    "LimitExceeded",
+    "MemberStatus",
+    "NoLeader",
+    "NotCaughtUp",
+    "NotFound",
+    "NotLeader",
+    "ProtocolError",
+    "PutResult",
+    "RangeResult",
+    "RequestTimeout",
+    "SessionExpired",
+    "SyncLeaseKeepAlive",
+    "SynodError",
+    "TooLarge",
+    "Txn",
+    "TxnResult",
+    "Unavailable",
+    "WatchEvent",
+    "normalize_endpoints",
+]

@@ -1,0 +1,775 @@
+"""The asyncio Synod client: endpoints, leader discovery, sessions, retries, watches.
+
+Retry safety: every write carries this client's session (`Synod-Client-Id`,
+`Synod-Seq`, `Synod-Ack-Seq`) and a retry re-sends the same seq, so the cluster applies
+it once and answers the retry with the first answer. Reads and admin calls are
+idempotent. Hence any request may be retried after a lost connection, a timeout, a
+503 or a 421, with bounded exponential backoff and jitter (`attempts_max`,
+`backoff_ms_base`, `backoff_ms_max`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from synod.client.errors import (
+    Compacted,
+    CompareFailed,
+    LimitExceeded,
+    NotLeader,
+    ProtocolError,
+    RequestTimeout,
+    SessionExpired,
+    SynodError,
+    Unavailable,
+    error_from_problem,
+)
+from synod.client.lease import LeaseKeepAlive
+from synod.client.sse import iter_sse
+from synod.client.txn import Txn, range_, value, version
+from synod.client.txn import put as put_op
+from synod.client.types import (
+    KV,
+    ClusterStatus,
+    DeleteResult,
+    LeaseGrant,
+    LeaseInfo,
+    PutResult,
+    RangeResult,
+    TxnResult,
+    WatchEvent,
+)
+
+__all__ = ["DEV_ENDPOINTS", "AsyncClient", "normalize_endpoints"]
+
+# What `synod dev` (3 nodes) listens on; the default for clients and the CLI.
+DEV_ENDPOINTS = ["http://127.0.0.1:2379", "http://127.0.0.1:2479", "http://127.0.0.1:2579"]
+
+# A write that got `session-expired` before it could have been applied is re-sent once
+# in a fresh session; a second expiry in a row is reported.
+SESSION_REOPENS_MAX = 1
+# The server caches at most 256 un-acknowledged answers per session; stay well below.
+WRITES_IN_FLIGHT_MAX = 128
+# A leader probe must not hold a request up for long: a dead endpoint is skipped.
+DISCOVERY_TIMEOUT_S_MAX = 2.0
+
+# An endpoint that failed is avoided this long (about one election) unless all failed.
+ENDPOINT_PENALTY_S = 1.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def normalize_endpoints(endpoints: Sequence[str] | str | None) -> list[str]:
+    """Turn `host:port`, URLs or a comma-separated string into distinct base URLs.
+
+    ``None`` or empty means the `synod dev` addresses. Raises ValueError on an empty
+    entry in a non-empty list.
+    """
+    if endpoints is None:
+        return list(DEV_ENDPOINTS)
+    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    urls: list[str] = []
+    for item in items:
+        text = item.strip()
+        if not text:
+            if isinstance(endpoints, str) and not endpoints.strip():
+                return list(DEV_ENDPOINTS)
+            raise ValueError(f"empty endpoint in {endpoints!r}")
+        url = text if "://" in text else f"http://{text}"
+        url = url.rstrip("/")
+        if url not in urls:
+            urls.append(url)
+    return urls or list(DEV_ENDPOINTS)
+
+
+@dataclass(slots=True)
+class _WatchCursor:
+    """Where a watch resumes: from ``next_revision``, skipping the first ``skip_count``
+    events of that revision (already delivered before a disconnect split it)."""
+
+    next_revision: int
+    skip_count: int = 0
+
+    def delivered(self, revision: int) -> None:
+        """Record one event handed to the caller. Raises nothing."""
+        if revision == self.next_revision:
+            self.skip_count += 1
+        elif revision > self.next_revision:
+            self.next_revision, self.skip_count = revision, 1
+
+    def should_skip(self, revision: int, seen_now: int) -> bool:
+        """True for an event re-sent after a resume. Raises nothing."""
+        return revision < self.next_revision or (
+            revision == self.next_revision and seen_now <= self.skip_count
+        )
+
+    def advance_to(self, revision: int) -> None:
+        """Everything below ``revision`` has been seen. Raises nothing."""
+        if revision > self.next_revision:
+            self.next_revision, self.skip_count = revision, 0
+
+
+class AsyncClient:
+    """A Synod client for asyncio code. Use as `async with AsyncClient(...) as client:`.
+
+    ``timeout_s`` bounds one attempt; ``attempts_max`` bounds attempts per call (and
+    consecutive failed reconnects of a watch). ``session=False`` sends writes without
+    de-duplication: they are then retried only when they surely did not reach a node.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str | None = None,
+        *,
+        timeout_s: float = 5.0,
+        attempts_max: int = 8,
+        backoff_ms_base: int = 50,
+        backoff_ms_max: int = 2_000,
+        session: bool = True,
+        discover_leader: bool = True,
+        watch_idle_timeout_s: float = 30.0,
+        sleep: Sleep | None = None,
+    ) -> None:
+        """Configure; nothing connects until the first call.
+
+        Raises ValueError on bad endpoints or bounds.
+        """
+        if attempts_max < 1 or timeout_s <= 0 or backoff_ms_base < 0:
+            raise ValueError("attempts_max >= 1, timeout_s > 0 and backoff_ms_base >= 0")
+        if backoff_ms_max < backoff_ms_base:
+            raise ValueError("backoff_ms_max must be >= backoff_ms_base")
+        self.endpoints = normalize_endpoints(endpoints)
+        self.timeout_s = timeout_s
+        self.attempts_max = attempts_max
+        self.backoff_ms_base = backoff_ms_base
+        self.backoff_ms_max = backoff_ms_max
+        self.use_session = session
+        self.discover_leader = discover_leader
+        self.watch_idle_timeout_s = watch_idle_timeout_s
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._current = 0
+        self._discovery_due = discover_leader
+        self._penalties: dict[str, float] = {}  # url -> monotonic time it may be used again
+        self._http: aiohttp.ClientSession | None = None
+        self._client_id = 0
+        self._next_seq = 1
+        self._in_flight: set[int] = set()
+        self._session_lock = asyncio.Lock()
+        self._writes = asyncio.Semaphore(WRITES_IN_FLIGHT_MAX)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncClient:
+        """Raises nothing."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the connections. Raises nothing."""
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP connections (the server session simply ages out). Raises nothing."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint the next request goes to. Raises nothing."""
+        return self.endpoints[self._current]
+
+    @property
+    def client_id(self) -> int:
+        """This client's session id (0 until the first write opens it). Raises nothing."""
+        return self._client_id
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The lazily created connection pool (it belongs to the running loop)."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    # -- endpoints ------------------------------------------------------------------
+
+    def _penalized(self, url: str) -> bool:
+        """True while ``url`` failed recently. Raises nothing."""
+        return self._penalties.get(url, 0.0) > time.monotonic()
+
+    def _prefer(self, url: str) -> bool:
+        """Send the next requests to ``url`` (added if new) unless it failed recently;
+        a stale leader hint must not pull the client back to a dead node.
+
+        Returns whether it switched. Raises nothing."""
+        url = url.rstrip("/")
+        if self._penalized(url):
+            return False
+        if url not in self.endpoints:
+            self.endpoints.append(url)
+        self._current = self.endpoints.index(url)
+        return True
+
+    def _failover(self, url: str) -> None:
+        """``url`` failed: avoid it for a while, move on to the next endpoint that did not
+        fail recently, and look for the leader again. Raises nothing."""
+        self._penalties[url] = time.monotonic() + ENDPOINT_PENALTY_S
+        count = len(self.endpoints)
+        if self.endpoint == url:
+            order = [(self._current + step) % count for step in range(1, count + 1)]
+            healthy = [i for i in order if not self._penalized(self.endpoints[i])]
+            self._current = (healthy or order)[0]
+        self._discovery_due = self.discover_leader
+
+    async def _endpoint(self) -> str:
+        """The endpoint for the next attempt, probing for the leader when due."""
+        if self._discovery_due:
+            self._discovery_due = False
+            url = await self._find_leader()
+            if url:
+                self._prefer(url)
+        return self.endpoint
+
+    async def _find_leader(self) -> str | None:
+        """Ask each endpoint that did not fail recently, current first, for the leader's
+        client URL. Raises nothing: an endpoint that fails is skipped.
+        """
+        timeout_s = min(self.timeout_s, DISCOVERY_TIMEOUT_S_MAX)
+        count = len(self.endpoints)
+        for offset in range(count):
+            url = self.endpoints[(self._current + offset) % count]
+            if self._penalized(url):
+                continue
+            try:
+                status, doc = await self._send(
+                    url, "GET", "/v1/cluster/status", None, {}, timeout_s
+                )
+            except (aiohttp.ClientError, TimeoutError, ProtocolError):
+                continue
+            leader = doc.get("leader_client_url") if status == 200 else None
+            if isinstance(leader, str) and leader and not self._penalized(leader.rstrip("/")):
+                return leader
+        return None
+
+    # -- one HTTP exchange ----------------------------------------------------------
+
+    async def _send(
+        self,
+        url: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str],
+        timeout_s: float,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """One request; returns (status, decoded JSON object).
+
+        Raises aiohttp.ClientError, TimeoutError, ProtocolError (a 2xx that is not a JSON
+        object). A non-JSON error body decodes as `{}` (a proxy may have answered).
+        """
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with self._session().request(
+            method, url + path, json=body, headers=headers, params=params, timeout=timeout
+        ) as resp:
+            raw = await resp.read()
+            status = resp.status
+        try:
+            doc = json.loads(raw) if raw else {}
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            if status < 300:
+                raise ProtocolError(f"{url}{path} answered {status} with a non-object body")
+            doc = {}
+        return status, doc
+
+    # -- retries --------------------------------------------------------------------
+
+    async def _backoff(self, attempt: int) -> None:
+        """Sleep before attempt ``attempt + 1``: exponential, capped, half of it jittered
+        so that clients that failed together do not retry together."""
+        cap_ms = min(self.backoff_ms_max, self.backoff_ms_base * (2 ** (attempt - 1)))
+        await self._sleep((cap_ms / 2 + random.uniform(0, cap_ms / 2)) / 1000)
+
+    def _session_headers(self, session: tuple[int, int] | None) -> dict[str, str]:
+        """Synod-* headers for a write of ``session`` = (client id, seq). Raises nothing."""
+        if session is None:
+            return {}
+        client_id, seq = session
+        # Everything below the oldest write still in flight has been answered.
+        ack_seq = min(self._in_flight, default=seq)
+        return {
+            "Synod-Client-Id": str(client_id),
+            "Synod-Seq": str(seq),
+            "Synod-Ack-Seq": str(min(ack_seq, seq)),
+        }
+
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        params: dict[str, str] | None = None,
+        session: tuple[int, int] | None = None,
+        unsafe_write: bool = False,
+    ) -> dict[str, Any]:
+        """Run one request with bounded retries over the endpoints.
+
+        ``unsafe_write``: a write without session, retried only when it surely was not
+        applied. Raises the typed SynodError of a final answer, Unavailable (or the last
+        retryable error) when attempts run out, SessionExpired with ``outcome_unknown``.
+        """
+        last: SynodError = Unavailable("no attempt made")
+        outcome_unknown = False
+        for attempt in range(1, self.attempts_max + 1):
+            url = await self._endpoint()
+            headers = self._session_headers(session)
+            try:
+                status, doc = await self._send(
+                    url, method, path, body, headers, self.timeout_s, params
+                )
+            except aiohttp.ClientConnectorError as exc:
+                last = Unavailable(f"{url}: cannot connect ({exc.os_error})")
+                self._failover(url)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                outcome_unknown = True
+                last = Unavailable(f"{url}: {type(exc).__name__} {exc}".strip())
+                self._failover(url)
+            else:
+                if status < 300:
+                    return doc
+                last = error_from_problem(status, doc)
+                if isinstance(last, SessionExpired):
+                    last.outcome_unknown = outcome_unknown
+                    raise last
+                redirect = self._judge(url, last)
+                if isinstance(last, Unavailable):
+                    outcome_unknown = True
+                if redirect:
+                    continue
+            if unsafe_write and outcome_unknown:
+                raise last
+            if attempt < self.attempts_max:
+                await self._backoff(attempt)
+        raise _exhausted(last, self.attempts_max)
+
+    def _judge(self, url: str, error: SynodError) -> bool:
+        """Decide what a failed answer means: raise it, or set up the next attempt.
+
+        Returns True to retry at once (redirected to the leader). Raises ``error`` when
+        retrying cannot help.
+        """
+        if isinstance(error, NotLeader):
+            leader = error.leader_client_url
+            if leader and leader.rstrip("/") != url and self._prefer(leader):
+                return True
+            self._failover(url)
+            return False
+        if isinstance(error, Unavailable):
+            self._failover(url)
+            return False
+        if isinstance(error, LimitExceeded) and (
+            error.transient or error.problem.get("limit") == "responses_per_session_max"
+        ):
+            return False
+        raise error
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        params: dict[str, str] | None = None,
+        write: bool = False,
+    ) -> dict[str, Any]:
+        """A request with retries; writes go through the session.
+
+        Raises SynodError subclasses (see `_attempts`).
+        """
+        if not write:
+            return await self._attempts(method, path, body, params=params)
+        if not self.use_session:
+            return await self._attempts(method, path, body, params=params, unsafe_write=True)
+        async with self._writes:
+            return await self._session_write(method, path, body)
+
+    async def _session_write(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Send a write under the session, opening a new one if it was evicted before the
+        write could have been applied. Raises SynodError subclasses; SessionExpired when
+        the write's outcome is unknown."""
+        for reopen in range(SESSION_REOPENS_MAX + 1):
+            client_id = await self._open_session()
+            seq = self._next_seq
+            self._next_seq += 1
+            self._in_flight.add(seq)
+            try:
+                return await self._attempts(method, path, body, session=(client_id, seq))
+            except SessionExpired as exc:
+                if self._client_id == client_id:
+                    self._client_id = 0  # the session is gone for every later write too
+                if exc.outcome_unknown or reopen == SESSION_REOPENS_MAX:
+                    raise
+            finally:
+                self._in_flight.discard(seq)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _open_session(self) -> int:
+        """The session's client id, opening it on first use. Raises SynodError."""
+        async with self._session_lock:
+            if not self._client_id:
+                # Not de-duplicated: a retried open may leave an unused session behind,
+                # which the cluster evicts (least recently active) when it needs room.
+                doc = await self._attempts("POST", "/v1/session/open", {})
+                client_id = doc.get("client_id")
+                if not isinstance(client_id, int) or client_id <= 0:
+                    raise ProtocolError(f"session/open answered {doc!r}", doc)
+                self._client_id, self._next_seq = client_id, 1
+                self._in_flight.clear()
+            return self._client_id
+
+    # -- KV -------------------------------------------------------------------------
+
+    async def put(
+        self, key: str, value: str, *, lease: int = 0, prev_kv: bool = False
+    ) -> PutResult:
+        """Set ``key`` to ``value`` (attached to ``lease`` when non-zero).
+
+        Raises InvalidArgument, TooLarge, NotFound (unknown lease), Unavailable, SynodError.
+        """
+        body: dict[str, Any] = {"key": key, "value": value}
+        if lease:
+            body["lease"] = lease
+        if prev_kv:
+            body["prev_kv"] = True
+        return PutResult.from_json(await self._call("POST", "/v1/kv/put", body, write=True))
+
+    async def range(
+        self,
+        key: str,
+        range_end: str = "",
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        revision: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        serializable: bool = False,
+    ) -> RangeResult:
+        """Read ``key``, ``[key, range_end)`` or every key under a prefix.
+
+        Raises InvalidArgument, FutureRevision, Compacted, TooLarge, Unavailable.
+        """
+        body: dict[str, Any] = {"key": key}
+        for name, arg in (
+            ("range_end", range_end),
+            ("prefix", prefix),
+            ("limit", limit),
+            ("revision", revision),
+            ("keys_only", keys_only),
+            ("count_only", count_only),
+            ("serializable", serializable),
+        ):
+            if arg:
+                body[name] = arg
+        return RangeResult.from_json(await self._call("POST", "/v1/kv/range", body))
+
+    async def prefix(
+        self, prefix: str, *, limit: int = 0, serializable: bool = False
+    ) -> RangeResult:
+        """Every key starting with ``prefix``. Raises like `range`."""
+        return await self.range(prefix, prefix=True, limit=limit, serializable=serializable)
+
+    async def get(self, key: str, *, revision: int = 0, serializable: bool = False) -> KV | None:
+        """The KV of ``key``, or None when absent. Raises like `range`."""
+        result = await self.range(key, revision=revision, serializable=serializable)
+        return result.kvs[0] if result.kvs else None
+
+    async def delete(
+        self, key: str, range_end: str = "", *, prefix: bool = False, prev_kv: bool = False
+    ) -> DeleteResult:
+        """Delete ``key`` (or a range / prefix); `deleted` counts the keys removed.
+
+        Raises InvalidArgument, Unavailable, SynodError.
+        """
+        body: dict[str, Any] = {"key": key}
+        if range_end:
+            body["range_end"] = range_end
+        if prefix:
+            body["prefix"] = True
+        if prev_kv:
+            body["prev_kv"] = True
+        return DeleteResult.from_json(await self._call("POST", "/v1/kv/delete", body, write=True))
+
+    async def txn(self, txn: Txn) -> TxnResult:
+        """Run a transaction; failed compares answer `succeeded=False` (not an error).
+
+        Raises InvalidArgument, TooLarge, Unavailable, SynodError.
+        """
+        return TxnResult.from_json(
+            await self._call("POST", "/v1/kv/txn", txn.to_json(), write=True)
+        )
+
+    async def cas(self, key: str, expected: str | None, new: str, *, lease: int = 0) -> PutResult:
+        """Set ``key`` to ``new`` only if its value is ``expected`` (None: only if absent).
+
+        Raises CompareFailed (``current`` = the key's KV or None), plus like `txn`.
+        """
+        check = version(key).eq(0) if expected is None else value(key).eq(expected)
+        txn = Txn().when(check).then(put_op(key, new, lease=lease)).otherwise(range_(key))
+        result = await self.txn(txn)
+        if not result.succeeded:
+            kvs = result.range_kvs(0) if result.responses else []
+            current = kvs[0] if kvs else None
+            shown = "absent" if current is None else repr(current.value)
+            wanted = "absent" if expected is None else repr(expected)
+            raise CompareFailed(
+                f"{key!r} is {shown}, expected {wanted}",
+                {"key": key, "expected": expected, "current": current and current.to_json()},
+                current=current,
+            )
+        return PutResult(result.header)
+
+    async def compact(self, revision: int) -> int:
+        """Drop history below ``revision``; returns the compact revision.
+
+        Raises FutureRevision, Compacted, Unavailable.
+        """
+        doc = await self._call("POST", "/v1/kv/compact", {"revision": revision}, write=True)
+        return int(doc.get("compact_revision", revision))
+
+    # -- leases ---------------------------------------------------------------------
+
+    async def lease_grant(self, ttl_ms: int, *, lease_id: int = 0) -> LeaseGrant:
+        """Grant a lease of ``ttl_ms``. Raises InvalidArgument (TTL out of bounds),
+        AlreadyExists, LimitExceeded, Unavailable."""
+        body: dict[str, Any] = {"ttl_ms": ttl_ms}
+        if lease_id:
+            body["id"] = lease_id
+        return LeaseGrant.from_json(await self._call("POST", "/v1/lease/grant", body, write=True))
+
+    async def lease_revoke(self, lease_id: int) -> int:
+        """Revoke a lease, deleting its keys; returns how many. Raises NotFound, Unavailable."""
+        doc = await self._call("POST", "/v1/lease/revoke", {"id": lease_id}, write=True)
+        return int(doc.get("keys_deleted", 0))
+
+    async def lease_keepalive(self, lease_id: int) -> int:
+        """Renew a lease once; returns its TTL in ms. Raises NotFound (expired), Unavailable."""
+        doc = await self._call("POST", "/v1/lease/keepalive", {"id": lease_id})
+        return int(doc.get("ttl_ms", 0))
+
+    async def lease_timetolive(self, lease_id: int) -> LeaseInfo:
+        """Remaining and granted TTL and attached keys. Raises NotFound, Unavailable."""
+        return LeaseInfo.from_json(
+            await self._call("POST", "/v1/lease/timetolive", {"id": lease_id})
+        )
+
+    def keep_alive(self, lease_id: int, ttl_ms: int) -> LeaseKeepAlive:
+        """A started :class:`LeaseKeepAlive` renewing ``lease_id`` every ttl/3.
+
+        Must be called from a running loop. Raises nothing."""
+        keeper = LeaseKeepAlive(self, lease_id, ttl_ms)
+        keeper.start()
+        return keeper
+
+    @asynccontextmanager
+    async def lease(self, ttl_ms: int) -> AsyncIterator[LeaseKeepAlive]:
+        """Grant a lease, keep it alive inside the block, revoke it on exit.
+
+        Yields the running :class:`LeaseKeepAlive` (its ``id`` is the lease id).
+        Raises like `lease_grant`; revoke failures on exit are not raised.
+        """
+        grant = await self.lease_grant(ttl_ms)
+        keeper = self.keep_alive(grant.id, grant.ttl_ms)
+        try:
+            yield keeper
+        finally:
+            await keeper.stop(revoke=True)
+
+    # -- cluster and admin ----------------------------------------------------------
+
+    async def status(self, endpoint: str | None = None) -> ClusterStatus:
+        """`/v1/cluster/status` of ``endpoint`` (one attempt) or of any node (retried).
+
+        Raises Unavailable, ProtocolError."""
+        if endpoint is None:
+            return ClusterStatus.from_json(await self._call("GET", "/v1/cluster/status"))
+        url = normalize_endpoints(endpoint)[0]
+        try:
+            status, doc = await self._send(
+                url, "GET", "/v1/cluster/status", None, {}, self.timeout_s
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"{url}: {type(exc).__name__} {exc}".strip()) from exc
+        if status >= 300:
+            raise error_from_problem(status, doc)
+        return ClusterStatus.from_json(doc)
+
+    async def add_learner(
+        self, member_id: int, peer_url: str, client_url: str = ""
+    ) -> dict[str, Any]:
+        """Add a non-voting member (no-op if present). Raises InvalidArgument, Unavailable."""
+        body: dict[str, Any] = {"id": member_id, "peer_url": peer_url}
+        if client_url:
+            body["client_url"] = client_url
+        return await self._call("POST", "/v1/admin/members/add-learner", body)
+
+    async def promote(self, member_id: int) -> dict[str, Any]:
+        """Make a caught-up learner a voter. Raises NotCaughtUp, NotFound, Unavailable."""
+        return await self._call("POST", "/v1/admin/members/promote", {"id": member_id})
+
+    async def remove_member(self, member_id: int) -> dict[str, Any]:
+        """Remove a member (no-op if absent). Raises Unavailable, SynodError."""
+        return await self._call("POST", "/v1/admin/members/remove", {"id": member_id})
+
+    async def transfer_leadership(self, to: int | None = None) -> dict[str, Any]:
+        """Move leadership to ``to`` or the most caught-up voter. Raises Unavailable."""
+        body: dict[str, Any] = {} if to is None else {"to": to}
+        return await self._call("POST", "/v1/admin/leadership/transfer", body)
+
+    async def snapshot(self) -> int:
+        """Take a snapshot now; returns its index. Raises Unavailable."""
+        doc = await self._call("POST", "/v1/admin/snapshot", {})
+        return int(doc.get("snapshot_index", 0))
+
+    # -- watches --------------------------------------------------------------------
+
+    async def watch(
+        self,
+        key: str,
+        range_end: str = "",
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """Changes of ``key`` (or a range / prefix) from ``start_revision`` (0 = from now),
+        in revision order, without gaps or duplicates across reconnects.
+
+        A lost connection, a node failure or a `too-slow` cancel resumes transparently
+        from the last delivered revision. Raises Compacted (history gone), InvalidArgument,
+        Unavailable after ``attempts_max`` consecutive failed reconnects.
+        """
+        if start_revision <= 0:
+            # Pin "now" to a revision so that a reconnect cannot miss what came between.
+            now = await self.range(key, range_end, prefix=prefix, count_only=True)
+            start_revision = now.header.revision + 1
+        cursor = _WatchCursor(start_revision)
+        failures = 0
+        while True:
+            url = await self._endpoint()
+            try:
+                async for event in self._watch_once(url, key, range_end, prefix, cursor):
+                    failures = 0
+                    yield event
+                failures = 0  # a clean end or a too-slow cancel: resume at once
+                continue
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error: SynodError = Unavailable(f"{url}: watch lost: {type(exc).__name__} {exc}")
+                self._failover(url)
+            except (Unavailable, NotLeader, LimitExceeded) as exc:
+                error = exc
+                self._failover(url)
+            failures += 1
+            if failures >= self.attempts_max:
+                raise _exhausted(error, failures)
+            await self._backoff(failures)
+
+    async def _watch_once(
+        self, url: str, key: str, range_end: str, prefix: bool, cursor: _WatchCursor
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """One SSE stream from ``cursor``; ends on a resumable cancel or a server close.
+
+        Raises Compacted, SynodError answers, aiohttp.ClientError, TimeoutError.
+        """
+        params = {"key": key, "start_revision": str(cursor.next_revision)}
+        if range_end:
+            params["range_end"] = range_end
+        if prefix:
+            params["prefix"] = "true"
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.timeout_s, sock_read=self.watch_idle_timeout_s
+        )
+        async with self._session().get(url + "/v1/watch", params=params, timeout=timeout) as resp:
+            if resp.status >= 300:
+                try:
+                    doc = await resp.json(content_type=None)
+                except ValueError:
+                    doc = {}
+                raise error_from_problem(resp.status, doc)
+            seen: dict[int, int] = {}
+            async for message in iter_sse(resp.content):
+                data = _json_object(message.data)
+                if message.event == "events":
+                    for raw in data.get("events") or []:
+                        event = WatchEvent.from_json(raw)
+                        seen[event.revision] = seen.get(event.revision, 0) + 1
+                        if cursor.should_skip(event.revision, seen[event.revision]):
+                            continue
+                        cursor.delivered(event.revision)
+                        yield event
+                elif message.event == "progress":
+                    cursor.advance_to(_progress_revision(data) + 1)
+                elif message.event == "cancel":
+                    _on_cancel(data, cursor)
+                    return
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """Decode an SSE data payload. Raises ProtocolError if it is not a JSON object."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(f"watch message is not JSON: {text[:200]!r}") from exc
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"watch message is not an object: {text[:200]!r}")
+    return doc
+
+
+def _progress_revision(data: dict[str, Any]) -> int:
+    """The revision of a progress message (`{"revision"}` or `{"header": {"revision"}}`).
+
+    Raises nothing (0 when absent)."""
+    revision = data.get("revision")
+    if not isinstance(revision, int):
+        header = data.get("header")
+        revision = header.get("revision") if isinstance(header, dict) else 0
+    return revision if isinstance(revision, int) else 0
+
+
+def _on_cancel(data: dict[str, Any], cursor: _WatchCursor) -> None:
+    """Handle a cancel: move the cursor to `resume_revision` when the watch may resume.
+
+    Raises Compacted when the history to resume from is gone, SynodError for a cancel
+    that cannot be resumed."""
+    reason = str(data.get("reason", ""))
+    message = str(data.get("message") or f"watch cancelled: {reason}")
+    resume = data.get("resume_revision")
+    if reason == "compacted":
+        raise Compacted(message, data)
+    if not isinstance(resume, int) or resume <= 0:
+        raise SynodError(message, data)
+    cursor.advance_to(resume)
+
+
+def _exhausted(last: SynodError, attempts: int) -> SynodError:
+    """The error to raise once retries ran out: the last one, saying how many were made.
+
+    Raises nothing."""
+    try:
+        error = type(last)(f"{last.detail} (gave up after {attempts} attempts)", last.problem)
+    except TypeError:  # a subclass with another constructor
+        return last
+    if isinstance(last, RequestTimeout | Unavailable | NotLeader | LimitExceeded):
+        return error
+    return last
