@@ -1,0 +1,435 @@
+"""The client HTTP API (docs/api.md) on top of any :class:`~synod.node.api.NodeApi`.
+
+``build_app(node)`` serves every route of :mod:`synod.node.routes`. A request goes
+through, outermost first: a tracing span, HTTP metrics, the problem renderer (every
+failure becomes an RFC 9457 document) and the pending-requests bound; then its
+handler reads the body within ``request_body_bytes_max``, parses strict JSON,
+validates it against the route's schema, converts JSON strings to the services' bytes,
+builds the op with :mod:`synod.services.commands` and calls the node. Bad input is
+refused before the node is called, so it changes nothing. A node that is not the
+leader raises NotLeader and the request is forwarded once to the leader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from synod.node import watch_stream
+from synod.node.api import NodeApi, NodeError, NotLeader, Session
+from synod.node.forward import FORWARDED_HEADER, HttpForwarder, StreamAborted
+from synod.node.http_state import STATE, AppState, HttpLimits, header_for, json_response, jsonable
+from synod.node.inputs import (
+    SESSION_HEADERS,
+    delete_from_json,
+    parse_query,
+    parse_session,
+    put_from_json,
+    range_from_json,
+    read_body,
+    txn_from_json,
+)
+from synod.node.openapi import openapi_document
+from synod.node.problems import (
+    Problem,
+    problem_from_node_error,
+    problem_from_result_error,
+    problem_from_service_error,
+)
+from synod.node.routes import PROMETHEUS_TEXT, RouteSpec, route_specs
+from synod.node.schema import parse_json, validate
+from synod.node.tracing import route_label, tracing_middleware
+from synod.services import commands
+from synod.services.errors import ServiceError
+
+__all__ = [
+    "SESSION_HEADERS",
+    "AppState",
+    "HttpLimits",
+    "build_app",
+    "jsonable",
+]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Answer = tuple[dict[str, Any], int | None]  # (fields besides header, header revision)
+
+
+# -- conversion results -> JSON ---------------------------------------------------------
+
+
+def _service_ok(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` if it succeeded. Raises the Problem of a service error result."""
+    if result.get("ok") is not True:
+        error = result.get("error")
+        if not isinstance(error, dict):
+            raise Problem("internal", "node answered neither ok nor a service error")
+        raise problem_from_result_error(error)
+    assert isinstance(result.get("revision", 0), int)
+    return result
+
+
+def _fields(result: dict[str, Any], *names: str) -> Answer:
+    ok = _service_ok(result)
+    return {name: jsonable(ok[name]) for name in names}, ok.get("revision")
+
+
+def _txn_fields(result: dict[str, Any]) -> Answer:
+    ok = _service_ok(result)
+    responses = []
+    for response in ok["responses"]:
+        kind = response["kind"]
+        responses.append({kind: jsonable({k: v for k, v in response.items() if k != "kind"})})
+    return {"succeeded": ok["succeeded"], "responses": responses}, ok.get("revision")
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One validated request on its way to the node."""
+
+    state: AppState
+    request: web.Request
+    body: dict[str, Any]  # the validated JSON body, or the validated query
+    session: Session | None
+
+    @property
+    def node(self) -> NodeApi:
+        """The node serving this app. Raises nothing."""
+        return self.state.node
+
+
+async def _kv_put(call: Call) -> Answer:
+    return _fields(await call.node.write(put_from_json(call.body), call.session), "prev_kv")
+
+
+async def _kv_range(call: Call) -> Answer:
+    result = await call.node.read(range_from_json(call.body),
+                                  serializable=call.body.get("serializable", False))  # fmt: skip
+    return _fields(result, "kvs", "more", "count")
+
+
+async def _kv_get(call: Call) -> Answer:
+    key = call.request.match_info["key"]
+    validate(key, call.state.specs["kvGet"].path_params["key"], "key")
+    op = commands.range_op(key.encode("utf-8"), revision=call.body.get("revision", 0))
+    result = await call.node.read(op, serializable=call.body.get("serializable", False))
+    fields, revision = _fields(result, "kvs", "more", "count")
+    if not fields["kvs"]:
+        raise Problem("not-found", f"key {key!r} does not exist", key=key, revision=revision)
+    return fields, revision
+
+
+async def _kv_delete(call: Call) -> Answer:
+    result = await call.node.write(delete_from_json(call.body), call.session)
+    return _fields(result, "deleted", "prev_kvs")
+
+
+async def _kv_txn(call: Call) -> Answer:
+    return _txn_fields(await call.node.write(txn_from_json(call.body), call.session))
+
+
+async def _kv_compact(call: Call) -> Answer:
+    result = await call.node.write(commands.compact_op(call.body["revision"]), call.session)
+    return _fields(result, "compact_revision")
+
+
+async def _lease_grant(call: Call) -> Answer:
+    op = commands.lease_grant_op(call.body["ttl_ms"], call.body.get("id", 0))
+    return _fields(await call.node.write(op, call.session), "id", "ttl_ms")
+
+
+async def _lease_revoke(call: Call) -> Answer:
+    op = commands.lease_revoke_op(call.body["id"])
+    return _fields(await call.node.write(op, call.session), "id", "keys_deleted")
+
+
+async def _lease_keepalive(call: Call) -> Answer:
+    return _fields(await call.node.lease_keepalive(call.body["id"]), "id", "ttl_ms")
+
+
+async def _lease_timetolive(call: Call) -> Answer:
+    result = await call.node.lease_timetolive(call.body["id"])
+    return _fields(result, "id", "ttl_ms", "granted_ttl_ms", "keys")
+
+
+async def _session_open(call: Call) -> Answer:
+    # The nonce makes this entry unique so the node can recognise its own open.
+    nonce = os.urandom(call.state.limits.session_nonce_bytes)
+    return _fields(await call.node.write(commands.session_open_op(nonce), None), "client_id")
+
+
+def _node_answer(result: dict[str, Any]) -> Answer:
+    """An admin answer: the node's document minus the service envelope."""
+    if result.get("ok") is False:
+        _service_ok(result)
+    return {k: jsonable(v) for k, v in result.items() if k not in ("ok", "revision")}, None
+
+
+async def _admin_add_learner(call: Call) -> Answer:
+    body = call.body
+    result = await call.node.admin_add_learner(body["id"], body["peer_url"],
+                                               body.get("client_url", ""))  # fmt: skip
+    return _node_answer(result)
+
+
+async def _admin_promote(call: Call) -> Answer:
+    return _node_answer(await call.node.admin_promote(call.body["id"]))
+
+
+async def _admin_remove(call: Call) -> Answer:
+    return _node_answer(await call.node.admin_remove(call.body["id"]))
+
+
+async def _admin_transfer(call: Call) -> Answer:
+    return _node_answer(await call.node.admin_transfer_leadership(call.body.get("to")))
+
+
+async def _admin_snapshot(call: Call) -> Answer:
+    return _node_answer(await call.node.admin_snapshot())
+
+
+async def _cluster_status(call: Call) -> Answer:
+    return {k: jsonable(v) for k, v in call.node.status().items() if k != "header"}, None
+
+
+_JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
+    "kvPut": _kv_put,
+    "kvRange": _kv_range,
+    "kvGet": _kv_get,
+    "kvDelete": _kv_delete,
+    "kvTxn": _kv_txn,
+    "kvCompact": _kv_compact,
+    "leaseGrant": _lease_grant,
+    "leaseRevoke": _lease_revoke,
+    "leaseKeepalive": _lease_keepalive,
+    "leaseTimeToLive": _lease_timetolive,
+    "sessionOpen": _session_open,
+    "adminAddLearner": _admin_add_learner,
+    "adminPromote": _admin_promote,
+    "adminRemove": _admin_remove,
+    "adminTransferLeadership": _admin_transfer,
+    "adminSnapshot": _admin_snapshot,
+    "clusterStatus": _cluster_status,
+}
+
+
+async def _forward(call: Call, error: NotLeader, body: bytes) -> web.StreamResponse:
+    """Proxy once to the leader. Raises Problem not-leader (already forwarded once),
+    no-leader (no leader address), timeout; StreamAborted."""
+    leader_id, leader_url = error.leader_id, error.leader_client_url
+    if FORWARDED_HEADER in call.request.headers:
+        # The node that sent this thought we lead: its view is stale. One hop only.
+        raise Problem("not-leader", str(error), leader_id=leader_id, leader_client_url=leader_url)
+    if not leader_url:
+        raise Problem(
+            "no-leader",
+            "no leader is known; retry shortly",
+            leader_id=leader_id,
+            leader_client_url=leader_url,
+        )
+    member_id = call.state.node.member_id
+    return await call.state.forwarder.forward(call.request, body, leader_url, member_id)
+
+
+def _json_handler(spec: RouteSpec) -> Handler:
+    """The handler of a JSON route: input, node call, forwarding, answer."""
+    operation = _JSON_OPERATIONS[spec.operation_id]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        raw = b""
+        if spec.body is not None:
+            raw = await read_body(request, state.limits.request_body_bytes_max)
+            # An empty body is the empty object: POST /v1/session/open needs no body.
+            body = parse_json(raw) if raw.strip() else {}
+            validate(body, spec.body)
+        else:
+            body = parse_query(request, spec) if spec.query is not None else {}
+        assert isinstance(body, dict)
+        session = parse_session(request) if spec.session else None
+        call = Call(state, request, body, session)
+        try:
+            fields, revision = await operation(call)
+        except NotLeader as error:
+            return await _forward(call, error, raw)
+        return json_response({"header": header_for(state.node, revision), **fields})
+
+    return handler
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    return json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.StreamResponse:
+    ready, reason = request.app[STATE].node.is_ready()
+    if not ready:
+        raise Problem("not-ready", reason or "not ready", reason=reason)
+    return json_response({"ready": True, "reason": reason})
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    body = request.app[STATE].node.metrics()
+    return web.Response(body=body, headers={"Content-Type": PROMETHEUS_TEXT})
+
+
+async def _openapi(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=request.app[STATE].openapi_bytes, content_type="application/json")
+
+
+_OTHER_HANDLERS: dict[str, Handler] = {
+    "healthz": _healthz,
+    "readyz": _readyz,
+    "metrics": _metrics,
+    "openapi": _openapi,
+    "watch": watch_stream.handle_watch,
+}
+
+
+# -- middlewares ----------------------------------------------------------------------------
+
+
+def _problem_of_http_exception(exc: web.HTTPException) -> Problem:
+    if exc.status == 404:
+        return Problem("not-found", "no such route", status=404)
+    if exc.status == 405:
+        return Problem(
+            "method-not-allowed", f"method not allowed; allowed: {exc.headers.get('Allow', '')}"
+        )
+    code = "invalid-argument" if 400 <= exc.status < 500 else "internal"
+    return Problem(code, exc.reason or code, status=exc.status if exc.status >= 400 else 500)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as a problem document. Raises StreamAborted (the answer
+    had started) and cancellation; nothing else."""
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem.response()
+    except NodeError as error:
+        return problem_from_node_error(error).response()
+    except ServiceError as error:
+        return problem_from_service_error(error).response()
+    except web.HTTPException as exc:
+        allow = exc.headers.get("Allow")
+        return _problem_of_http_exception(exc).response({"Allow": allow} if allow else None)
+    except StreamAborted:
+        raise
+    except Exception:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return Problem("internal", "internal error; see the node's log").response()
+
+
+@web.middleware
+async def pending_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bound concurrent /v1 requests by ``pending_requests_max`` (watch streams have
+    their own bound). Raises Problem limit-exceeded."""
+    state = request.app[STATE]
+    if not request.path.startswith("/v1/") or request.path == "/v1/watch":
+        return await handler(request)
+    bound = state.limits.pending_requests_max
+    if state.pending_requests >= bound:
+        raise Problem("limit-exceeded", f"pending_requests_max={bound} requests in flight",
+                      limit="pending_requests_max", max=bound)  # fmt: skip
+    state.pending_requests += 1
+    try:
+        return await handler(request)
+    finally:
+        state.pending_requests -= 1
+        assert state.pending_requests >= 0
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count requests by route template, method and status; time them by route.
+    Raises what the handler raises (counted as code 500, or 499 if aborted)."""
+    state = request.app[STATE]
+    route = route_label(request)
+    started = time.perf_counter()
+    code = "500"
+    try:
+        response = await handler(request)
+        code = str(response.status)
+        return response
+    except StreamAborted:
+        code = "499"
+        raise
+    finally:
+        state.requests_total.labels(route, request.method, code).inc()
+        state.request_duration_seconds.labels(route).observe(time.perf_counter() - started)
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+def _instruments(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    total = Counter("synod_http_requests_total", "HTTP requests answered",
+                    ("route", "method", "code"), registry=registry)  # fmt: skip
+    duration = Histogram("synod_http_request_duration_seconds", "HTTP request duration",
+                         ("route",), registry=registry)  # fmt: skip
+    return total, duration
+
+
+def build_app(
+    node: NodeApi,
+    *,
+    limits: HttpLimits | None = None,
+    forwarder: HttpForwarder | None = None,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    """The aiohttp application serving docs/api.md for ``node``.
+
+    ``registry`` receives the HTTP metrics (the node renders it in ``metrics()``; a
+    private one is made if None). ``forwarder`` defaults to an HttpForwarder bounded by
+    ``limits.forward_timeout_ms``. Raises ValueError if ``registry`` already holds the
+    HTTP metrics (one app per registry).
+    """
+    limits = limits or HttpLimits()
+    specs = route_specs(limits.service)
+    assert {s.operation_id for s in specs} == set(_JSON_OPERATIONS) | set(_OTHER_HANDLERS)
+    total, duration = _instruments(registry if registry is not None else CollectorRegistry())
+    document = openapi_document(specs)
+    state = AppState(
+        node=node, limits=limits, forwarder=forwarder or HttpForwarder(limits.forward_timeout_ms),
+        specs={spec.operation_id: spec for spec in specs},
+        openapi_bytes=json.dumps(document, separators=(",", ":")).encode("utf-8"),
+        requests_total=total, request_duration_seconds=duration,
+    )  # fmt: skip
+    app = web.Application(
+        middlewares=[tracing_middleware(), metrics_middleware, problem_middleware,
+                     pending_middleware],
+        # Bodies are read through _read_body's own bound; this only guards request.read().
+        client_max_size=limits.request_body_bytes_max,
+    )  # fmt: skip
+    app[STATE] = state
+    for spec in specs:
+        handler = _OTHER_HANDLERS.get(spec.operation_id) or _json_handler(spec)
+        path = spec.path.replace("{key}", "{key:.+}")  # keys may contain "/"
+        app.router.add_route(spec.method, path, handler, name=spec.operation_id)
+    app.on_startup.append(_start_forwarder)
+    app.on_cleanup.append(_close_forwarder)
+    watch_stream.install(app)
+    assert len(app.router.routes()) >= len(specs)
+    return app
+
+
+async def _start_forwarder(app: web.Application) -> None:
+    await app[STATE].forwarder.start()
+
+
+async def _close_forwarder(app: web.Application) -> None:
+    await app[STATE].forwarder.close()

@@ -1,0 +1,100 @@
+"""The HTTP layer's bounds and per-app state, shared by the handlers and the watch stream.
+
+``HttpLimits`` names every bound of the HTTP layer (Principle 4); ``AppState`` is what
+one ``build_app`` keeps on its application under :data:`STATE`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from synod.node.api import NodeApi
+from synod.node.forward import HttpForwarder
+from synod.node.routes import RouteSpec
+from synod.services import commands
+from synod.services.limits import ServiceLimits
+
+__all__ = ["STATE", "AppState", "HttpLimits", "header_for", "json_response", "jsonable"]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Every bound of the HTTP layer (the service bounds come from ``service``)."""
+
+    service: ServiceLimits = field(default_factory=ServiceLimits)
+    # JSON escaping can double a value (and \\u escapes sextuple it), so the body bound is
+    # twice the largest command rather than the command bound itself.
+    request_body_bytes_max: int = 2 * commands.COMMAND_BYTES_MAX
+    pending_requests_max: int = 1024  # concurrent non-streaming /v1 requests
+    watch_streams_max: int = 10_000  # concurrent SSE streams (the hub has watchers_max)
+    # Above the node's default request_timeout_ms (5 s), so the leader's own timeout
+    # answer reaches the client rather than ours.
+    forward_timeout_ms: int = 7_000
+    # How long a watch waits for the node to refuse (compacted, too many watchers)
+    # before it starts the stream; a refusal after that ends the stream with `cancel`.
+    watch_start_wait_ms: int = 100
+    # A client that does not read its stream for this long is dropped: it would
+    # otherwise hold a watcher and a connection forever.
+    watch_write_timeout_ms: int = 10_000
+    session_nonce_bytes: int = 16
+
+    def __post_init__(self) -> None:
+        """Check the bounds. Raises ValueError naming the first bad one."""
+        for name in self.__slots__:
+            if name != "service" and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.session_nonce_bytes > 64:
+            raise ValueError("session_nonce_bytes must be at most 64 (session_open bound)")
+
+
+@dataclass(slots=True)
+class AppState:
+    """Per-app mutable state: the node, bounds, counters and instruments."""
+
+    node: NodeApi
+    limits: HttpLimits
+    forwarder: HttpForwarder
+    specs: dict[str, RouteSpec]
+    openapi_bytes: bytes
+    requests_total: Counter
+    request_duration_seconds: Histogram
+    pending_requests: int = 0
+    watch_streams: int = 0
+
+
+STATE = web.AppKey("synod_state", AppState)
+
+
+def jsonable(value: Any) -> Any:
+    """Service results hold bytes (keys, values); JSON holds text. Keys and values come
+    in as UTF-8 text, so decoding cannot fail for them; anything else is replaced
+    rather than refused, since the write has already happened. Raises nothing."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    return value
+
+
+def header_for(node: NodeApi, revision: int | None) -> dict[str, int]:
+    """The node's header, with the revision of the answer when there is one. Raises
+    nothing."""
+    header = dict(node.header())
+    if revision is not None:
+        header["revision"] = revision
+    assert "member_id" in header
+    return header
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> web.Response:
+    """A compact UTF-8 JSON answer. Raises TypeError if ``body`` is not JSON-able."""
+    assert 200 <= status <= 599
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return web.Response(status=status, text=text, content_type="application/json")

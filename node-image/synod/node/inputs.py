@@ -1,0 +1,179 @@
+"""Request input: bounded bodies, session headers, query parameters, JSON -> ops.
+
+Everything here runs before the node is called and raises
+:class:`~synod.node.problems.Problem`, so bad input is refused without changing state.
+JSON keys and values are text; the services want bytes: they are UTF-8 encoded here
+(the schema has already refused strings that are not valid UTF-8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from synod.node.api import Session
+from synod.node.problems import Problem
+from synod.node.routes import RouteSpec
+from synod.node.schema import INT64_MAX, validate
+from synod.services import commands
+
+__all__ = [
+    "SESSION_HEADERS",
+    "compare_from_json",
+    "delete_from_json",
+    "parse_query",
+    "parse_session",
+    "put_from_json",
+    "range_from_json",
+    "read_body",
+    "txn_from_json",
+]
+
+SESSION_HEADERS = ("Synod-Client-Id", "Synod-Seq", "Synod-Ack-Seq")
+# Decimal digits of INT64_MAX: a longer value cannot be a valid number.
+_INT64_DIGITS_MAX = len(str(INT64_MAX))
+
+
+async def read_body(request: web.Request, bytes_max: int) -> bytes:
+    """Read the body, refusing more than ``bytes_max``. Raises Problem too-large."""
+    assert bytes_max > 0
+    too_large = Problem("too-large", f"request body exceeds request_body_bytes_max={bytes_max}",
+                        limit="request_body_bytes_max", max=bytes_max)  # fmt: skip
+    if request.content_length is not None and request.content_length > bytes_max:
+        raise too_large
+    chunks: list[bytes] = []
+    size_bytes = 0
+    async for chunk in request.content.iter_any():
+        size_bytes += len(chunk)
+        if size_bytes > bytes_max:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_header_int(name: str, raw: str) -> int:
+    """A non-negative decimal header value. Raises Problem invalid-argument."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= _INT64_DIGITS_MAX):
+        raise Problem("invalid-argument", f"header {name} must be a decimal integer")
+    value = int(raw)
+    if value > INT64_MAX:
+        raise Problem("invalid-argument", f"header {name} must be at most 2^63-1")
+    return value
+
+
+def parse_session(request: web.Request) -> Session | None:
+    """The Session of the Synod-* headers, None without them.
+
+    Raises Problem invalid-argument if they are incomplete or inconsistent.
+    """
+    raw = {name: request.headers.getall(name, []) for name in SESSION_HEADERS}
+    if not any(raw.values()):
+        return None
+    if any(len(values) > 1 for values in raw.values()):
+        raise Problem("invalid-argument", "session headers must not be repeated")
+    if not raw["Synod-Client-Id"] or not raw["Synod-Seq"]:
+        raise Problem("invalid-argument", "a session write needs Synod-Client-Id and Synod-Seq")
+    values = {name: _parse_header_int(name, v[0]) if v else 0 for name, v in raw.items()}
+    session = Session(values["Synod-Client-Id"], values["Synod-Seq"], values["Synod-Ack-Seq"])
+    if session.client_id < 1 or session.seq < 1:
+        raise Problem("invalid-argument", "Synod-Client-Id and Synod-Seq must be >= 1")
+    if session.ack_seq > session.seq:
+        raise Problem("invalid-argument", "Synod-Ack-Seq must not exceed Synod-Seq")
+    return session
+
+
+def _query_value(name: str, raw: str, schema: dict[str, Any]) -> Any:
+    """Convert one query parameter by its schema type. Raises Problem invalid-argument."""
+    kind = schema.get("type")
+    if kind == "boolean":
+        if raw not in ("true", "false"):
+            raise Problem("invalid-argument", f"query parameter {name!r} must be true or false")
+        return raw == "true"
+    if kind == "integer":
+        return _parse_header_int(f"query parameter {name!r}", raw)
+    return raw
+
+
+def parse_query(request: web.Request, spec: RouteSpec) -> dict[str, Any]:
+    """The query parameters of ``request`` as a validated dict.
+
+    Raises Problem invalid-argument (unknown, repeated or malformed parameters) or
+    too-large.
+    """
+    assert spec.query is not None
+    properties: dict[str, Any] = spec.query["properties"]
+    out: dict[str, Any] = {}
+    for name in request.query:
+        values = request.query.getall(name)
+        if len(values) > 1 or name in out:
+            raise Problem("invalid-argument", f"query parameter {name!r} is repeated")
+        out[name] = _query_value(name, values[0], properties.get(name, {}))
+    validate(out, spec.query)
+    return out
+
+
+# -- conversion JSON -> ops ----------------------------------------------------------------
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8")  # validated as encodable by the schema
+
+
+def _range_bounds(body: dict[str, Any]) -> tuple[bytes, bytes, bool]:
+    """(key, range_end, prefix). Raises Problem if both prefix and range_end are given."""
+    range_end, prefix = body.get("range_end", ""), body.get("prefix", False)
+    if prefix and range_end:
+        raise Problem("invalid-argument", "give either prefix or range_end, not both")
+    return _utf8(body["key"]), _utf8(range_end), prefix
+
+
+def put_from_json(body: dict[str, Any]) -> dict[str, Any]:
+    """The put op of a validated put body. Raises nothing."""
+    return commands.put_op(_utf8(body["key"]), _utf8(body["value"]), body.get("lease", 0),
+                           body.get("prev_kv", False))  # fmt: skip
+
+
+def delete_from_json(body: dict[str, Any]) -> dict[str, Any]:
+    """The delete op of a validated delete body. Raises Problem invalid-argument."""
+    key, range_end, prefix = _range_bounds(body)
+    return commands.delete_op(key, range_end, prefix, body.get("prev_kv", False))
+
+
+def range_from_json(body: dict[str, Any]) -> dict[str, Any]:
+    """The range op of a validated range body. Raises Problem invalid-argument."""
+    key, range_end, prefix = _range_bounds(body)
+    return commands.range_op(
+        key, range_end, prefix=prefix, limit=body.get("limit", 0),
+        revision=body.get("revision", 0), keys_only=body.get("keys_only", False),
+        count_only=body.get("count_only", False),
+    )  # fmt: skip
+
+
+def compare_from_json(item: dict[str, Any]) -> dict[str, Any]:
+    """A txn compare. Raises Problem invalid-argument if the value's type does not fit
+    the target (a string for ``value``, an integer otherwise)."""
+    target, value = item["target"], item["value"]
+    if target == "value" and not isinstance(value, str):
+        raise Problem("invalid-argument", "a compare on target 'value' needs a string value")
+    if target != "value" and not isinstance(value, int):
+        raise Problem("invalid-argument", f"a compare on target {target!r} needs an integer")
+    converted = _utf8(value) if isinstance(value, str) else value
+    return commands.compare(_utf8(item["key"]), target, item["result"], converted,
+                            _utf8(item.get("range_end", "")))  # fmt: skip
+
+
+_TXN_OPS = {"put": put_from_json, "delete": delete_from_json, "range": range_from_json}
+
+
+def txn_from_json(body: dict[str, Any]) -> dict[str, Any]:
+    """The txn op of a validated txn body. Raises Problem invalid-argument."""
+    compares = [compare_from_json(item) for item in body.get("compare", [])]
+    branches = []
+    for name in ("success", "failure"):
+        branch = []
+        for item in body.get(name, []):
+            ((kind, op_body),) = item.items()  # the schema allows exactly one member
+            branch.append(_TXN_OPS[kind](op_body))
+        branches.append(branch)
+    return commands.txn_op(compares, branches[0], branches[1])

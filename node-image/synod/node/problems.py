@@ -1,0 +1,126 @@
+"""RFC 9457 problem documents: the one shape of every error the HTTP API answers.
+
+A problem has a stable machine ``code`` (the last segment of its ``type`` URI, never
+renamed), an HTTP ``status``, a human ``detail`` and extension members (``limit``,
+``max``, ``compact_revision``, ``leader_id``...). Service errors (``synod.services``)
+and node errors (``synod.node.api``) both become problems here, so the mapping from
+failures to answers lives in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from synod.node.api import NodeError
+from synod.services.errors import ServiceError
+
+__all__ = [
+    "PROBLEM_CONTENT_TYPE",
+    "PROBLEM_TITLES",
+    "PROBLEM_TYPE_PREFIX",
+    "Problem",
+    "problem_from_node_error",
+    "problem_from_result_error",
+    "problem_from_service_error",
+]
+
+PROBLEM_TYPE_PREFIX = "https://synod.dev/problems/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+# Members of the problem object itself; details may not shadow them.
+_RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code"})
+
+# code -> (status, title). The codes are public API (docs/api.md): never rename one.
+PROBLEM_TITLES: dict[str, tuple[int, str]] = {
+    "invalid-argument": (400, "Invalid argument"),
+    "future-revision": (400, "Revision is in the future"),
+    "not-found": (404, "Not found"),
+    "method-not-allowed": (405, "Method not allowed"),
+    "already-exists": (409, "Already exists"),
+    "compare-failed": (409, "Compare failed"),
+    "not-caught-up": (409, "Learner not caught up"),
+    "compacted": (410, "Revision compacted"),
+    "session-expired": (410, "Session expired"),
+    "too-large": (413, "Too large"),
+    "not-leader": (421, "Not the leader"),
+    "limit-exceeded": (429, "Limit exceeded"),
+    "internal": (500, "Internal error"),
+    "no-leader": (503, "No leader"),
+    "timeout": (503, "Timeout"),
+    "not-ready": (503, "Not ready"),
+}
+
+
+def _json_detail(value: Any) -> Any:
+    """Details may hold bytes (keys); JSON has only text. Raises nothing."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+class Problem(Exception):
+    """An error answer. Raise it from a handler; the problem middleware renders it."""
+
+    def __init__(
+        self, code: str, detail: str, *, status: int | None = None, **extensions: Any
+    ) -> None:
+        """Build a problem; ``status`` defaults to the code's. Raises nothing."""
+        assert code and detail, "a problem needs a code and a human detail"
+        known_status, title = PROBLEM_TITLES.get(code, (500, code.replace("-", " ").capitalize()))
+        super().__init__(detail)
+        self.code = code
+        self.status = status if status is not None else known_status
+        self.title = title
+        self.detail = detail
+        self.extensions = {
+            name: _json_detail(value)
+            for name, value in extensions.items()
+            if name not in _RESERVED_MEMBERS
+        }
+        assert 400 <= self.status <= 599
+
+    def to_dict(self) -> dict[str, Any]:
+        """The problem document. Raises nothing."""
+        body: dict[str, Any] = {
+            "type": PROBLEM_TYPE_PREFIX + self.code,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        body.update(self.extensions)
+        assert body["status"] == self.status
+        return body
+
+    def response(self, headers: dict[str, str] | None = None) -> web.Response:
+        """Render as an ``application/problem+json`` answer. Raises nothing."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return web.Response(
+            status=self.status, text=text, content_type=PROBLEM_CONTENT_TYPE, headers=headers
+        )
+
+
+def problem_from_result_error(error: dict[str, Any]) -> Problem:
+    """The problem for a service result's ``error`` map (``{"code", "status", "message",
+    **details}``). Raises nothing: a malformed map becomes an ``internal`` problem."""
+    code, status, message = error.get("code"), error.get("status"), error.get("message")
+    if not isinstance(code, str) or not isinstance(status, int) or not isinstance(message, str):
+        return Problem("internal", f"malformed service error: {error!r}"[:500])
+    details = {k: v for k, v in error.items() if k not in ("code", "status", "message")}
+    problem = Problem(code, message or code, status=status, **details)
+    assert problem.status == status
+    return problem
+
+
+def problem_from_service_error(error: ServiceError) -> Problem:
+    """The problem for a raised service error. Raises nothing."""
+    return problem_from_result_error(error.to_dict())
+
+
+def problem_from_node_error(error: NodeError) -> Problem:
+    """The problem for a node error (NotLeader, NoLeader, Timeout...). Raises nothing."""
+    problem = Problem(error.code, str(error) or error.code, status=error.status, **error.details)
+    assert problem.code == error.code
+    return problem

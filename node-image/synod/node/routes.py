@@ -1,0 +1,403 @@
+"""The route table of the client API: one source of truth for the server and its docs.
+
+Each :class:`RouteSpec` names a route (method, path template, operation id), the JSON
+Schema of its request body or query, the schema of its success answer and the problem
+codes it may answer. :mod:`synod.node.http` registers one handler per spec and
+validates requests with these schemas; :mod:`synod.node.openapi` publishes the same
+specs as OpenAPI 3.1. The schemas are built from the service limits, so a bound such
+as ``key_bytes_max`` appears in the document exactly as it is enforced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from synod.node.schema import INT64_MAX, Schema, boolean, integer, obj, string
+from synod.services.limits import ServiceLimits
+
+__all__ = ["URL_BYTES_MAX", "RouteSpec", "route_specs"]
+
+# Member URLs are short; the bound keeps a bad admin call from storing megabytes.
+URL_BYTES_MAX = 2048
+
+JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+# Problem codes every /v1 route may answer (bad input, overload, bugs).
+_COMMON_ERRORS = ("invalid-argument", "limit-exceeded", "internal")
+# ... and every route that goes through the leader.
+_LEADER_ERRORS = ("not-leader", "no-leader", "timeout")
+_WRITE_ERRORS = (*_COMMON_ERRORS, *_LEADER_ERRORS, "too-large", "session-expired")
+_READ_ERRORS = (*_COMMON_ERRORS, "no-leader", "timeout", "too-large", "future-revision",
+                "compacted")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One route of the API and everything the server and the document need of it."""
+
+    operation_id: str
+    method: str
+    path: str
+    summary: str
+    response: Schema  # the 200 answer (JSON) or a description of a non-JSON answer
+    errors: tuple[str, ...] = ()
+    body: Schema | None = None  # JSON request body, validated strictly
+    query: Schema | None = None  # query parameters (an object schema of scalars)
+    path_params: dict[str, Schema] = field(default_factory=dict)
+    session: bool = False  # accepts the Synod-Client-Id / Seq / Ack-Seq headers
+    content_type: str = JSON
+    example: dict[str, Any] | None = None  # a valid request body or query
+
+    @property
+    def route_id(self) -> str:
+        """``"POST /v1/kv/put"``: the metrics label and span name. Raises nothing."""
+        return f"{self.method} {self.path}"
+
+
+# -- shared schemas ----------------------------------------------------------------------
+
+
+def _key(limits: ServiceLimits, description: str = "the key (non-empty UTF-8)") -> Schema:
+    return string(description, min_length=1, bytes_max=limits.key_bytes_max,
+                  limit="key_bytes_max")  # fmt: skip
+
+
+def _range_end(limits: ServiceLimits) -> Schema:
+    return string("end of the range [key, range_end); \"\\u0000\" means every key >= key",
+                  bytes_max=limits.key_bytes_max, limit="key_bytes_max")  # fmt: skip
+
+
+def _kv() -> Schema:
+    props = {
+        "key": string(),
+        "value": string(),
+        "create_revision": integer(),
+        "mod_revision": integer(),
+        "version": integer(),
+        "lease": integer(),
+    }
+    return obj(props, tuple(props), "one version of a key")
+
+
+def _nullable(schema: Schema) -> Schema:
+    out = dict(schema)
+    out["type"] = [schema["type"], "null"]
+    return out
+
+
+def _array(items: Schema, items_max: int | None = None, limit: str | None = None) -> Schema:
+    schema: Schema = {"type": "array", "items": items}
+    if items_max is not None:
+        schema["maxItems"] = items_max
+    if limit is not None:
+        schema["x-synod-limit"] = limit
+    return schema
+
+
+def _header() -> Schema:
+    props = {name: integer() for name in ("revision", "raft_term", "member_id", "leader_id")}
+    return obj(props, tuple(props), "where and when the answer was made")
+
+
+def _answer(fields: dict[str, Schema], description: str = "") -> Schema:
+    """A success answer: ``header`` plus ``fields``, all required."""
+    props = {"header": _header(), **fields}
+    return obj(props, tuple(props), description)
+
+
+def _open_answer(fields: dict[str, Schema], description: str) -> Schema:
+    """An answer whose members are documented but not closed (node documents)."""
+    return {
+        "type": "object",
+        "properties": {"header": _header(), **fields},
+        "required": ["header"],
+        "description": description,
+    }
+
+
+def _put_body(limits: ServiceLimits) -> Schema:
+    return obj(
+        {
+            "key": _key(limits),
+            "value": string(
+                "the value (UTF-8)", bytes_max=limits.value_bytes_max, limit="value_bytes_max"
+            ),
+            "lease": integer("attach to this lease (0: none)"),
+            "prev_kv": boolean("answer the previous version"),
+        },
+        ("key", "value"),
+    )
+
+
+def _range_fields(limits: ServiceLimits) -> dict[str, Schema]:
+    return {
+        "key": _key(limits),
+        "range_end": _range_end(limits),
+        "prefix": boolean("every key that starts with key"),
+        "limit": integer(
+            "at most this many kvs (0: range_limit_max)",
+            maximum=limits.range_limit_max,
+            limit="range_limit_max",
+        ),
+        "revision": integer("read at this revision (0: current)"),
+        "keys_only": boolean("answer keys without values"),
+        "count_only": boolean("answer only the count"),
+    }
+
+
+def _delete_body(limits: ServiceLimits) -> Schema:
+    return obj(
+        {
+            "key": _key(limits),
+            "range_end": _range_end(limits),
+            "prefix": boolean("every key that starts with key"),
+            "prev_kv": boolean("answer the deleted versions"),
+        },
+        ("key",),
+    )
+
+
+def _compare(limits: ServiceLimits) -> Schema:
+    value: Schema = {
+        "type": ["string", "integer"],
+        "description": "a string for target value, else an integer",
+        "maxLength": limits.value_bytes_max,
+        "x-maxBytes": limits.value_bytes_max,
+        "x-synod-limit": "value_bytes_max",
+        "minimum": 0,
+    }
+    return obj(
+        {
+            "key": _key(limits),
+            "range_end": _range_end(limits),
+            "target": string(enum=("value", "version", "create_revision", "mod_revision", "lease")),
+            "result": string(enum=("=", "!=", "<", ">")),
+            "value": value,
+        },
+        ("key", "target", "result", "value"),
+    )
+
+
+def _txn_op(limits: ServiceLimits) -> Schema:
+    ops = {
+        "put": _put_body(limits),
+        "delete": _delete_body(limits),
+        "range": obj(_range_fields(limits), ("key",)),
+    }
+    return obj(ops, description="exactly one of put, delete, range", exactly_one=True)
+
+
+def _txn_response() -> Schema:
+    kvs = _array(_kv())
+    responses = {
+        "put": obj({"prev_kv": _nullable(_kv())}, ("prev_kv",)),
+        "delete": obj({"deleted": integer(), "prev_kvs": kvs}, ("deleted", "prev_kvs")),
+        "range": obj({"kvs": kvs, "more": boolean(), "count": integer()}, ("kvs", "more", "count")),
+    }
+    return obj(responses, description="the answer of one txn op", exactly_one=True)
+
+
+def _id_body(description: str, name: str = "id") -> Schema:
+    return obj({name: integer(description, minimum=1)}, (name,))
+
+
+# -- the table --------------------------------------------------------------------------
+
+
+def _kv_routes(limits: ServiceLimits) -> list[RouteSpec]:
+    kvs = _array(_kv())
+    range_answer = _answer({"kvs": kvs, "more": boolean(), "count": integer()})
+    txn_ops = _array(_txn_op(limits), limits.ops_per_txn_max, "ops_per_txn_max")
+    return [
+        RouteSpec(
+            "kvPut", "POST", "/v1/kv/put", "Set a key",
+            _answer({"prev_kv": _nullable(_kv())}), (*_WRITE_ERRORS, "not-found"),
+            body=_put_body(limits), session=True,
+            example={"key": "app/config", "value": "v1", "prev_kv": True},
+        ),
+        RouteSpec(
+            "kvRange", "POST", "/v1/kv/range", "Read a key, a range or a prefix",
+            range_answer, _READ_ERRORS,
+            body=obj({**_range_fields(limits),
+                      "serializable": boolean("serve from this node without ReadIndex")},
+                     ("key",)),
+            example={"key": "app/", "prefix": True, "limit": 10},
+        ),
+        RouteSpec(
+            "kvGet", "GET", "/v1/kv/{key}", "Read one key (404 when absent)",
+            range_answer, (*_READ_ERRORS, "not-found"),
+            query=obj({"serializable": boolean("serve from this node without ReadIndex"),
+                       "revision": integer("read at this revision (0: current)")}),
+            path_params={"key": _key(limits)},
+            example={"revision": 0, "serializable": False},
+        ),
+        RouteSpec(
+            "kvDelete", "POST", "/v1/kv/delete", "Delete a key, a range or a prefix",
+            _answer({"deleted": integer(), "prev_kvs": kvs}), _WRITE_ERRORS,
+            body=_delete_body(limits), session=True,
+            example={"key": "app/", "prefix": True},
+        ),
+        RouteSpec(
+            "kvTxn", "POST", "/v1/kv/txn", "Compare, then run success or failure ops atomically",
+            _answer({"succeeded": boolean(), "responses": _array(_txn_response())}),
+            (*_WRITE_ERRORS, "not-found", "future-revision", "compacted"),
+            body=obj({
+                "compare": _array(_compare(limits), limits.compares_per_txn_max,
+                                  "compares_per_txn_max"),
+                "success": txn_ops,
+                "failure": txn_ops,
+            }),
+            session=True,
+            example={
+                "compare": [{"key": "k", "target": "version", "result": "=", "value": 0}],
+                "success": [{"put": {"key": "k", "value": "first"}}],
+                "failure": [{"range": {"key": "k"}}],
+            },
+        ),
+        RouteSpec(
+            "kvCompact", "POST", "/v1/kv/compact", "Drop history before a revision",
+            _answer({"compact_revision": integer()}),
+            (*_WRITE_ERRORS, "future-revision", "compacted"),
+            body=obj({"revision": integer("first revision to keep", minimum=1)}, ("revision",)),
+            session=True, example={"revision": 1},
+        ),
+    ]  # fmt: skip
+
+
+def _lease_routes(limits: ServiceLimits) -> list[RouteSpec]:
+    lease_errors = (*_WRITE_ERRORS, "not-found")
+    return [
+        RouteSpec(
+            "leaseGrant", "POST", "/v1/lease/grant", "Grant a lease",
+            _answer({"id": integer(), "ttl_ms": integer()}), (*lease_errors, "already-exists"),
+            body=obj({
+                "ttl_ms": integer("time to live", minimum=limits.lease_ttl_ms_min,
+                                  maximum=limits.lease_ttl_ms_max),
+                "id": integer("the lease id (0: the cluster picks one)"),
+            }, ("ttl_ms",)),
+            session=True, example={"ttl_ms": 10_000},
+        ),
+        RouteSpec(
+            "leaseRevoke", "POST", "/v1/lease/revoke", "Revoke a lease and delete its keys",
+            _answer({"id": integer(), "keys_deleted": integer()}), lease_errors,
+            body=_id_body("the lease id"), session=True, example={"id": 1},
+        ),
+        RouteSpec(
+            "leaseKeepalive", "POST", "/v1/lease/keepalive", "Renew a lease (on the leader)",
+            _answer({"id": integer(), "ttl_ms": integer()}), lease_errors,
+            body=_id_body("the lease id"), example={"id": 1},
+        ),
+        RouteSpec(
+            "leaseTimeToLive", "POST", "/v1/lease/timetolive", "Remaining time and keys",
+            _answer({"id": integer(), "ttl_ms": integer(), "granted_ttl_ms": integer(),
+                     "keys": _array(string())}),
+            lease_errors, body=_id_body("the lease id"), example={"id": 1},
+        ),
+    ]  # fmt: skip
+
+
+def _watch_route(limits: ServiceLimits) -> RouteSpec:
+    stream = {
+        "type": "string",
+        "description": (
+            "Server-Sent Events: `event: events` with data {header, events: [{type: "
+            "put|delete, kv, prev_kv}]}, `event: progress` with data {header, revision} "
+            "while idle, and a final `event: cancel` with data {reason, resume_revision, "
+            "message}; resume with start_revision=resume_revision."
+        ),
+    }
+    query = obj({
+        "key": _key(limits),
+        "range_end": _range_end(limits),
+        "prefix": boolean("every key that starts with key"),
+        "start_revision": integer("first revision to deliver (0: from now)"),
+    }, ("key",))  # fmt: skip
+    return RouteSpec(
+        "watch", "GET", "/v1/watch", "Stream changes of a key, range or prefix",
+        stream, (*_COMMON_ERRORS, "too-large", "compacted", "future-revision"),
+        query=query, content_type=EVENT_STREAM, example={"key": "app/", "prefix": True},
+    )  # fmt: skip
+
+
+def _admin_routes() -> list[RouteSpec]:
+    url = string("a URL", min_length=1, bytes_max=URL_BYTES_MAX, limit="url_bytes_max")
+    errors = (*_COMMON_ERRORS, *_LEADER_ERRORS, "too-large")
+    done = _open_answer({}, "what the node did")
+    return [
+        RouteSpec(
+            "adminAddLearner", "POST", "/v1/admin/members/add-learner", "Add a learner",
+            done, errors,
+            body=obj({"id": integer("member id", minimum=1), "peer_url": url,
+                      "client_url": url}, ("id", "peer_url")),
+            example={"id": 4, "peer_url": "127.0.0.1:2680", "client_url": "http://127.0.0.1:2679"},
+        ),
+        RouteSpec(
+            "adminPromote", "POST", "/v1/admin/members/promote", "Promote a learner to voter",
+            done, (*errors, "not-caught-up"), body=_id_body("member id"), example={"id": 4},
+        ),
+        RouteSpec(
+            "adminRemove", "POST", "/v1/admin/members/remove", "Remove a member",
+            done, errors, body=_id_body("member id"), example={"id": 4},
+        ),
+        RouteSpec(
+            "adminTransferLeadership", "POST", "/v1/admin/leadership/transfer",
+            "Transfer leadership (to the most caught-up voter without `to`)", done, errors,
+            body=obj({"to": integer("member id", minimum=1)}), example={"to": 2},
+        ),
+        RouteSpec(
+            "adminSnapshot", "POST", "/v1/admin/snapshot", "Take a snapshot now",
+            _open_answer({"snapshot_index": integer()}, "the snapshot taken"), errors,
+            body=obj({}), example={},
+        ),
+    ]  # fmt: skip
+
+
+def _cluster_routes() -> list[RouteSpec]:
+    member = {
+        "type": "object",
+        "properties": {
+            "id": integer(), "role": string(enum=("voter", "learner")),
+            "peer_url": string(), "client_url": string(), "match_index": integer(),
+            "last_contact_ms": {"type": ["integer", "null"]}, "healthy": boolean(),
+        },
+    }  # fmt: skip
+    status = _open_answer({
+        "member_id": integer(), "role": string(), "term": integer(),
+        "leader_id": integer(), "leader_client_url": {"type": ["string", "null"]},
+        "commit_index": integer(), "applied_index": integer(), "last_index": integer(),
+        "snapshot_index": integer(), "members": _array(member),
+    }, "this member's view of the cluster")  # fmt: skip
+    text = {"type": "string", "description": "Prometheus text exposition format 0.0.4"}
+    return [
+        RouteSpec(
+            "sessionOpen", "POST", "/v1/session/open", "Open an exactly-once session",
+            _answer({"client_id": integer()}), (*_WRITE_ERRORS,),
+            body=obj({}), example={},
+        ),
+        RouteSpec("clusterStatus", "GET", "/v1/cluster/status", "Role, term, leader, members",
+                  status, _COMMON_ERRORS),
+        RouteSpec("healthz", "GET", "/healthz", "200 while the process serves",
+                  obj({"status": string(enum=("ok",))}, ("status",))),
+        RouteSpec("readyz", "GET", "/readyz", "200 when a leader is known and caught up",
+                  obj({"ready": boolean(), "reason": string()}, ("ready", "reason")),
+                  ("not-ready",)),
+        RouteSpec("metrics", "GET", "/metrics", "Prometheus metrics", text,
+                  content_type=PROMETHEUS_TEXT),
+        RouteSpec("openapi", "GET", "/v1/openapi.json", "This document",
+                  {"type": "object", "description": "OpenAPI 3.1"}),
+    ]  # fmt: skip
+
+
+def route_specs(limits: ServiceLimits | None = None) -> tuple[RouteSpec, ...]:
+    """Every route of the client API, with schemas sized by ``limits``. Raises nothing."""
+    limits = limits or ServiceLimits()
+    specs = (*_kv_routes(limits), *_lease_routes(limits), _watch_route(limits),
+             *_admin_routes(), *_cluster_routes())  # fmt: skip
+    assert len({spec.operation_id for spec in specs}) == len(specs)
+    assert len({spec.route_id for spec in specs}) == len(specs)
+    assert all(spec.example is None or spec.body or spec.query for spec in specs)
+    assert limits.range_limit_max < INT64_MAX
+    return specs
