@@ -1,0 +1,38 @@
+"""`python -m synod_operator`: run the operator (what the chart's Deployment runs).
+
+Environment:
+  SYNOD_OPERATOR_NAMESPACES   comma-separated namespaces to watch; empty = cluster-wide
+  SYNOD_OPERATOR_HEALTH_PORT  port of the liveness endpoint (/healthz), default 8080
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import kopf
+
+from . import handlers
+
+DEFAULT_HEALTH_PORT = 8080
+
+
+def main() -> None:
+    namespaces = [ns.strip() for ns in os.environ.get("SYNOD_OPERATOR_NAMESPACES", "").split(",")]
+    namespaces = [ns for ns in namespaces if ns]
+    port = int(os.environ.get("SYNOD_OPERATOR_HEALTH_PORT", DEFAULT_HEALTH_PORT))
+    assert handlers.RECONCILE_INTERVAL_S > 0 and 0 < port < 65536
+    kopf.configure(verbose=os.environ.get("SYNOD_OPERATOR_VERBOSE") == "1")
+    asyncio.run(
+        kopf.operator(
+            # One replica with the Recreate strategy: no peering CRDs needed.
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=f"http://0.0.0.0:{port}/healthz",
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Client of a node's admin and status API (docs/api.md), over aiohttp.
+
+Every admin call is idempotent and forwarded to the leader by any member, so
+the operator may send it to whichever member answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from .status import ClusterReport, parse_cluster_status
+
+ADMIN_TIMEOUT_S = 10.0
+STATUS_TIMEOUT_S = 3.0
+PROBLEM_PREFIX = "https://synod.dev/problems/"
+ERROR_BODY_CHARS_MAX = 500
+
+
+class AdminError(Exception):
+    """A member answered with a problem document (`code` is its stable type)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+
+
+class Unreachable(Exception):
+    """No member answered."""
+
+
+async def _call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: dict[str, Any] | None,
+    timeout_s: float,
+) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    data = None if body is None else json.dumps(body)
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    async with session.request(method, url, data=data, headers=headers, timeout=timeout) as resp:
+        text = await resp.text()
+        if resp.status >= 400:
+            try:
+                problem = json.loads(text)
+                code = str(problem.get("type", "")).removeprefix(PROBLEM_PREFIX)
+                detail = str(problem.get("detail") or problem.get("title") or "")
+            except (ValueError, AttributeError):
+                code, detail = "unknown", text[:ERROR_BODY_CHARS_MAX]
+            raise AdminError(resp.status, code, detail)
+        answer = json.loads(text) if text else {}
+        assert isinstance(answer, dict)
+        return answer
+
+
+class AdminClient:
+    """Talks to the members at `client_urls` (tried in order until one answers)."""
+
+    def __init__(self, session: aiohttp.ClientSession, client_urls: Sequence[str]) -> None:
+        assert client_urls, "a cluster has at least one member URL"
+        self.session = session
+        self.client_urls = list(client_urls)
+
+    async def cluster_status(self) -> ClusterReport | None:
+        """The leader's view (members with progress), or None when no leader answers."""
+        for url in self.client_urls:
+            try:
+                body = await _call(self.session, "GET", url + "/v1/cluster/status", None,
+                                   STATUS_TIMEOUT_S)  # fmt: skip
+            except (aiohttp.ClientError, TimeoutError, AdminError, ValueError):
+                continue
+            if body.get("role") == "leader":
+                return parse_cluster_status(body)
+            leader_url = body.get("leader_client_url")
+            if body.get("leader_id") and leader_url:
+                try:
+                    leader = await _call(self.session, "GET", leader_url + "/v1/cluster/status",
+                                         None, STATUS_TIMEOUT_S)  # fmt: skip
+                except (aiohttp.ClientError, TimeoutError, AdminError, ValueError):
+                    continue
+                if leader.get("role") == "leader":
+                    return parse_cluster_status(leader)
+        return None
+
+    async def admin(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST an admin call to the first member that answers (it forwards to the leader)."""
+        assert route.startswith("/v1/admin/")
+        last: Exception | None = None
+        for url in self.client_urls:
+            try:
+                return await _call(self.session, "POST", url + route, body, ADMIN_TIMEOUT_S)
+            except (aiohttp.ClientError, TimeoutError) as error:
+                last = error
+            except AdminError as error:
+                # 503 no-leader / timeout: another member will not do better right now.
+                raise error
+        raise Unreachable(f"no member answered {route}: {last}")
+
+    async def add_learner(self, node_id: int, peer_url: str, client_url: str) -> dict[str, Any]:
+        body = {"id": node_id, "peer_url": peer_url, "client_url": client_url}
+        return await self.admin("/v1/admin/members/add-learner", body)
+
+    async def promote(self, node_id: int) -> dict[str, Any]:
+        return await self.admin("/v1/admin/members/promote", {"id": node_id})
+
+    async def remove(self, node_id: int) -> dict[str, Any]:
+        return await self.admin("/v1/admin/members/remove", {"id": node_id})
+
+    async def transfer_leadership(self, to: int | None) -> dict[str, Any]:
+        return await self.admin("/v1/admin/leadership/transfer", {} if to is None else {"to": to})
