@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,8 @@ from synod.node.schema import parse_json, validate
 from synod.node.tracing import route_label, tracing_middleware
 from synod.services import commands
 from synod.services.errors import ServiceError
+from synod.services.kv import parse_request, parse_txn
+from synod.services.limits import ServiceLimits
 
 __all__ = [
     "SESSION_HEADERS",
@@ -110,8 +113,19 @@ class Call:
         return self.state.node
 
 
+def _checked(op: dict[str, Any], limits: ServiceLimits) -> dict[str, Any]:
+    """``op`` after the state machine's own parser accepted it: a doomed write must not
+    cost a log entry. Raises InvalidArgument, TooLarge (as the apply would)."""
+    if op["kind"] == "txn":
+        parse_txn(op, limits)
+    else:
+        parse_request(op, limits)
+    return op
+
+
 async def _kv_put(call: Call) -> Answer:
-    return _fields(await call.node.write(put_from_json(call.body), call.session), "prev_kv")
+    op = _checked(put_from_json(call.body), call.state.limits.service)
+    return _fields(await call.node.write(op, call.session), "prev_kv")
 
 
 async def _kv_range(call: Call) -> Answer:
@@ -132,12 +146,14 @@ async def _kv_get(call: Call) -> Answer:
 
 
 async def _kv_delete(call: Call) -> Answer:
-    result = await call.node.write(delete_from_json(call.body), call.session)
+    op = _checked(delete_from_json(call.body), call.state.limits.service)
+    result = await call.node.write(op, call.session)
     return _fields(result, "deleted", "prev_kvs")
 
 
 async def _kv_txn(call: Call) -> Answer:
-    return _txn_fields(await call.node.write(txn_from_json(call.body), call.session))
+    op = _checked(txn_from_json(call.body), call.state.limits.service)
+    return _txn_fields(await call.node.write(op, call.session))
 
 
 async def _kv_compact(call: Call) -> Answer:
@@ -250,6 +266,8 @@ def _json_handler(spec: RouteSpec) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
         raw = b""
+        if spec.query is None and request.query:
+            raise Problem("invalid-argument", f"{spec.route_id} takes no query parameters")
         if spec.body is not None:
             raw = await read_body(request, state.limits.request_body_bytes_max)
             # An empty body is the empty object: POST /v1/session/open needs no body.
@@ -376,11 +394,24 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 # -- the app ----------------------------------------------------------------------------------
 
 
+# One set of instruments per registry: a node may rebuild its app (tests, restarts of
+# the listener) without registering the metrics twice.
+_INSTRUMENTS: weakref.WeakKeyDictionary[CollectorRegistry, tuple[Counter, Histogram]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _instruments(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    """The HTTP counters of ``registry``, registered on first use. Raises ValueError if
+    another owner registered metrics of the same names."""
+    found = _INSTRUMENTS.get(registry)
+    if found is not None:
+        return found
     total = Counter("synod_http_requests_total", "HTTP requests answered",
                     ("route", "method", "code"), registry=registry)  # fmt: skip
     duration = Histogram("synod_http_request_duration_seconds", "HTTP request duration",
                          ("route",), registry=registry)  # fmt: skip
+    _INSTRUMENTS[registry] = (total, duration)
     return total, duration
 
 
@@ -394,9 +425,9 @@ def build_app(
     """The aiohttp application serving docs/api.md for ``node``.
 
     ``registry`` receives the HTTP metrics (the node renders it in ``metrics()``; a
-    private one is made if None). ``forwarder`` defaults to an HttpForwarder bounded by
-    ``limits.forward_timeout_ms``. Raises ValueError if ``registry`` already holds the
-    HTTP metrics (one app per registry).
+    private one is made if None; apps built on one registry share the instruments).
+    ``forwarder`` defaults to an HttpForwarder bounded by ``limits.forward_timeout_ms``.
+    Raises ValueError if something else registered metrics of the same names.
     """
     limits = limits or HttpLimits()
     specs = route_specs(limits.service)

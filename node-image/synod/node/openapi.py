@@ -27,7 +27,7 @@ PROBLEM_SCHEMA: Schema = {
         "title": string(),
         "status": integer(minimum=400, maximum=599),
         "detail": string(),
-        "code": string(enum=tuple(PROBLEM_TITLES)),
+        "code": string("the stable machine code, e.g. " + ", ".join(PROBLEM_TITLES)),
     },
     "required": ["type", "title", "status", "detail", "code"],
 }

@@ -324,7 +324,7 @@ def _watch_route(limits: ServiceLimits) -> RouteSpec:
 
 def _admin_routes() -> list[RouteSpec]:
     url = string("a URL", min_length=1, bytes_max=URL_BYTES_MAX, limit="url_bytes_max")
-    errors = (*_COMMON_ERRORS, *_LEADER_ERRORS, "too-large")
+    errors = (*_COMMON_ERRORS, *_LEADER_ERRORS, "too-large", "not-found")
     done = _open_answer({}, "what the node did")
     return [
         RouteSpec(
@@ -356,20 +356,35 @@ def _admin_routes() -> list[RouteSpec]:
 
 
 def _cluster_routes() -> list[RouteSpec]:
+    nullable_int, nullable_str = {"type": ["integer", "null"]}, {"type": ["string", "null"]}
     member = {
         "type": "object",
         "properties": {
-            "id": integer(), "role": string(enum=("voter", "learner")),
-            "peer_url": string(), "client_url": string(), "match_index": integer(),
-            "last_contact_ms": {"type": ["integer", "null"]}, "healthy": boolean(),
+            "id": integer(),
+            "role": string(enum=("voter", "learner")),
+            "peer_url": nullable_str,
+            "client_url": nullable_str,
+            "match_index": nullable_int,
+            "last_contact_ms": nullable_int,
+            "healthy": boolean(),
         },
-    }  # fmt: skip
-    status = _open_answer({
-        "member_id": integer(), "role": string(), "term": integer(),
-        "leader_id": integer(), "leader_client_url": {"type": ["string", "null"]},
-        "commit_index": integer(), "applied_index": integer(), "last_index": integer(),
-        "snapshot_index": integer(), "members": _array(member),
-    }, "this member's view of the cluster")  # fmt: skip
+    }
+    status = _open_answer(
+        {
+            "member_id": integer(),
+            "role": string(),
+            "term": integer(),
+            "leader_id": integer(),
+            "leader_client_url": nullable_str,
+            "commit_index": integer(),
+            "applied_index": integer(),
+            "last_index": integer(),
+            "snapshot_index": integer(),
+            "members": _array(member),
+        },
+        "this member's view of the cluster (match_index and last_contact_ms are known "
+        "on the leader)",
+    )
     text = {"type": "string", "description": "Prometheus text exposition format 0.0.4"}
     return [
         RouteSpec(
