@@ -1,0 +1,994 @@
+"""`make bench`: a 3-member Synod cluster against a 3-member etcd cluster, on this machine.
+
+Both clusters run on loopback, one after the other (never at the same time, so they do
+not share the CPU), each member with its own data directory under one temporary
+directory that is removed at the end. Both are driven by the same wrk Lua script
+(:mod:`synod.bench.wrk_script`) through HTTP/JSON against the leader's client URL:
+
+- writes: a fresh 16-byte key per request and a 256-byte value (Synod ``POST
+  /v1/kv/put``, etcd's gRPC gateway ``POST /v3/kv/put`` with base64 strings);
+- reads: linearizable point reads of loaded keys (``POST /v1/kv/range``, ``POST
+  /v3/kv/range``), an answer without the key counting as a miss;
+
+at 16 and 64 connections for ``BENCH_DURATION_S`` seconds each (default 10). Before the
+runs 100,000 keys of 256 bytes are loaded (by wrk as well) and every member's resident
+set size (VmRSS) is taken idle and after the load.
+
+This is a benchmark, never a test: it prints figures and ratios and asserts only that
+the runs happened. It installs nothing: ``install-peers.sh`` (beside this file) installs
+etcd and wrk; missing prerequisites are reported with what to do, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from synod.bench.wrk_script import KEY_BYTES, VALUE_BYTES, WRK_LUA
+
+CONNECTIONS = (16, 64)
+HEADLINE_CONNECTIONS = 64
+DURATION_S_DEFAULT = 10.0
+LOAD_KEYS_DEFAULT = 100_000
+WRK_THREADS = 2  # This machine class has 2 cores; wrk needs few threads.
+WRK_TIMEOUT_S = 10  # A slower answer counts as a wrk timeout error.
+LOAD_WAIT_S_MAX = 600.0  # Bounds the 100,000-key load whatever the throughput.
+START_WAIT_S_MAX = 60.0  # A cluster that has no leader by then is a failure.
+APPLY_WAIT_S_MAX = 60.0  # Followers catching up after the load.
+STOP_WAIT_S_MAX = 15.0  # Per member, SIGTERM then SIGKILL.
+SETTLE_S = 2.0  # Quiet time before an idle RSS sample.
+ETCD_QUOTA_BACKEND_BYTES = 2 * 1024**3  # etcd's default, stated; far above 100k x 256 B.
+POLL_S = 0.1
+PR_SET_PDEATHSIG = 1
+
+
+class BenchError(Exception):
+    """The benchmark could not run to the end; the message says why."""
+
+
+class PrerequisiteError(BenchError):
+    """Something to install or fix before the benchmark can run."""
+
+
+# ---------------------------------------------------------------------------
+# prerequisites
+
+
+@dataclass(frozen=True)
+class Prerequisites:
+    etcd: str
+    etcd_version: str
+    etcd_gateway: str  # the KV routes' prefix, e.g. "/v3/kv/"
+    wrk: str
+    wrk_version: str
+    py_spy: str | None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def check_prerequisites(systems: Sequence[str], *, need_py_spy: bool) -> Prerequisites:
+    """Find etcd, wrk (and py-spy when profiling); raise PrerequisiteError listing every
+    missing piece with the way to get it."""
+    problems: list[str] = []
+    install = "run node-image/synod/bench/install-peers.sh (apt-get install etcd-server wrk)"
+    wrk = shutil.which("wrk")
+    wrk_version = ""
+    if wrk is None:
+        problems.append(f"wrk is not on PATH: {install}")
+    else:
+        out = subprocess.run(
+            [wrk, "--version"], check=False, capture_output=True, text=True, timeout=10
+        )
+        wrk_version = (out.stdout + out.stderr).split("Copyright")[0].strip()
+    etcd = shutil.which("etcd") or ""
+    etcd_version = ""
+    gateway = "/v3/kv/"
+    if "etcd" in systems:
+        if not etcd:
+            problems.append(f"etcd is not on PATH: {install}")
+        else:
+            out = subprocess.run(
+                [etcd, "--version"], check=False, capture_output=True, text=True, timeout=10
+            )
+            match = re.search(r"etcd Version:\s*(\S+)", out.stdout)
+            etcd_version = match.group(1) if match else "unknown"
+            version = _version_tuple(etcd_version)
+            if version < (3, 3):
+                problems.append(f"etcd {etcd_version} has no usable JSON gateway: need >= 3.3")
+            elif version < (3, 4):
+                gateway = "/v3beta/kv/"
+    if "synod" in systems:
+        try:
+            importlib.import_module("synod.node.http")
+            importlib.import_module("synod.node.server")
+        except ImportError as error:
+            problems.append(
+                f"the Synod node cannot start ({error}): the HTTP layer "
+                "(synod/node/http.py) and its modules must be present and importable"
+            )
+    py_spy = shutil.which("py-spy") or _beside_python("py-spy")
+    if need_py_spy and py_spy is None:
+        problems.append("--profile needs py-spy: pip install py-spy (into any environment)")
+    if problems:
+        raise PrerequisiteError("\n".join(f"  - {p}" for p in problems))
+    return Prerequisites(etcd, etcd_version, gateway, wrk or "", wrk_version, py_spy)
+
+
+def _beside_python(name: str) -> str | None:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else None
+
+
+# ---------------------------------------------------------------------------
+# processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL if the benchmark itself dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def http_json(url: str, body: dict[str, Any] | None = None, *, timeout_s: float = 2.0) -> Any:
+    """POST (GET without a body) and parse the JSON answer. Raises OSError or ValueError."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=timeout_s) as response:
+        return json.loads(response.read() or b"null")
+
+
+def read_rss_kib(pid: int) -> dict[str, int]:
+    """VmRSS and its parts (RssAnon, RssFile) of a live process, in KiB."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                fields[name] = int(rest.split()[0])
+    return fields
+
+
+@dataclass
+class Member:
+    name: str
+    client_url: str
+    args: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (the benchmark has one thread)
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, bounded wait, then SIGKILL. Never raises for a dead process."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_WAIT_S_MAX)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=STOP_WAIT_S_MAX)
+
+
+class ClusterUnderTest:
+    """Three members of one system; subclasses know how to start and query them."""
+
+    system = ""
+    kv_prefix = ""
+
+    def __init__(self, root: Path, size: int) -> None:
+        self.root = root
+        self.size = size
+        self.members: list[Member] = []
+
+    # -- lifecycle
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for member in self.members:
+            member.start(self.env())
+        self.leader(wait_s=START_WAIT_S_MAX)
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+    def check_alive(self) -> None:
+        dead = [m.name for m in self.members if not m.alive()]
+        if dead:
+            raise BenchError(f"{self.system} member(s) {dead} exited; logs in {self.root}")
+
+    # -- queries
+    def leader(self, *, wait_s: float = 10.0) -> Member:
+        """The member that is leader, waiting up to wait_s. Raises BenchError."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            self.check_alive()
+            found = self._find_leader()
+            if found is not None:
+                return found
+            if time.monotonic() >= deadline:
+                raise BenchError(f"{self.system}: no leader within {wait_s:.0f}s ({self.root})")
+            time.sleep(POLL_S)
+
+    def _find_leader(self) -> Member | None:
+        raise NotImplementedError
+
+    def applied_and_commit(self, member: Member) -> tuple[int, int] | None:
+        raise NotImplementedError
+
+    def count_keys(self, leader: Member, prefix: str) -> int:
+        raise NotImplementedError
+
+    def put(self, leader: Member, key: str, value: str) -> None:
+        raise NotImplementedError
+
+    def get(self, leader: Member, key: str) -> str | None:
+        raise NotImplementedError
+
+    def wait_applied(self) -> None:
+        """Until every member has applied what the leader has committed (bounded)."""
+        deadline = time.monotonic() + APPLY_WAIT_S_MAX
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            leader_state = self.applied_and_commit(leader)
+            states = [self.applied_and_commit(m) for m in self.members]
+            if leader_state and all(s is not None and s[0] >= leader_state[1] for s in states):
+                return
+            time.sleep(POLL_S)
+        raise BenchError(f"{self.system}: followers did not catch up in {APPLY_WAIT_S_MAX}s")
+
+
+class SynodCluster(ClusterUnderTest):
+    system = "synod"
+    kv_prefix = "/v1/kv/"
+
+    def __init__(self, root: Path, size: int) -> None:
+        super().__init__(root, size)
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        spec = ",".join(
+            f"{i}=127.0.0.1:{peer}@http://127.0.0.1:{client}"
+            for i, (client, peer) in enumerate(ports, start=1)
+        )
+        for i, (client, peer) in enumerate(ports, start=1):
+            args = [
+                sys.executable, "-m", "synod.node.main",
+                "--id", str(i),
+                "--data-dir", str(root / f"member-{i}"),
+                "--listen-client", f"127.0.0.1:{client}",
+                "--listen-peer", f"127.0.0.1:{peer}",
+                "--initial-cluster", spec,
+                "--log-level", "warning",
+            ]  # fmt: skip
+            url = f"http://127.0.0.1:{client}"
+            self.members.append(Member(f"synod-{i}", url, args, root / f"member-{i}.log"))
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1", "OTEL_SDK_DISABLED": "true"}
+
+    def _status(self, member: Member) -> dict[str, Any] | None:
+        try:
+            status = http_json(member.client_url + "/v1/cluster/status", timeout_s=1.0)
+        except (OSError, ValueError):
+            return None
+        return status if isinstance(status, dict) else None
+
+    def _find_leader(self) -> Member | None:
+        for member in self.members:
+            status = self._status(member)
+            if status and status.get("role") == "leader":
+                return member
+        return None
+
+    def applied_and_commit(self, member: Member) -> tuple[int, int] | None:
+        status = self._status(member)
+        if status is None:
+            return None
+        return int(status["applied_index"]), int(status["commit_index"])
+
+    def count_keys(self, leader: Member, prefix: str) -> int:
+        body = {"key": prefix, "prefix": True, "count_only": True}
+        return int(http_json(leader.client_url + "/v1/kv/range", body, timeout_s=30)["count"])
+
+    def put(self, leader: Member, key: str, value: str) -> None:
+        http_json(leader.client_url + "/v1/kv/put", {"key": key, "value": value})
+
+    def get(self, leader: Member, key: str) -> str | None:
+        kvs = http_json(leader.client_url + "/v1/kv/range", {"key": key})["kvs"]
+        return str(kvs[0]["value"]) if kvs else None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class EtcdCluster(ClusterUnderTest):
+    system = "etcd"
+
+    def __init__(self, root: Path, size: int, etcd: str, gateway: str) -> None:
+        super().__init__(root, size)
+        self.kv_prefix = gateway
+        self.api_prefix = gateway.removesuffix("kv/")
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        spec = ",".join(
+            f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports, start=1)
+        )
+        for i, (client, peer) in enumerate(ports, start=1):
+            url = f"http://127.0.0.1:{client}"
+            args = [
+                etcd,
+                "--name", f"m{i}",
+                "--data-dir", str(root / f"member-{i}"),
+                "--listen-client-urls", url,
+                "--advertise-client-urls", url,
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", spec,
+                "--initial-cluster-state", "new",
+                "--initial-cluster-token", f"synod-bench-{os.getpid()}",
+                "--quota-backend-bytes", str(ETCD_QUOTA_BACKEND_BYTES),
+                "--logger", "zap",
+                "--log-level", "warn",
+            ]  # fmt: skip
+            self.members.append(Member(f"etcd-{i}", url, args, root / f"member-{i}.log"))
+
+    def env(self) -> dict[str, str]:
+        # Keep any ETCD_* of the caller's environment out of these members' configuration.
+        return {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+
+    def _status(self, member: Member) -> dict[str, Any] | None:
+        try:
+            status = http_json(
+                member.client_url + self.api_prefix + "maintenance/status", {}, timeout_s=1.0
+            )
+        except (OSError, ValueError):
+            return None
+        return status if isinstance(status, dict) else None
+
+    def _find_leader(self) -> Member | None:
+        for member in self.members:
+            status = self._status(member)
+            leader = status.get("leader") if status else None
+            if status and leader not in (None, "0") and leader == status["header"]["member_id"]:
+                return member
+        return None
+
+    def applied_and_commit(self, member: Member) -> tuple[int, int] | None:
+        status = self._status(member)
+        if status is None:
+            return None
+        # raftIndex is the member's committed index, raftAppliedIndex (3.4+) the applied.
+        commit = int(status.get("raftIndex", 0))
+        return int(status.get("raftAppliedIndex", commit)), commit
+
+    def count_keys(self, leader: Member, prefix: str) -> int:
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        body = {"key": _b64(prefix), "range_end": _b64(end), "count_only": True}
+        answer = http_json(leader.client_url + self.kv_prefix + "range", body, timeout_s=30)
+        return int(answer.get("count", 0))
+
+    def put(self, leader: Member, key: str, value: str) -> None:
+        body = {"key": _b64(key), "value": _b64(value)}
+        http_json(leader.client_url + self.kv_prefix + "put", body)
+
+    def get(self, leader: Member, key: str) -> str | None:
+        answer = http_json(leader.client_url + self.kv_prefix + "range", {"key": _b64(key)})
+        kvs = answer.get("kvs") or []
+        return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
+
+
+# ---------------------------------------------------------------------------
+# wrk
+
+
+@dataclass
+class WrkResult:
+    op: str
+    connections: int
+    duration_s: float
+    requests: int
+    errors: dict[str, int]
+    latency_us: dict[str, float]
+    misses: int
+    loaded: int
+
+    @property
+    def failed(self) -> int:
+        """Requests that did not succeed: non-2xx/3xx answers, timeouts, misses."""
+        return self.errors["status"] + self.errors["timeout"] + self.misses
+
+    @property
+    def ok_per_s(self) -> float:
+        ok = self.requests - self.errors["status"] - self.misses
+        return max(ok, 0) / self.duration_s if self.duration_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok_per_s": round(self.ok_per_s, 1)}
+
+
+class Wrk:
+    def __init__(self, prereqs: Prerequisites, script: Path) -> None:
+        self.prereqs = prereqs
+        self.script = script
+
+    def command(
+        self, cluster: ClusterUnderTest, leader: Member, op: str, connections: int,
+        duration_s: float, run: str, keys_n: int,
+    ) -> list[str]:  # fmt: skip
+        threads = min(WRK_THREADS, connections)
+        return [
+            self.prereqs.wrk,
+            "-t", str(threads),
+            "-c", str(connections),
+            "-d", f"{max(1, round(duration_s))}s",
+            "--timeout", f"{WRK_TIMEOUT_S}s",
+            "--latency",
+            "-s", str(self.script),
+            leader.client_url,
+            "--", cluster.system, op, run, str(keys_n), str(threads), cluster.kv_prefix,
+        ]  # fmt: skip
+
+    def run(
+        self, cluster: ClusterUnderTest, op: str, connections: int, duration_s: float,
+        run: str, keys_n: int,
+    ) -> WrkResult:  # fmt: skip
+        """One timed wrk run against the current leader."""
+        leader = cluster.leader()
+        args = self.command(cluster, leader, op, connections, duration_s, run, keys_n)
+        try:
+            out = subprocess.run(
+                args, check=False, capture_output=True, text=True, timeout=duration_s + 60,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as error:
+            raise BenchError(f"wrk did not finish: {' '.join(args)}") from error
+        cluster.check_alive()
+        return self._parse(op, connections, out.returncode, out.stdout, out.stderr, args)
+
+    def load(self, cluster: ClusterUnderTest, keys_n: int, connections: int) -> WrkResult:
+        """Write keys r000000000000000 .. r{keys_n-1} once each; wrk is stopped (SIGINT)
+        as soon as every thread has had all its answers."""
+        leader = cluster.leader()
+        args = self.command(cluster, leader, "load", connections, LOAD_WAIT_S_MAX, "l", keys_n)
+        threads = min(WRK_THREADS, connections)
+        process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (the benchmark has one thread)
+        )  # fmt: skip
+        stderr_lines: list[str] = []
+        try:
+            assert process.stderr is not None
+            done_threads = 0
+            deadline = time.monotonic() + LOAD_WAIT_S_MAX + 30
+            os.set_blocking(process.stderr.fileno(), True)
+            for line in process.stderr:  # ends when wrk exits (at the -d bound at the latest)
+                stderr_lines.append(line)
+                if line.startswith("WRK_THREAD_LOADED"):
+                    done_threads += 1
+                    if done_threads >= threads:
+                        process.send_signal(signal.SIGINT)
+                        break
+                if time.monotonic() > deadline:
+                    break
+            stdout, stderr_rest = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired as error:
+            raise BenchError("wrk (load) did not stop") from error
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=STOP_WAIT_S_MAX)
+        stderr = "".join(stderr_lines) + stderr_rest
+        cluster.check_alive()
+        return self._parse("load", connections, process.returncode, stdout, stderr, args)
+
+    @staticmethod
+    def _parse(
+        op: str, connections: int, returncode: int, stdout: str, stderr: str, args: list[str]
+    ) -> WrkResult:
+        line = next((ln for ln in stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+        if line is None:
+            raise BenchError(
+                f"wrk gave no result (exit {returncode}): {' '.join(args)}\n{stdout}\n{stderr}"
+            )
+        data = json.loads(line.removeprefix("WRK_JSON "))
+        return WrkResult(
+            op=op,
+            connections=connections,
+            duration_s=data["duration_us"] / 1e6,
+            requests=int(data["requests"]),
+            errors={k: int(v) for k, v in data["errors"].items()},
+            latency_us={k: float(v) for k, v in data["latency_us"].items()},
+            misses=int(data["misses"]),
+            loaded=int(data["loaded"]),
+        )
+
+
+# ---------------------------------------------------------------------------
+# profiling (optional)
+
+
+@contextlib.contextmanager
+def profiling(py_spy: str | None, pid: int, out: Path | None, duration_s: float) -> Iterator[None]:
+    """Sample `pid` with py-spy (raw collapsed stacks into `out`) while the body runs."""
+    if py_spy is None or out is None:
+        yield
+        return
+    args = [
+        py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out),
+        "--duration", str(max(1, round(duration_s))), "--rate", "200", "--nonblocking",
+    ]  # fmt: skip
+    log = out.with_suffix(".log").open("w")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield
+    finally:
+        try:
+            process.wait(timeout=duration_s + 30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=STOP_WAIT_S_MAX)
+            if process.poll() is None:
+                process.kill()
+        log.close()
+
+
+def summarize_profile(path: Path, top_n: int = 15) -> list[str]:
+    """Top functions of py-spy raw (collapsed) stacks: self % and inclusive %."""
+    if not path.exists():
+        return [f"(no profile at {path}; see {path.with_suffix('.log')})"]
+    self_samples: dict[str, int] = {}
+    total_samples: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame_name(f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
+        if not frames:
+            continue
+        self_samples[frames[-1]] = self_samples.get(frames[-1], 0) + count
+        for frame in set(frames):
+            total_samples[frame] = total_samples.get(frame, 0) + count
+    if total == 0:
+        return ["(empty profile)"]
+    lines = [f"{total} samples; top by self time:"]
+    for name, count in sorted(self_samples.items(), key=lambda kv: -kv[1])[:top_n]:
+        lines.append(f"  {100 * count / total:5.1f}% self   {name}")
+    lines.append("top by inclusive time (synod code):")
+    synod = [(n, c) for n, c in total_samples.items() if "synod/" in n]
+    for name, count in sorted(synod, key=lambda kv: -kv[1])[:top_n]:
+        lines.append(f"  {100 * count / total:5.1f}% incl   {name}")
+    return lines
+
+
+def _frame_name(frame: str) -> str:
+    """'func (path/to/file.py:123)' -> 'file path:func' with the site-packages prefix cut."""
+    match = re.match(r"(.*) \((.*?)(?::\d+)?\)$", frame.strip())
+    if not match:
+        return frame.strip()
+    func, path = match.groups()
+    for marker in ("site-packages/", "node-image/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{path}:{func}"
+
+
+# ---------------------------------------------------------------------------
+# one system
+
+
+@dataclass
+class SystemResult:
+    system: str
+    version: str
+    runs: list[WrkResult] = field(default_factory=list)
+    load: WrkResult | None = None
+    keys_loaded: int = 0
+    rss_idle: list[dict[str, int]] = field(default_factory=list)  # per member, leader first
+    rss_loaded: list[dict[str, int]] = field(default_factory=list)
+    rss_after: list[dict[str, int]] = field(default_factory=list)
+    profiles: dict[str, list[str]] = field(default_factory=dict)
+
+    def run_for(self, op: str, connections: int) -> WrkResult | None:
+        return next((r for r in self.runs if r.op == op and r.connections == connections), None)
+
+
+def _ordered(cluster: ClusterUnderTest) -> list[Member]:
+    leader = cluster.leader()
+    return [leader, *(m for m in cluster.members if m is not leader)]
+
+
+def bench_system(
+    cluster: ClusterUnderTest, wrk: Wrk, result: SystemResult, *, duration_s: float,
+    keys_n: int, profile_dir: Path | None, py_spy: str | None,
+) -> None:  # fmt: skip
+    say = _say
+    say(f"{cluster.system}: starting 3 members in {cluster.root}")
+    cluster.start()
+    leader = cluster.leader()
+    # A sanity round trip through the same routes wrk uses.
+    cluster.put(leader, "bench-check", "v" * VALUE_BYTES)
+    if cluster.get(leader, "bench-check") != "v" * VALUE_BYTES:
+        raise BenchError(f"{cluster.system}: a put was not read back")
+    cluster.wait_applied()
+    time.sleep(SETTLE_S)
+    members = _ordered(cluster)
+    result.rss_idle = [read_rss_kib(m.pid) for m in members]
+
+    say(f"{cluster.system}: loading {keys_n} keys of {VALUE_BYTES} bytes (wrk, 64 connections)")
+    result.load = wrk.load(cluster, keys_n, HEADLINE_CONNECTIONS)
+    result.keys_loaded = cluster.count_keys(cluster.leader(), "r")
+    if result.keys_loaded != keys_n:
+        raise BenchError(
+            f"{cluster.system}: {result.keys_loaded} keys after the load, expected {keys_n} "
+            f"(load errors {result.load.errors}, misses {result.load.misses})"
+        )
+    cluster.wait_applied()
+    time.sleep(SETTLE_S)
+    members = _ordered(cluster)
+    result.rss_loaded = [read_rss_kib(m.pid) for m in members]
+
+    for op in ("put", "range"):
+        for run_index, connections in enumerate(CONNECTIONS):
+            say(f"{cluster.system}: {op} x {connections} connections, {duration_s:.0f}s")
+            run_letter = "abcdefgh"[run_index]
+            result.runs.append(wrk.run(cluster, op, connections, duration_s, run_letter, keys_n))
+    members = _ordered(cluster)
+    result.rss_after = [read_rss_kib(m.pid) for m in members]
+
+    if profile_dir is not None and py_spy is not None and cluster.system == "synod":
+        for op in ("put", "range"):
+            leader = cluster.leader()
+            out = profile_dir / f"synod-{op}-{HEADLINE_CONNECTIONS}.txt"
+            say(f"synod: profiling the leader (pid {leader.pid}) during {op}, not measured")
+            with profiling(py_spy, leader.pid, out, duration_s):
+                wrk.run(cluster, op, HEADLINE_CONNECTIONS, duration_s, "p", keys_n)
+            result.profiles[op] = summarize_profile(out)
+    cluster.stop()
+
+
+# ---------------------------------------------------------------------------
+# report
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.1f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if a > 0 and b > 0 else "n/a"
+
+
+def report(results: dict[str, SystemResult], duration_s: float) -> list[str]:
+    lines: list[str] = []
+    synod, etcd = results.get("synod"), results.get("etcd")
+    titles = {
+        "put": f"writes: put, {KEY_BYTES}-byte keys, {VALUE_BYTES}-byte values",
+        "range": "reads: linearizable range of one existing key",
+    }
+    for op in ("put", "range"):
+        lines.append("")
+        lines.append(f"{titles[op]} ({duration_s:.0f} s per run, wrk -t{WRK_THREADS})")
+        header = f"{'conns':>5} | {'synod ops/s':>11} {'p50 ms':>7} {'p99 ms':>7} | "
+        header += f"{'etcd ops/s':>10} {'p50 ms':>7} {'p99 ms':>7} | {'synod/etcd':>10}"
+        lines.append(header)
+        lines.append("-" * len(header))
+        for connections in CONNECTIONS:
+            s = synod.run_for(op, connections) if synod else None
+            e = etcd.run_for(op, connections) if etcd else None
+            cells = [f"{connections:>5}"]
+            cells.append(
+                f"{s.ok_per_s:>11.0f} {_ms(s.latency_us['p50']):>7} {_ms(s.latency_us['p99']):>7}"
+                if s else f"{'-':>11} {'-':>7} {'-':>7}"
+            )  # fmt: skip
+            cells.append(
+                f"{e.ok_per_s:>10.0f} {_ms(e.latency_us['p50']):>7} {_ms(e.latency_us['p99']):>7}"
+                if e else f"{'-':>10} {'-':>7} {'-':>7}"
+            )  # fmt: skip
+            ratio = _ratio(s.ok_per_s, e.ok_per_s) if s and e else "n/a"
+            lines.append(" | ".join(cells) + f" | {ratio:>10}")
+        for res in (synod, etcd):
+            for run in res.runs if res else []:
+                if run.op == op and (run.failed or sum(run.errors.values())):
+                    lines.append(
+                        f"  note: {res.system if res else ''} {run.connections} conns: "
+                        f"errors {run.errors}, misses {run.misses} (not counted as ops)"
+                    )
+    for res in (synod, etcd):
+        if res and res.load:
+            load = res.load
+            lines.append(
+                f"  {res.system} load: {res.keys_loaded} keys in {load.duration_s:.1f} s "
+                f"({load.loaded / load.duration_s:.0f}/s, p99 {_ms(load.latency_us['p99'])} ms)"
+            )
+    lines.append("")
+    lines.append(_rss_table(synod, etcd))
+    return lines
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.0f}"
+
+
+def _rss_table(synod: SystemResult | None, etcd: SystemResult | None) -> str:
+    out = [
+        "memory: VmRSS per member in MiB (leader first), idle and after loading the keys",
+        f"{'member':>9} | {'synod idle':>10} {'loaded':>7} | {'etcd idle':>9} {'loaded':>7} "
+        f"| {'loaded synod/etcd':>17}",
+    ]
+    out.append("-" * len(out[1]))
+    sums = {"si": 0, "sl": 0, "ei": 0, "el": 0}
+    for index in range(3):
+        name = "leader" if index == 0 else f"follower{index}"
+        si = synod.rss_idle[index]["VmRSS"] if synod and synod.rss_idle else 0
+        sl = synod.rss_loaded[index]["VmRSS"] if synod and synod.rss_loaded else 0
+        ei = etcd.rss_idle[index]["VmRSS"] if etcd and etcd.rss_idle else 0
+        el = etcd.rss_loaded[index]["VmRSS"] if etcd and etcd.rss_loaded else 0
+        for key, value in (("si", si), ("sl", sl), ("ei", ei), ("el", el)):
+            sums[key] += value
+        out.append(
+            f"{name:>9} | {_mib(si):>10} {_mib(sl):>7} | {_mib(ei):>9} {_mib(el):>7} "
+            f"| {_ratio(sl, el):>17}"
+        )
+    out.append(
+        f"{'total':>9} | {_mib(sums['si']):>10} {_mib(sums['sl']):>7} | "
+        f"{_mib(sums['ei']):>9} {_mib(sums['el']):>7} | {_ratio(sums['sl'], sums['el']):>17}"
+    )
+    for res in (synod, etcd):
+        if res and res.rss_loaded:
+            anon = sum(r.get("RssAnon", 0) for r in res.rss_loaded)
+            file_ = sum(r.get("RssFile", 0) for r in res.rss_loaded)
+            out.append(
+                f"  {res.system} loaded, all members: RssAnon {_mib(anon)} MiB, "
+                f"RssFile {_mib(file_)} MiB (mapped files such as bbolt count here)"
+            )
+    return "\n".join(out)
+
+
+def headline(results: dict[str, SystemResult]) -> str:
+    def ratio(op: str) -> str:
+        s, e = results.get("synod"), results.get("etcd")
+        sr = s.run_for(op, HEADLINE_CONNECTIONS) if s else None
+        er = e.run_for(op, HEADLINE_CONNECTIONS) if e else None
+        return f"{sr.ok_per_s / er.ok_per_s:.2f}" if sr and er and er.ok_per_s > 0 else "n/a"
+
+    return (
+        f"bench: writes synod/etcd={ratio('put')} reads synod/etcd={ratio('range')} "
+        f"({HEADLINE_CONNECTIONS} connections)"
+    )
+
+
+# ---------------------------------------------------------------------------
+# main
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+class _Terminated(BaseException):
+    """SIGTERM/SIGHUP: unwind through every finally so clusters stop and dirs go."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated(signal.Signals(signum).name)
+
+
+def _duration_from_env() -> float:
+    text = os.environ.get("BENCH_DURATION_S", "")
+    if not text:
+        return DURATION_S_DEFAULT
+    try:
+        value = float(text)
+    except ValueError:
+        raise PrerequisiteError(f"  - BENCH_DURATION_S={text!r} is not a number") from None
+    if not 1 <= value <= 3600:
+        raise PrerequisiteError("  - BENCH_DURATION_S must be between 1 and 3600")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m synod.bench.etcd_compare",
+        description="Synod against etcd: writes/s, reads/s, p50/p99 and RSS, same load.",
+    )
+    parser.add_argument(
+        "--systems", default="synod,etcd", help="comma-separated subset of synod,etcd"
+    )
+    parser.add_argument("--keys", type=int, default=LOAD_KEYS_DEFAULT, help="keys to load")
+    parser.add_argument(
+        "--profile", type=Path, default=None,
+        help="directory: also sample the Synod leader with py-spy during extra runs",
+    )  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, help="write all figures here")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (logs, data)"
+    )
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if not systems or any(s not in ("synod", "etcd") for s in systems):
+        parser.error("--systems takes synod, etcd or both")
+    if not 1 <= args.keys <= 10_000_000:
+        parser.error("--keys must be between 1 and 10,000,000")
+    try:
+        duration_s = _duration_from_env()
+        prereqs = check_prerequisites(systems, need_py_spy=args.profile is not None)
+    except PrerequisiteError as error:
+        print(f"bench: prerequisites missing:\n{error}", file=sys.stderr)
+        return 2
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    base = os.environ.get("BENCH_TMPDIR") or None
+    root = Path(tempfile.mkdtemp(prefix="synod-bench-", dir=base))
+    wrk_script = root / "bench.lua"
+    wrk_script.write_text(WRK_LUA)
+    wrk = Wrk(prereqs, wrk_script)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results: dict[str, SystemResult] = {}
+    clusters: list[ClusterUnderTest] = []
+    status = 1
+    try:
+        for system in ("synod", "etcd"):
+            if system not in systems:
+                continue
+            cluster: ClusterUnderTest
+            if system == "synod":
+                cluster = SynodCluster(root / "synod", 3)
+                version = _synod_version()
+            else:
+                cluster = EtcdCluster(root / "etcd", 3, prereqs.etcd, prereqs.etcd_gateway)
+                version = prereqs.etcd_version
+            clusters.append(cluster)
+            result = SystemResult(system, version)
+            results[system] = result
+            try:
+                bench_system(
+                    cluster, wrk, result, duration_s=duration_s, keys_n=args.keys,
+                    profile_dir=args.profile, py_spy=prereqs.py_spy,
+                )  # fmt: skip
+            finally:
+                cluster.stop()
+        status = 0
+    except BenchError as error:
+        print(f"bench: failed: {error}", file=sys.stderr)
+        for cluster in clusters:
+            _tail_logs(cluster)
+    except (KeyboardInterrupt, _Terminated) as error:
+        print(f"bench: interrupted ({error or 'SIGINT'})", file=sys.stderr)
+        status = 130
+    finally:
+        for cluster in clusters:
+            cluster.stop()
+        if args.keep:
+            print(f"bench: kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    print(_environment_line(prereqs, results, duration_s))
+    for line in report(results, duration_s):
+        print(line)
+    for system, res in results.items():
+        for op, lines in res.profiles.items():
+            print(f"\nprofile of the {system} leader during {op} x {HEADLINE_CONNECTIONS}:")
+            for line in lines:
+                print(line)
+    if args.json is not None:
+        args.json.write_text(json.dumps(_as_json(prereqs, results, duration_s), indent=2))
+    print(headline(results))
+    return status
+
+
+def _synod_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("synod")
+    except PackageNotFoundError:
+        return "source"
+
+
+def _environment_line(
+    prereqs: Prerequisites, results: dict[str, SystemResult], duration_s: float
+) -> str:
+    return (
+        f"\nbench on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"{'; '.join(f'{r.system} {r.version}' for r in results.values())}, "
+        f"{prereqs.wrk_version}; 3 members each, loopback, {duration_s:.0f} s per run"
+    )
+
+
+def _as_json(
+    prereqs: Prerequisites, results: dict[str, SystemResult], duration_s: float
+) -> dict[str, Any]:
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "wrk": prereqs.wrk_version,
+        "duration_s": duration_s,
+        "systems": {
+            name: {
+                "version": r.version,
+                "runs": [run.as_dict() for run in r.runs],
+                "load": r.load.as_dict() if r.load else None,
+                "keys_loaded": r.keys_loaded,
+                "rss_kib": {"idle": r.rss_idle, "loaded": r.rss_loaded, "after": r.rss_after},
+                "profiles": r.profiles,
+            }
+            for name, r in results.items()
+        },
+        "headline": headline(results),
+    }
+
+
+def _tail_logs(cluster: ClusterUnderTest, lines_n: int = 15) -> None:
+    for member in cluster.members:
+        with contextlib.suppress(OSError):
+            lines = member.log_path.read_text(errors="replace").splitlines()[-lines_n:]
+            print(f"--- {member.name} log (last {len(lines)} lines):", file=sys.stderr)
+            for line in lines:
+                print(f"    {line}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
