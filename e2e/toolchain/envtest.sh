@@ -15,7 +15,7 @@ if [ ! -x "$ASSETS/kube-apiserver" ] || [ ! -x "$ASSETS/etcd" ] || [ ! -x "$ASSE
   rm -rf "$ASSETS"; mv "$ASSETS.tmp" "$ASSETS"
 fi
 "$ASSETS/kube-apiserver" --version >&2
-"$ASSETS/etcd" --version | head -1 >&2
+"$ASSETS/etcd" --version | sed -n 1p >&2
 # A stable name for tests that run without the variable set.
 ln -sfn "$ASSETS" "$SYNOD_TOOLCHAIN_CACHE/envtest"
 echo "export KUBEBUILDER_ASSETS=$ASSETS"

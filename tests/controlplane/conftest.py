@@ -69,7 +69,7 @@ class ControlPlane:
     def request(
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, Any]:
-        """One HTTP request to the apiserver; returns (status, decoded JSON)."""
+        """One HTTP request to the apiserver; returns (status, decoded body)."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.server_url + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
@@ -82,13 +82,17 @@ class ControlPlane:
         context.verify_mode = ssl.CERT_NONE
         try:
             with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S, context=context) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
+                return resp.status, _decode(resp.read())
         except urllib.error.HTTPError as err:
-            payload = err.read()
-            try:
-                return err.code, json.loads(payload)
-            except ValueError:
-                return err.code, payload.decode(errors="replace")
+            return err.code, _decode(err.read())
+
+
+def _decode(payload: bytes) -> Any:
+    """JSON bodies decoded; plain-text ones (``/readyz`` says ``ok``) as text."""
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload.decode(errors="replace")
 
 
 def _wait_ready(plane: ControlPlane, log_paths: list[Path]) -> None:
