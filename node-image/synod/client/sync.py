@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -166,7 +166,7 @@ class Client:
 
     def watch(
         self, key: str, range_end: str = "", *, prefix: bool = False, start_revision: int = 0
-    ) -> Iterator[WatchEvent]:
+    ) -> Generator[WatchEvent, None, None]:
         """Blocking iterator over `AsyncClient.watch`; closing it ends the stream.
 
         Raises like `AsyncClient.watch`."""

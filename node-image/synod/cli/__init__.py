@@ -1,0 +1,1 @@
+"""The `synod` command line (click + rich); entry point `synod.cli.main:main`."""

@@ -1,0 +1,634 @@
+"""The `synod` command: a local dev cluster, a demo, and a client for any cluster."""
+
+from __future__ import annotations
+
+import functools
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from synod.cli.output import (
+    EXIT_CODES_HELP,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    Failure,
+    err_console,
+    handle_errors,
+    out_console,
+    print_json,
+)
+from synod.client import (
+    KV,
+    Client,
+    ClusterStatus,
+    SynodError,
+    WatchEvent,
+)
+
+__all__ = ["cli", "main"]
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+LEADER_WAIT_S_DEFAULT = 30.0
+DEV_POLL_INTERVAL_S = 0.5
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+DURATION_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1000}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """The options every client command takes."""
+
+    endpoints: str | None
+    output: str
+    timeout_s: float
+
+    @property
+    def json(self) -> bool:
+        """True for `--output json`. Raises nothing."""
+        return self.output == "json"
+
+    @contextmanager
+    def client(self) -> Iterator[Client]:
+        """A blocking client on the endpoints. Raises Failure on bad endpoints."""
+        try:
+            client = Client(self.endpoints, timeout_s=self.timeout_s)
+        except ValueError as exc:
+            raise Failure(f"--endpoints: {exc}", EXIT_USAGE) from exc
+        with client:
+            yield client
+
+
+def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --endpoints/--output/--timeout and pass them as ``opts``; report errors."""
+
+    @click.option(
+        "--endpoints",
+        envvar="SYNOD_ENDPOINTS",
+        default=None,
+        metavar="URLS",
+        help="Comma-separated client URLs or host:port [env SYNOD_ENDPOINTS; "
+        "default: the `synod dev` addresses 127.0.0.1:2379,2479,2579].",
+    )
+    @click.option(
+        "-o",
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        envvar="SYNOD_OUTPUT",
+        show_default=True,
+        help="text for people, json (one document per line) for scripts.",
+    )
+    @click.option(
+        "--timeout",
+        "timeout_s",
+        type=click.FloatRange(min=0.05),
+        default=5.0,
+        show_default=True,
+        help="Seconds per attempt (each call retries with backoff).",
+    )
+    @functools.wraps(func)
+    @handle_errors
+    def wrapper(endpoints: str | None, output: str, timeout_s: float, **kwargs: Any) -> Any:
+        return func(ClientOptions(endpoints, output, timeout_s), **kwargs)
+
+    return wrapper
+
+
+def parse_duration_ms(text: str) -> int:
+    """`10s`, `500ms`, `2m`, `1h` or bare seconds, in ms. Raises click.BadParameter."""
+    match = DURATION_RE.match(text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 10s, 500ms or 2m")
+    return int(float(match.group(1)) * DURATION_UNIT_MS[match.group(2)])
+
+
+def kv_json(kv: KV | None) -> dict[str, Any] | None:
+    """Raises nothing."""
+    return None if kv is None else kv.to_json()
+
+
+# -- the group --------------------------------------------------------------------
+
+
+@click.group(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="synod", prog_name="synod")
+def cli() -> None:
+    """Synod: a Raft-backed key-value store with leases and watches.
+
+    Start a local cluster with `synod dev`, take the tour with `synod demo`, and talk
+    to any cluster with the other commands.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point. Exits with the documented exit code."""
+    cli.main(args=argv, prog_name="synod")
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def node(args: tuple[str, ...]) -> None:
+    """Run one member process (flags: docs/node.md; `synod node --help`)."""
+    from synod.node.main import main as node_main  # heavy: only `synod node` needs it
+
+    sys.exit(node_main(list(args)))
+
+
+# -- dev and demo -----------------------------------------------------------------
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--nodes", type=click.IntRange(1, 9), default=None, help="Members [default: 3].")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".synod/dev"),
+    show_default=True,
+    help="Kept between runs: running again resumes the data.",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65000),
+    default=None,
+    help="Client port of node 1 [default: 2379]; node i uses +100·(i-1).",
+)
+@click.option(
+    "--node-arg",
+    "node_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra flag for every `synod node` (repeat), e.g. --node-arg=--tick-ms=20.",
+)
+@click.option(
+    "--leader-wait",
+    "leader_wait_s",
+    type=float,
+    default=LEADER_WAIT_S_DEFAULT,
+    show_default=True,
+    help="Seconds to wait for the first leader.",
+)
+@handle_errors
+def dev(
+    nodes: int | None,
+    data_dir: Path,
+    base_port: int | None,
+    node_args: tuple[str, ...],
+    leader_wait_s: float,
+) -> None:
+    """Run a local cluster of `synod node` processes until Ctrl-C or SIGTERM."""
+    from synod.cli.dev import DevCluster, DevClusterError
+
+    try:
+        cluster = DevCluster(data_dir, nodes=nodes, base_port=base_port, node_args=node_args)
+    except DevClusterError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from exc
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        _run_dev(cluster, leader_wait_s)
+    except DevClusterError as exc:
+        raise Failure(str(exc)) from exc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_dev(cluster: Any, leader_wait_s: float) -> None:
+    """Start, supervise until a signal, stop. Raises DevClusterError."""
+    verb = "resuming" if cluster.resumed else "starting"
+    out_console.print(
+        f"[bold]synod dev[/]: {verb} {cluster.nodes_count} nodes, data in {cluster.data_dir}"
+    )
+    try:
+        cluster.start()
+        for node in cluster.nodes.values():
+            out_console.print(f"  node {node.node_id}  {node.url}  (log {node.log_path})")
+        leader = cluster.wait_for_leader(leader_wait_s)
+        out_console.print(f"leader: node {leader}. Ready.")
+        out_console.print(f"export SYNOD_ENDPOINTS={','.join(cluster.endpoints)}")
+        out_console.print("Ctrl-C stops the cluster.", style="dim")
+        _supervise(cluster)
+    except (KeyboardInterrupt, _Terminated):
+        out_console.print("stopping...")
+    finally:
+        cluster.stop()
+    out_console.print("stopped.")
+
+
+def _supervise(cluster: Any) -> None:
+    """Report nodes that exit until interrupted. Raises KeyboardInterrupt, _Terminated."""
+    while True:
+        for node_id, code in cluster.exited():
+            err_console.print(f"[yellow]node {node_id} exited with code {code}[/]")
+            tail = cluster.tail_log(node_id)
+            if tail:
+                err_console.print(escape(tail), style="dim")
+        time.sleep(DEV_POLL_INTERVAL_S)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option(
+    "--endpoints",
+    envvar="SYNOD_DEMO_ENDPOINTS",
+    default=None,
+    metavar="URLS",
+    help="Use a running cluster instead of starting one (skips the failover step).",
+)
+@handle_errors
+def demo(endpoints: str | None) -> None:
+    """A short guided tour: put/get, watch, leases, and surviving a leader crash."""
+    from synod.cli.demo import run_demo
+
+    run_demo(endpoints)
+
+
+# -- status -----------------------------------------------------------------------
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@client_options
+def status(opts: ClientOptions) -> None:
+    """Members, roles, term, commit/applied indexes and the leader."""
+    with opts.client() as client:
+        first = client.status()
+        rows: list[tuple[Any, ClusterStatus | None, str]] = []
+        for member in first.members:
+            url = member.client_url or ""
+            try:
+                rows.append((member, client.status(url) if url else None, ""))
+            except SynodError as exc:
+                rows.append((member, None, exc.detail))
+    if opts.json:
+        print_json(_status_json(first, rows))
+    else:
+        out_console.print(_status_table(first, rows))
+
+
+def _status_json(first: ClusterStatus, rows: list[tuple[Any, ClusterStatus | None, str]]) -> Any:
+    """Raises nothing."""
+    return {
+        "leader_id": first.leader_id,
+        "leader_client_url": first.leader_client_url,
+        "term": first.term,
+        "members": [
+            {
+                "id": member.id,
+                "voter": member.role != "learner",
+                "client_url": member.client_url,
+                "reachable": node is not None,
+                "error": error or None,
+                "status": node.raw if node else None,
+            }
+            for member, node, error in rows
+        ],
+    }
+
+
+def _status_table(first: ClusterStatus, rows: list[tuple[Any, ClusterStatus | None, str]]) -> Table:
+    """Raises nothing."""
+    term = max([first.term] + [n.term for _, n, _ in rows if n])
+    table = Table(title=f"leader: {first.leader_id or 'none'}   term: {term}")
+    for column in ("ID", "ENDPOINT", "ROLE", "TERM", "COMMIT", "APPLIED", "MATCH", "CONTACT"):
+        table.add_column(column, justify="right" if column not in ("ENDPOINT", "ROLE") else "left")
+    for member, node, error in rows:
+        contact = "" if member.last_contact_ms is None else f"{member.last_contact_ms} ms"
+        if node is None:
+            role = f"[red]unreachable[/] {escape(error)}"
+            cells = [role, "", "", "", str(member.match_index or ""), contact]
+        else:
+            role = node.role + ("" if member.role != "learner" else " (learner)")
+            style = "bold green" if node.role == "leader" else ""
+            cells = [f"[{style}]{role}[/]" if style else role, str(node.term),
+                     str(node.commit_index), str(node.applied_index),
+                     str(member.match_index or ""), contact]  # fmt: skip
+        table.add_row(str(member.id), member.client_url.removeprefix("http://"), *cells)
+    return table
+
+
+# -- kv ---------------------------------------------------------------------------
+
+
+@cli.group(epilog=EXIT_CODES_HELP)
+def kv() -> None:
+    """Keys and values: put, get, del, range, cas, watch."""
+
+
+@kv.command("put")
+@click.argument("key")
+@click.argument("value")
+@click.option("--lease", type=int, default=0, help="Attach to this lease id.")
+@click.option("--prev-kv", is_flag=True, help="Show the previous value.")
+@client_options
+def kv_put(opts: ClientOptions, key: str, value: str, lease: int, prev_kv: bool) -> None:
+    """Set KEY to VALUE."""
+    with opts.client() as client:
+        result = client.put(key, value, lease=lease, prev_kv=prev_kv)
+    if opts.json:
+        print_json({"revision": result.revision, "prev_kv": kv_json(result.prev_kv)})
+        return
+    out_console.print(f"OK (revision {result.revision})")
+    if result.prev_kv is not None:
+        out_console.print(f"previous: {escape(result.prev_kv.value)}")
+
+
+@kv.command("get")
+@click.argument("key")
+@click.option("--revision", type=int, default=0, help="Read at this revision.")
+@click.option("--serializable", is_flag=True, help="Read from the node asked (may be stale).")
+@client_options
+def kv_get(opts: ClientOptions, key: str, revision: int, serializable: bool) -> None:
+    """Print the value of KEY (exit code 3 when absent)."""
+    with opts.client() as client:
+        found = client.get(key, revision=revision, serializable=serializable)
+    if found is None:
+        raise Failure(f"key {key!r} not found", EXIT_NOT_FOUND)
+    if opts.json:
+        print_json(found.to_json())
+    else:
+        click.echo(found.value)
+
+
+@kv.command("del")
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Delete every key starting with KEY.")
+@client_options
+def kv_del(opts: ClientOptions, key: str, prefix: bool) -> None:
+    """Delete KEY (or a prefix); prints how many keys went."""
+    with opts.client() as client:
+        result = client.delete(key, prefix=prefix)
+    if opts.json:
+        print_json({"deleted": result.deleted, "revision": result.header.revision})
+    else:
+        out_console.print(f"deleted {result.deleted}")
+
+
+@kv.command("range")
+@click.argument("key")
+@click.argument("range_end", required=False, default="")
+@click.option("--prefix", is_flag=True, help="Every key starting with KEY.")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most this many.")
+@click.option("--keys-only", is_flag=True)
+@client_options
+def kv_range(
+    opts: ClientOptions, key: str, range_end: str, prefix: bool, limit: int, keys_only: bool
+) -> None:
+    """List KEY, the keys in [KEY, RANGE_END), or those under a prefix."""
+    with opts.client() as client:
+        result = client.range(key, range_end, prefix=prefix, limit=limit, keys_only=keys_only)
+    if opts.json:
+        print_json(
+            {"kvs": [k.to_json() for k in result.kvs], "more": result.more, "count": result.count}
+        )
+        return
+    table = Table(caption=f"{result.count} keys" + (" (more)" if result.more else ""))
+    for column in ("KEY", "VALUE", "VERSION", "MOD REV", "LEASE"):
+        table.add_column(column)
+    for item in result.kvs:
+        lease = str(item.lease) if item.lease else ""
+        table.add_row(
+            escape(item.key), escape(item.value), str(item.version), str(item.mod_revision), lease
+        )
+    out_console.print(table)
+
+
+@kv.command("cas")
+@click.argument("key")
+@click.argument("expected")
+@click.argument("new")
+@click.option("--absent", is_flag=True, help="Expect KEY not to exist (EXPECTED is ignored).")
+@client_options
+def kv_cas(opts: ClientOptions, key: str, expected: str, new: str, absent: bool) -> None:
+    """Set KEY to NEW only if its value is EXPECTED (exit code 4 otherwise)."""
+    with opts.client() as client:
+        result = client.cas(key, None if absent else expected, new)
+    if opts.json:
+        print_json({"revision": result.revision})
+    else:
+        out_console.print(f"OK (revision {result.revision})")
+
+
+@kv.command("watch")
+@click.argument("key")
+@click.option("--prefix", is_flag=True, help="Watch every key starting with KEY.")
+@click.option("--rev", "start_revision", type=int, default=0, help="Start at this revision.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N events.")
+@client_options
+def kv_watch(
+    opts: ClientOptions, key: str, prefix: bool, start_revision: int, count: int | None
+) -> None:
+    """Print changes of KEY as they happen (resumes by itself after failures)."""
+    seen = 0
+    with opts.client() as client:
+        for event in client.watch(key, prefix=prefix, start_revision=start_revision):
+            _print_event(opts, event)
+            seen += 1
+            if count is not None and seen >= count:
+                return
+
+
+def _print_event(opts: ClientOptions, event: WatchEvent) -> None:
+    """Raises nothing."""
+    if opts.json:
+        print_json(
+            {
+                "type": event.type,
+                "key": event.kv.key,
+                "value": event.kv.value,
+                "revision": event.revision,
+                "prev_kv": kv_json(event.prev_kv),
+            }
+        )
+        return
+    if event.type == "put":
+        line = f"[green]PUT[/]    {escape(event.kv.key)} = {escape(event.kv.value)}"
+    else:
+        line = f"[red]DELETE[/] {escape(event.kv.key)}"
+    out_console.print(f"{line}  [dim](revision {event.revision})[/]")
+
+
+# -- lease ------------------------------------------------------------------------
+
+
+@cli.group(epilog=EXIT_CODES_HELP)
+def lease() -> None:
+    """Leases: keys attached to one vanish when it expires or is revoked."""
+
+
+@lease.command("grant")
+@click.argument("ttl")
+@client_options
+def lease_grant(opts: ClientOptions, ttl: str) -> None:
+    """Grant a lease of TTL (10s, 1500ms, 2m; bare numbers are seconds)."""
+    ttl_ms = parse_duration_ms(ttl)
+    with opts.client() as client:
+        grant = client.lease_grant(ttl_ms)
+    if opts.json:
+        print_json({"id": grant.id, "ttl_ms": grant.ttl_ms})
+    else:
+        out_console.print(f"lease {grant.id} granted with TTL {grant.ttl_ms / 1000:g}s")
+
+
+@lease.command("keepalive")
+@click.argument("lease_id", type=int)
+@click.option("--once", is_flag=True, help="Renew once and exit.")
+@client_options
+def lease_keepalive(opts: ClientOptions, lease_id: int, once: bool) -> None:
+    """Keep LEASE_ID alive until Ctrl-C (exit code 7 if it expires meanwhile)."""
+    with opts.client() as client:
+        if once:
+            ttl_ms = client.lease_keepalive(lease_id)
+            if opts.json:
+                print_json({"id": lease_id, "ttl_ms": ttl_ms})
+            else:
+                out_console.print(f"lease {lease_id} renewed, TTL {ttl_ms / 1000:g}s")
+            return
+        info = client.lease_timetolive(lease_id)
+        keeper = client.keep_alive(lease_id, info.granted_ttl_ms or info.ttl_ms)
+        if not opts.json:
+            out_console.print(
+                f"keeping lease {lease_id} alive (TTL {info.granted_ttl_ms / 1000:g}s); "
+                "Ctrl-C to stop"
+            )
+        error = keeper.wait()
+        if error is not None:
+            raise error
+
+
+@lease.command("revoke")
+@click.argument("lease_id", type=int)
+@client_options
+def lease_revoke(opts: ClientOptions, lease_id: int) -> None:
+    """Revoke LEASE_ID, deleting its keys."""
+    with opts.client() as client:
+        deleted = client.lease_revoke(lease_id)
+    if opts.json:
+        print_json({"id": lease_id, "keys_deleted": deleted})
+    else:
+        out_console.print(f"lease {lease_id} revoked, {deleted} keys deleted")
+
+
+@lease.command("ttl")
+@click.argument("lease_id", type=int)
+@client_options
+def lease_ttl(opts: ClientOptions, lease_id: int) -> None:
+    """Remaining and granted TTL of LEASE_ID and its keys."""
+    with opts.client() as client:
+        info = client.lease_timetolive(lease_id)
+    if opts.json:
+        print_json(
+            {
+                "id": info.id,
+                "ttl_ms": info.ttl_ms,
+                "granted_ttl_ms": info.granted_ttl_ms,
+                "keys": info.keys,
+            }
+        )
+        return
+    keys = ", ".join(info.keys) or "none"
+    out_console.print(
+        f"lease {info.id}: {info.ttl_ms / 1000:g}s left of {info.granted_ttl_ms / 1000:g}s; "
+        f"keys: {escape(keys)}"
+    )
+
+
+# -- admin ------------------------------------------------------------------------
+
+
+def _admin_done(opts: ClientOptions, result: dict[str, Any], message: str) -> None:
+    """Raises nothing."""
+    if opts.json:
+        print_json({k: v for k, v in result.items() if k != "header"})
+    else:
+        out_console.print(message)
+
+
+@cli.group(epilog=EXIT_CODES_HELP)
+def member() -> None:
+    """Membership changes (one at a time, idempotent)."""
+
+
+@member.command("add-learner")
+@click.argument("member_id", type=click.IntRange(min=1))
+@click.argument("peer_url")
+@click.option("--client-url", default="", help="Its client URL, for clients and status.")
+@client_options
+def member_add_learner(opts: ClientOptions, member_id: int, peer_url: str, client_url: str) -> None:
+    """Add MEMBER_ID (reachable at PEER_URL host:port) as a non-voting learner."""
+    with opts.client() as client:
+        result = client.add_learner(member_id, peer_url, client_url)
+    _admin_done(opts, result, f"member {member_id} added as a learner")
+
+
+@member.command("promote")
+@click.argument("member_id", type=click.IntRange(min=1))
+@client_options
+def member_promote(opts: ClientOptions, member_id: int) -> None:
+    """Make learner MEMBER_ID a voter once it has caught up (exit 4 if not yet)."""
+    with opts.client() as client:
+        result = client.promote(member_id)
+    _admin_done(opts, result, f"member {member_id} is a voter")
+
+
+@member.command("remove")
+@click.argument("member_id", type=click.IntRange(min=1))
+@client_options
+def member_remove(opts: ClientOptions, member_id: int) -> None:
+    """Remove MEMBER_ID (leadership moves away first if it leads)."""
+    with opts.client() as client:
+        result = client.remove_member(member_id)
+    _admin_done(opts, result, f"member {member_id} removed")
+
+
+@cli.group(epilog=EXIT_CODES_HELP)
+def leader() -> None:
+    """Leadership."""
+
+
+@leader.command("transfer")
+@click.option(
+    "--to",
+    "to",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Target member [default: the most caught-up voter].",
+)
+@client_options
+def leader_transfer(opts: ClientOptions, to: int | None) -> None:
+    """Move leadership to another voter."""
+    with opts.client() as client:
+        result = client.transfer_leadership(to)
+    target = result.get("leader_id") or result.get("to") or to or "the most caught-up voter"
+    _admin_done(opts, result, f"leadership transferred to {target}")
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@client_options
+def snapshot(opts: ClientOptions) -> None:
+    """Take a snapshot on the leader now."""
+    with opts.client() as client:
+        index = client.snapshot()
+    _admin_done(opts, {"snapshot_index": index}, f"snapshot taken at index {index}")
+
+
+if __name__ == "__main__":
+    main()
