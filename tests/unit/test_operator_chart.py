@@ -27,9 +27,7 @@ def _helm() -> str:
         str(TOOLCHAIN_HELM) if os.access(TOOLCHAIN_HELM, os.X_OK) else None
     )
     if found is None:
-        pytest.skip(
-            "helm not found: run `make toolchain` (e2e/toolchain) or put helm on PATH"
-        )
+        pytest.skip("helm not found: run `make toolchain` (e2e/toolchain) or put helm on PATH")
     return found
 
 
