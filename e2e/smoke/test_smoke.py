@@ -441,3 +441,40 @@ def test_privileged_pod_partitions_with_nsenter_and_iptables(ns: str) -> None:
         time.sleep(1)
         healed = client_can_connect()
     assert healed, "client cannot reach the node after the partition was healed"
+
+
+def test_helm_installs_a_chart(ns: str, tmp_path: Path) -> None:
+    chart = tmp_path / "smoke"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: smoke\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("greeting: hello\n")
+    (chart / "templates" / "configmap.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-greeting\n"
+        "data:\n  greeting: {{ .Values.greeting | quote }}\n"
+    )
+    helm = ["helm", f"--kubeconfig={KUBECONFIG}", "-n", ns]
+    subprocess.run(
+        [
+            *helm,
+            "install",
+            "smoke",
+            str(chart),
+            "--set",
+            "greeting=synod",
+            "--wait",
+            "--timeout=120s",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    assert get_json(ns, "configmap", "smoke-greeting")["data"] == {"greeting": "synod"}
+    releases = json.loads(
+        subprocess.run(
+            [*helm, "list", "-o", "json"], check=True, capture_output=True, text=True, timeout=60
+        ).stdout
+    )
+    assert [(r["name"], r["status"]) for r in releases] == [("smoke", "deployed")]
+    subprocess.run(
+        [*helm, "uninstall", "smoke", "--wait"], check=True, capture_output=True, timeout=180
+    )

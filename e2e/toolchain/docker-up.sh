@@ -13,6 +13,7 @@ need_pkgs=()
 command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
 command -v iptables >/dev/null || need_pkgs+=(iptables)
+command -v jq >/dev/null || need_pkgs+=(jq)
 command -v gcc >/dev/null || need_pkgs+=(gcc)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_pkgs+=(libc6-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
