@@ -104,6 +104,15 @@ def pod_spec(name: str, image: str, command: list[str], **extra: Any) -> dict[st
     return spec
 
 
+def affinity_term(weight: int | None = None) -> dict[str, Any]:
+    """A pod-affinity term selecting the synod-node pods on the same node."""
+    term = {
+        "labelSelector": {"matchLabels": {"app": "synod-node"}},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    return term if weight is None else {"weight": weight, "podAffinityTerm": term}
+
+
 CONNECT_PROBE = (
     "import socket, sys\n"
     "s = socket.socket(); s.settimeout(3)\n"
@@ -205,7 +214,17 @@ def ns() -> Iterator[str]:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": "client", "labels": {"app": "synod-client"}},
-            "spec": pod_spec("client", NODE_IMAGE, ["sleep", "3600"]),
+            # On a multi-node cluster, preferably on another node than the target.
+            "spec": pod_spec(
+                "client",
+                NODE_IMAGE,
+                ["sleep", "3600"],
+                affinity={
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [affinity_term(100)]
+                    }
+                },
+            ),
         },
     )
     apply(
@@ -220,6 +239,12 @@ def ns() -> Iterator[str]:
                 ["sleep", "3600"],
                 hostPID=True,
                 container={"securityContext": {"privileged": True}},
+                # hostPID shows only its own node's processes: run beside the target.
+                affinity={
+                    "podAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": [affinity_term()]
+                    }
+                },
             ),
         },
     )

@@ -67,8 +67,15 @@ if [ "$PUBLIC" != 1 ] && [ "$NODES" -gt 1 ]; then
     [ -n "$c" ] || die "node $n has no podCIDR"
     cidr[$n]=$c; ip[$n]=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$n")
   done
+  # ptp's ipMasq would masquerade pod-to-pod traffic across nodes (it only
+  # exempts the node's own range), so it is off, and each node masquerades
+  # only traffic that leaves the cluster's pod network.
+  pod_net=$($K get cm -n kube-system kubeadm-config -o jsonpath='{.data.ClusterConfiguration}' | sed -n 's/^ *podSubnet: *//p')
+  pod_net=${pod_net:-10.244.0.0/16}
   for n in "${!cidr[@]}"; do
-    sed "s|10.244.0.0/24|${cidr[$n]}|" "$HERE/files/10-synod-ptp.conflist" | docker exec -i "$n" sh -c 'cat > /etc/cni/net.d/10-synod-ptp.conflist'
+    sed -e "s|10.244.0.0/24|${cidr[$n]}|" -e 's|"ipMasq": true|"ipMasq": false|' "$HERE/files/10-synod-ptp.conflist" \
+      | docker exec -i "$n" sh -c 'cat > /etc/cni/net.d/10-synod-ptp.conflist'
+    docker exec "$n" sh -c "iptables -t nat -C POSTROUTING -s $pod_net ! -d $pod_net -j MASQUERADE 2>/dev/null || iptables -t nat -A POSTROUTING -s $pod_net ! -d $pod_net -j MASQUERADE"
     for m in "${!cidr[@]}"; do
       [ "$n" = "$m" ] || docker exec "$n" ip route replace "${cidr[$m]}" via "${ip[$m]}"
     done
