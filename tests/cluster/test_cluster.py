@@ -61,8 +61,14 @@ def test_whole_cluster_restart_keeps_data(cluster_factory: list[Cluster], tmp_pa
         assert cluster.terminate(node_id) == 0, "SIGTERM must exit cleanly"
     cluster.start_all()
     for node in cluster.nodes.values():
-        status, body = request(node.url, "POST", "/v1/kv/range", {"key": "k", "prefix": True})
-        assert status == 200
+        answers: list[tuple[int, dict[str, object]]] = []
+
+        def answered(url: str = node.url) -> bool:
+            answers.append(request(url, "POST", "/v1/kv/range", {"key": "k", "prefix": True}))
+            return answers[-1][0] == 200  # 503 until this node has heard from the leader.
+
+        cluster.wait_until(answered, f"a linearizable read on {node.url}")
+        body = answers[-1][1]
         assert body["count"] == 50
         assert {kv["value"] for kv in body["kvs"]} == {f"v{i}" for i in range(50)}
 
