@@ -55,8 +55,16 @@ class NodeProcess:
 class Cluster:
     """A set of node processes sharing one initial membership."""
 
-    def __init__(self, root: Path, size: int, *, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int,
+        *,
+        extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
+        self.extra_env = extra_env or {}
         self.nodes: dict[int, NodeProcess] = {}
         self.extra_args = extra_args or []
         for node_id in range(1, size + 1):
@@ -88,7 +96,8 @@ class Cluster:
         ]  # fmt: skip
         if join:
             args.append("--join")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {key: value.replace("{id}", str(node_id)) for key, value in env.items()}
         with node.log_path.open("ab") as log:
             node.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
 

@@ -63,9 +63,11 @@ def test_whole_cluster_restart_keeps_data(cluster_factory: list[Cluster], tmp_pa
     for node in cluster.nodes.values():
         answers: list[tuple[int, dict[str, object]]] = []
 
-        def answered(url: str = node.url) -> bool:
-            answers.append(request(url, "POST", "/v1/kv/range", {"key": "k", "prefix": True}))
-            return answers[-1][0] == 200  # 503 until this node has heard from the leader.
+        def answered(
+            url: str = node.url, out: list[tuple[int, dict[str, object]]] = answers
+        ) -> bool:
+            out.append(request(url, "POST", "/v1/kv/range", {"key": "k", "prefix": True}))
+            return out[-1][0] == 200  # 503 until this node has heard from the leader.
 
         cluster.wait_until(answered, f"a linearizable read on {node.url}")
         body = answers[-1][1]

@@ -1,0 +1,38 @@
+"""One W3C trace follows a write from a follower, through forwarding, to the leader."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from tests.cluster.harness import Cluster, request
+
+
+def test_one_trace_spans_two_node_processes(tmp_path: Path) -> None:
+    env = {
+        "OTEL_TRACES_EXPORTER": "file",
+        "SYNOD_TRACE_FILE": str(tmp_path / "spans-{id}.jsonl"),
+    }
+    cluster = Cluster(tmp_path, 3, extra_env=env)
+    try:
+        cluster.start_all()
+        leader = cluster.wait_for_leader()
+        follower = next(n for n in cluster.nodes.values() if n.node_id != leader)
+        trace_id = secrets.token_hex(16)
+        headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+        status, _ = request(
+            follower.url, "POST", "/v1/kv/put", {"key": "t", "value": "v"}, headers=headers
+        )
+        assert status == 200
+    finally:
+        cluster.stop_all()  # Flushes the span processors.
+    spans = []
+    for path in tmp_path.glob("spans-*.jsonl"):
+        for line in path.read_text().splitlines():
+            span = json.loads(line)
+            if span["context"]["trace_id"].removeprefix("0x") == trace_id:
+                spans.append((path.name, span["name"]))
+    processes = {name for name, _ in spans}
+    assert len(processes) >= 2, spans
+    assert any(name == "synod.propose" for _, name in spans), spans
