@@ -52,6 +52,7 @@ class ClientOptions:
     endpoints: str | None
     output: str
     timeout_s: float
+    attempts_max: int = 8
 
     @property
     def json(self) -> bool:
@@ -62,7 +63,9 @@ class ClientOptions:
     def client(self) -> Iterator[Client]:
         """A blocking client on the endpoints. Raises Failure on bad endpoints."""
         try:
-            client = Client(self.endpoints, timeout_s=self.timeout_s)
+            client = Client(
+                self.endpoints, timeout_s=self.timeout_s, attempts_max=self.attempts_max
+            )
         except ValueError as exc:
             raise Failure(f"--endpoints: {exc}", EXIT_USAGE) from exc
         with client:
@@ -97,10 +100,20 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Seconds per attempt (each call retries with backoff).",
     )
+    @click.option(
+        "--attempts",
+        "attempts_max",
+        type=click.IntRange(min=1),
+        default=8,
+        show_default=True,
+        help="Attempts per call before giving up (exit code 5).",
+    )
     @functools.wraps(func)
     @handle_errors
-    def wrapper(endpoints: str | None, output: str, timeout_s: float, **kwargs: Any) -> Any:
-        return func(ClientOptions(endpoints, output, timeout_s), **kwargs)
+    def wrapper(
+        endpoints: str | None, output: str, timeout_s: float, attempts_max: int, **kwargs: Any
+    ) -> Any:
+        return func(ClientOptions(endpoints, output, timeout_s, attempts_max), **kwargs)
 
     return wrapper
 

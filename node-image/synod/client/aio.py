@@ -14,6 +14,7 @@ import asyncio
 import json
 import random
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ class AsyncClient:
         self._sleep: Sleep = sleep or asyncio.sleep
         self._current = 0
         self._discovery_due = discover_leader
+        self._keepers: weakref.WeakSet[LeaseKeepAlive] = weakref.WeakSet()
         self._penalties: dict[str, float] = {}  # url -> monotonic time it may be used again
         self._http: aiohttp.ClientSession | None = None
         self._client_id = 0
@@ -177,7 +179,10 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the HTTP connections (the server session simply ages out). Raises nothing."""
+        """Stop lease keepers and close the HTTP connections (the server session simply
+        ages out; kept leases expire by their TTL). Raises nothing."""
+        for keeper in list(self._keepers):
+            await keeper.stop()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -581,6 +586,7 @@ class AsyncClient:
         Must be called from a running loop. Raises nothing."""
         keeper = LeaseKeepAlive(self, lease_id, ttl_ms)
         keeper.start()
+        self._keepers.add(keeper)
         return keeper
 
     @asynccontextmanager

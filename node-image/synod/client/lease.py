@@ -57,10 +57,9 @@ class LeaseKeepAlive:
     async def wait(self) -> SynodError | None:
         """Wait until the keeper stops; returns why (None when stopped by `stop()`).
 
-        Raises nothing."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
+        Raises CancelledError only when the waiting itself is cancelled."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task})
         return self.error
 
     async def stop(self, *, revoke: bool = False) -> None:
