@@ -1,0 +1,58 @@
+"""Node configuration: flags over SYNOD_* environment over a TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from synod.node.config import ConfigError, load_config, parse_initial_cluster
+
+CLUSTER = "1=127.0.0.1:2380@http://127.0.0.1:2379,2=127.0.0.1:2480@http://127.0.0.1:2479"
+
+
+def test_flags_win_over_environment_and_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "node.toml"
+    config_file.write_text('tick_ms = 30\nsnapshot_entries = 7\ndata_dir = "/from/file"\n')
+    env = {"SYNOD_TICK_MS": "40", "SYNOD_ID": "2", "SYNOD_INITIAL_CLUSTER": CLUSTER}
+    config = load_config(["--config", str(config_file), "--tick-ms", "20"], env)
+    assert config.tick_ms == 20  # flag
+    assert config.node_id == 2  # environment
+    assert config.snapshot_entries == 7 and config.data_dir == "/from/file"  # file
+    assert [m.node_id for m in config.initial_members] == [1, 2]
+
+
+def test_statefulset_dns_mode_and_id_from_hostname() -> None:
+    env = {
+        "SYNOD_ID_FROM_HOSTNAME": "true",
+        "SYNOD_PEER_DNS": "demo.demo-peers.ns.svc",
+        "SYNOD_INITIAL_REPLICAS": "3",
+    }
+    config = load_config([], env, hostname="demo-2")
+    assert config.node_id == 3
+    assert config.advertise_peer == "demo-2.demo-peers.ns.svc:2380"
+    assert config.advertise_client == "http://demo-2.demo-peers.ns.svc:2379"
+    member = config.member(5)  # A member that joined later resolves by the same pattern.
+    assert member is not None and member.peer_address == "demo-4.demo-peers.ns.svc:2380"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        ([], {}, "--id"),
+        (["--id", "1"], {}, "--initial-cluster"),
+        (["--id", "0", "--join"], {}, "id must be >= 1"),
+        (["--id", "1", "--join", "--tick-ms", "x"], {}, "tick_ms must be an integer"),
+        (["--id", "1", "--join", "--election-timeout-ms", "300"], {}, "5 x heartbeat"),
+        (["--id-from-hostname", "--join"], {}, "does not end in -<ordinal>"),
+        (["--id", "1", "--initial-cluster", "1=nohostport"], {}, "must look like"),
+    ],
+)
+def test_bad_settings_are_named(argv: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(argv, env, hostname="not-a-statefulset-pod")
+
+
+def test_initial_cluster_rejects_duplicates() -> None:
+    with pytest.raises(ConfigError, match="unique"):
+        parse_initial_cluster(CLUSTER + ",1=127.0.0.1:1@http://127.0.0.1:2")
