@@ -412,6 +412,12 @@ class FakeCluster:
                 raise ConnectionResetError
             if fault is not None and fault.kind == "problem":
                 return problem(fault.code, fault.status, "injected", **fault.extra)
+            if fault is not None and fault.kind == "cancel":
+                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await resp.prepare(request)
+                cancel = {"reason": fault.code, "resume_revision": 0, "message": "injected"}
+                await resp.write(f"event: cancel\ndata: {json.dumps(cancel)}\n\n".encode())
+                return resp
             start = int(request.query.get("start_revision", "0"))
             if start and start <= self.state.compact_revision:
                 return problem(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from synod.client import AsyncClient, Compacted, WatchEvent
+from synod.client import AsyncClient, Compacted, InvalidArgument, WatchEvent
 from synod.client.aio import _WatchCursor
 from synod.client.sse import iter_sse
 from tests.unit.fake_synod import FakeCluster, Fault
@@ -170,5 +170,26 @@ def test_progress_moves_the_resume_point() -> None:
         assert event.kv.value == "x"
         starts = [q["start_revision"] for _, p, q in cluster.requests if p == "/v1/watch"]
         assert starts[0] == "2" and starts[-1] == str(quiet.revision)
+
+    run_with(body)
+
+
+def test_a_node_that_gives_up_mid_stream_is_left_for_another() -> None:
+    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+        cluster.fault("/v1/watch", Fault("cancel", code="no-leader"))
+        stream = client.watch("k")
+        writer = asyncio.create_task(put_later(client, [("k", "1")]))
+        events = await collect(stream, 1)
+        await writer
+        assert events[0].kv.value == "1" and cluster.watch_connects == 1
+
+    run_with(body)
+
+
+def test_a_cancel_that_cannot_resume_raises_its_typed_error() -> None:
+    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+        cluster.fault("/v1/watch", Fault("cancel", code="invalid-argument"))
+        with pytest.raises(InvalidArgument, match="injected"):
+            await collect(client.watch("k", start_revision=1), 1)
 
     run_with(body)

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from synod.client.errors import (
+    PROBLEM_TYPE_PREFIX,
     Compacted,
     CompareFailed,
     LimitExceeded,
@@ -756,16 +757,20 @@ def _progress_revision(data: dict[str, Any]) -> int:
 def _on_cancel(data: dict[str, Any], cursor: _WatchCursor) -> None:
     """Handle a cancel: move the cursor to `resume_revision` when the watch may resume.
 
-    Raises Compacted when the history to resume from is gone, SynodError for a cancel
-    that cannot be resumed."""
+    Raises Compacted when the history to resume from is gone; Unavailable for a node
+    that could not go on (the watch reconnects from the cursor); the typed error of any
+    other reason."""
     reason = str(data.get("reason", ""))
     message = str(data.get("message") or f"watch cancelled: {reason}")
     resume = data.get("resume_revision")
     if reason == "compacted":
         raise Compacted(message, data)
-    if not isinstance(resume, int) or resume <= 0:
-        raise SynodError(message, data)
-    cursor.advance_to(resume)
+    if isinstance(resume, int) and resume > 0:
+        cursor.advance_to(resume)
+        return
+    if reason == "restored":  # the node installed a snapshot: start over from the cursor
+        raise Unavailable(message, data)
+    raise error_from_problem(0, {**data, "type": PROBLEM_TYPE_PREFIX + reason, "detail": message})
 
 
 def _exhausted(last: SynodError, attempts: int) -> SynodError:

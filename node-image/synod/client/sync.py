@@ -129,6 +129,11 @@ class Client:
         """The known endpoints (leaders found on the way are added). Raises nothing."""
         return self.aio.endpoints
 
+    @property
+    def endpoint(self) -> str:
+        """Where the next request goes (the leader once found). Raises nothing."""
+        return self.aio.endpoint
+
     put = _blocking(AsyncClient.put)
     get = _blocking(AsyncClient.get)
     range = _blocking(AsyncClient.range)
