@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def node(args: tuple[str, ...]) -> None:
-    """Run one member process (flags: docs/node.md; `synod node --help`)."""
+    """Run one member process (see docs/node.md)."""
     from synod.node.main import main as node_main  # heavy: only `synod node` needs it
 
     sys.exit(node_main(list(args)))
@@ -210,7 +210,11 @@ def dev(
     node_args: tuple[str, ...],
     leader_wait_s: float,
 ) -> None:
-    """Run a local cluster of `synod node` processes until Ctrl-C or SIGTERM."""
+    """Run a local N-node cluster until Ctrl-C.
+
+    Each member is a `synod node` subprocess; SIGTERM or Ctrl-C stops them all (SIGTERM,
+    then SIGKILL after 10 s). Running it again on the same --data-dir resumes the data.
+    """
     from synod.cli.dev import DevCluster, DevClusterError
 
     try:
@@ -269,7 +273,7 @@ def _supervise(cluster: Any) -> None:
 )
 @handle_errors
 def demo(endpoints: str | None) -> None:
-    """A short guided tour: put/get, watch, leases, and surviving a leader crash."""
+    """A guided tour: put/get, watch, leases, a leader crash."""
     from synod.cli.demo import run_demo
 
     run_demo(endpoints)
@@ -484,7 +488,7 @@ def _print_event(opts: ClientOptions, event: WatchEvent) -> None:
 
 @cli.group(epilog=EXIT_CODES_HELP)
 def lease() -> None:
-    """Leases: keys attached to one vanish when it expires or is revoked."""
+    """Leases: attached keys vanish when they expire."""
 
 
 @lease.command("grant")
