@@ -7,6 +7,7 @@ so the protocol lives in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import contextmanager
@@ -98,7 +99,13 @@ class Client:
         if self._loop.is_closed():
             coro.close()
             raise RuntimeError("the client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C while waiting: do not leave the call running on the loop thread.
+            future.cancel()
+            raise
 
     def __enter__(self) -> Client:
         """Raises nothing."""
@@ -183,7 +190,10 @@ class Client:
                 except StopAsyncIteration:
                     return
         finally:
-            self._run(stream.aclose())
+            # After an interrupted __anext__ the generator may still be finishing; its
+            # connection is released when the loop closes.
+            with contextlib.suppress(RuntimeError):
+                self._run(stream.aclose())
 
 
 async def _make(endpoints: Sequence[str] | str | None, options: dict[str, Any]) -> AsyncClient:
