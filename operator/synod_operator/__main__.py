@@ -2,7 +2,7 @@
 
 Environment:
   SYNOD_OPERATOR_NAMESPACES   comma-separated namespaces to watch; empty = cluster-wide
-  SYNOD_OPERATOR_HEALTH_PORT  port of the liveness endpoint (/healthz), default 8080
+  SYNOD_OPERATOR_HEALTH_PORT  port of the liveness endpoint (/healthz), default 8080; 0 = none
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def main() -> None:
     namespaces = [ns.strip() for ns in os.environ.get("SYNOD_OPERATOR_NAMESPACES", "").split(",")]
     namespaces = [ns for ns in namespaces if ns]
     port = int(os.environ.get("SYNOD_OPERATOR_HEALTH_PORT", DEFAULT_HEALTH_PORT))
-    assert handlers.RECONCILE_INTERVAL_S > 0 and 0 < port < 65536
+    assert handlers.RECONCILE_INTERVAL_S > 0
+    assert 0 <= port < 65536, "SYNOD_OPERATOR_HEALTH_PORT is a TCP port (0: no endpoint)"
     kopf.configure(verbose=os.environ.get("SYNOD_OPERATOR_VERBOSE") == "1")
     asyncio.run(
         kopf.operator(
@@ -29,7 +30,7 @@ def main() -> None:
             standalone=True,
             clusterwide=not namespaces,
             namespaces=namespaces,
-            liveness_endpoint=f"http://0.0.0.0:{port}/healthz",
+            liveness_endpoint=f"http://0.0.0.0:{port}/healthz" if port else None,
         )
     )
 

@@ -108,6 +108,7 @@ def _spec(name: str, namespace: str | None, spec: kopf.Spec) -> ClusterSpec:
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def ensure(
+    body: kopf.Body,
     name: str,
     namespace: str | None,
     uid: str,
@@ -123,6 +124,7 @@ async def ensure(
             raise kopf.TemporaryError(
                 f"applying owned objects: {error}", delay=RETRY_DELAY_S
             ) from error
+    kopf.info(body, reason="Applied", message="owned objects created or converged")
     logger.info("owned objects of %s applied", name)
 
 

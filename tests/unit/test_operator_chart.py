@@ -80,7 +80,11 @@ def test_namespace_scope_renders_a_role_per_namespace() -> None:
     docs = render("operator.scope=namespace", "operator.watchNamespaces={team-a,team-b}")
     roles = sorted(d["metadata"]["namespace"] for d in docs if d["kind"] == "Role")
     assert roles == ["team-a", "team-b"]
-    assert not [d for d in docs if d["kind"].startswith("Cluster")]
+    cluster_roles = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert [r["rules"] for r in cluster_roles] == [
+        [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+          "verbs": ["list", "watch"]}]
+    ], "only kopf's read-only CRD watch is cluster-wide"  # fmt: skip
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     env = {
         e["name"]: e["value"]
