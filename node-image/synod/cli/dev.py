@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -387,18 +386,3 @@ def _terminate_pid(pid: int) -> None:
     if _pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def wait_until_gone(urls: Sequence[str], timeout_s: float) -> bool:
-    """True once no URL answers status any more (bounded). Raises nothing."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(get_status(url, 0.2) is None for url in urls):
-            return True
-        time.sleep(POLL_INTERVAL_S)
-    return False
-
-
-def read_error(exc: urllib.error.URLError) -> str:
-    """A short description of a urllib failure. Raises nothing."""
-    return str(exc.reason)

@@ -18,6 +18,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from synod.cli.dev import DevCluster, DevClusterError
 from synod.cli.output import (
     EXIT_CODES_HELP,
     EXIT_NOT_FOUND,
@@ -215,8 +216,6 @@ def dev(
     Each member is a `synod node` subprocess; SIGTERM or Ctrl-C stops them all (SIGTERM,
     then SIGKILL after 10 s). Running it again on the same --data-dir resumes the data.
     """
-    from synod.cli.dev import DevCluster, DevClusterError
-
     try:
         cluster = DevCluster(data_dir, nodes=nodes, base_port=base_port, node_args=node_args)
     except DevClusterError as exc:
@@ -230,7 +229,7 @@ def dev(
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_dev(cluster: Any, leader_wait_s: float) -> None:
+def _run_dev(cluster: DevCluster, leader_wait_s: float) -> None:
     """Start, supervise until a signal, stop. Raises DevClusterError."""
     verb = "resuming" if cluster.resumed else "starting"
     out_console.print(
@@ -252,7 +251,7 @@ def _run_dev(cluster: Any, leader_wait_s: float) -> None:
     out_console.print("stopped.")
 
 
-def _supervise(cluster: Any) -> None:
+def _supervise(cluster: DevCluster) -> None:
     """Report nodes that exit until interrupted. Raises KeyboardInterrupt, _Terminated."""
     while True:
         for node_id, code in cluster.exited():

@@ -29,7 +29,6 @@ from synod.client.errors import (
     LimitExceeded,
     NotLeader,
     ProtocolError,
-    RequestTimeout,
     SessionExpired,
     SynodError,
     Unavailable,
@@ -778,9 +777,6 @@ def _exhausted(last: SynodError, attempts: int) -> SynodError:
 
     Raises nothing."""
     try:
-        error = type(last)(f"{last.detail} (gave up after {attempts} attempts)", last.problem)
+        return type(last)(f"{last.detail} (gave up after {attempts} attempts)", last.problem)
     except TypeError:  # a subclass with another constructor
         return last
-    if isinstance(last, RequestTimeout | Unavailable | NotLeader | LimitExceeded):
-        return error
-    return last
