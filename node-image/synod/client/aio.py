@@ -113,6 +113,15 @@ class _WatchCursor:
             revision == self.next_revision and seen_now <= self.skip_count
         )
 
+    def accept(self, revision: int, seen: dict[int, int]) -> bool:
+        """Whether to deliver the next event of ``revision`` on a stream that has sent
+        ``seen[r]`` events of each revision r so far (updated here). Raises nothing."""
+        seen[revision] = seen.get(revision, 0) + 1
+        if self.should_skip(revision, seen[revision]):
+            return False
+        self.delivered(revision)
+        return True
+
     def advance_to(self, revision: int) -> None:
         """Everything below ``revision`` has been seen. Raises nothing."""
         if revision > self.next_revision:
@@ -719,11 +728,8 @@ class AsyncClient:
                 if message.event == "events":
                     for raw in data.get("events") or []:
                         event = WatchEvent.from_json(raw)
-                        seen[event.revision] = seen.get(event.revision, 0) + 1
-                        if cursor.should_skip(event.revision, seen[event.revision]):
-                            continue
-                        cursor.delivered(event.revision)
-                        yield event
+                        if cursor.accept(event.revision, seen):
+                            yield event
                 elif message.event == "progress":
                     cursor.advance_to(_progress_revision(data) + 1)
                 elif message.event == "cancel":
