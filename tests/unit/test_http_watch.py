@@ -164,3 +164,28 @@ async def test_refusal_on_first_step_is_a_problem_or_a_final_cancel() -> None:
         assert stream.status == 200
         event, data = await next_message(stream)
         assert event == "cancel" and data["reason"] == "compacted"
+
+
+class EndingWatchNode(MemoryNode):
+    """A node whose watch ends after ``items`` without a cancel item."""
+
+    items: list[dict[str, Any]] = []
+
+    def watch(self, key: bytes, range_end: bytes, start_revision: int) -> AsyncIterator[Any]:
+        return self._items()
+
+    async def _items(self) -> AsyncIterator[Any]:
+        for item in self.items:
+            yield item
+
+
+@async_test
+async def test_a_watch_the_node_ends_ends_the_stream() -> None:
+    node = EndingWatchNode()
+    async with serve(node) as client:
+        empty = await client.get("/v1/watch?key=k")
+        assert empty.status == 200 and await empty.content.read() == b""
+        node.items = [{"progress": 1}]
+        one = await client.get("/v1/watch?key=k")
+        assert (await next_message(one))[0] == "progress"
+        assert await one.content.read() == b""

@@ -25,7 +25,7 @@ FORWARDED_HEADER = "Synod-Forwarded"
 # End-to-end headers the leader needs; hop-by-hop ones (Connection, Host...) stay here.
 PASSED_HEADERS = ("Content-Type", "Accept", "Synod-Client-Id", "Synod-Seq", "Synod-Ack-Seq")
 _TRACE_HEADERS = ("traceparent", "tracestate")
-_ANSWER_HEADERS = ("Content-Type", "Allow")
+_ANSWER_HEADERS = ("Content-Type", "Content-Encoding", "Allow")
 # Bytes copied per read of the leader's answer: bounds the memory of one forward.
 FORWARD_CHUNK_BYTES = 64 * 1024
 

@@ -96,6 +96,10 @@ def _txn_fields(result: dict[str, Any]) -> Answer:
 
 
 # -- handlers -------------------------------------------------------------------------------
+# Each operation below takes a validated Call and returns (fields, header revision). Each
+# may raise Problem or ServiceError (input the services refuse; nothing was written),
+# NotLeader (forwarded by _json_handler) and the other NodeErrors of the node call; the
+# problem middleware renders all of them.
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,10 +94,24 @@ async def _first_item(
     """Start taking the first item; wait up to ``wait_ms`` so that a refusal raises here
     (before the stream starts). Raises what the node's watch raises."""
     task = asyncio.ensure_future(items.__anext__())
-    await asyncio.wait({task}, timeout=wait_ms / 1000)
-    if task.done() and task.exception() is not None:
-        task.result()  # re-raise the refusal
+    try:
+        await asyncio.wait({task}, timeout=wait_ms / 1000)
+    except BaseException:
+        await _stop(task)
+        raise
+    error = task.exception() if task.done() else None
+    if error is not None and not isinstance(error, StopAsyncIteration):
+        raise error  # the refusal, as a problem document
     return task
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has finished (so the node's generator has run
+    its cleanup before it is closed). Raises CancelledError only if we are cancelled."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+    assert task.done()
 
 
 async def handle_watch(request: web.Request) -> web.StreamResponse:
@@ -166,7 +180,7 @@ async def _stream(
     except (ConnectionError, TimeoutError) as exc:
         log.info("watch stream closed: %s", type(exc).__name__)
     finally:
-        pending.cancel()
+        await _stop(pending)
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
     return response
