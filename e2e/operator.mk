@@ -1,0 +1,35 @@
+# The Synod operator, CRDs and Helm chart (docs/operator.md).
+# Included by the top-level Makefile after e2e/toolchain/toolchain.mk (which
+# defines TOOLCHAIN_CACHE, kind-up, images and envtest, and puts helm/kind on PATH).
+#
+#   make crds-sync              copy crds/ (the single source) into charts/synod/crds/
+#   make chart-lint             helm lint (both RBAC scopes) and the chart's render tests
+#   make test-operator          unit tests of builders, planner, status, CRD and chart
+#   make test-operator-controlplane   CRD + operator against a real kube-apiserver (envtest)
+#   make e2e-operator           helm install on kind, scale 3->5->3 under load, upgrade, leader loss
+#   make operator-run           run the operator locally against $KUBECONFIG (all namespaces)
+
+OPERATOR_CHART := charts/synod
+
+.PHONY: crds-sync chart-lint test-operator test-operator-controlplane e2e-operator operator-run
+
+crds-sync:
+	cp crds/*.yaml $(OPERATOR_CHART)/crds/
+
+chart-lint: venv
+	helm lint $(OPERATOR_CHART) --set operator.scope=cluster --set example.enabled=true
+	helm lint $(OPERATOR_CHART) --set operator.scope=namespace
+	$(PY) -m pytest -q tests/unit/test_operator_chart.py tests/unit/test_operator_crd.py
+
+test-operator: venv
+	$(PY) -m pytest -q tests/unit/test_operator_crd.py tests/unit/test_operator_builders.py \
+	    tests/unit/test_operator_planner.py tests/unit/test_operator_chart.py
+
+test-operator-controlplane: venv envtest
+	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests/controlplane/test_operator.py
+
+e2e-operator: venv kind-up images
+	$(PY) -m pytest -q -s -p no:cacheprovider e2e/operator
+
+operator-run: venv
+	SYNOD_OPERATOR_HEALTH_PORT=0 $(PY) -m synod_operator
