@@ -283,3 +283,19 @@ def _pending(client: Any) -> int:
     from synod.node.http_state import STATE
 
     return int(client.app[STATE].pending_requests)
+
+
+@async_test
+async def test_trickled_body_is_408() -> None:
+    node = MemoryNode()
+    async with serve(node, limits=HttpLimits(request_body_read_timeout_ms=100)) as client:
+
+        async def trickle() -> Any:
+            yield b'{"key": "a", '
+            await asyncio.sleep(1.0)
+            yield b'"value": ""}'
+
+        response = await client.post(PUT, data=trickle())
+        answer = await problem(response, 408, "request-timeout")
+        assert answer["limit"] == "request_body_read_timeout_ms"
+    assert node.index == 0

@@ -273,7 +273,9 @@ def _json_handler(spec: RouteSpec) -> Handler:
         if spec.query is None and request.query:
             raise Problem("invalid-argument", f"{spec.route_id} takes no query parameters")
         if spec.body is not None:
-            raw = await read_body(request, state.limits.request_body_bytes_max)
+            limits = state.limits
+            raw = await read_body(request, limits.request_body_bytes_max,
+                                  limits.request_body_read_timeout_ms)  # fmt: skip
             # An empty body is the empty object: POST /v1/session/open needs no body.
             body = parse_json(raw) if raw.strip() else {}
             validate(body, spec.body)
@@ -447,7 +449,7 @@ def build_app(
     app = web.Application(
         middlewares=[tracing_middleware(), metrics_middleware, problem_middleware,
                      pending_middleware],
-        # Bodies are read through _read_body's own bound; this only guards request.read().
+        # Bodies are read through read_body's own bound; this only guards request.read().
         client_max_size=limits.request_body_bytes_max,
     )  # fmt: skip
     app[STATE] = state

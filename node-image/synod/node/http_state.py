@@ -30,6 +30,8 @@ class HttpLimits:
     # JSON escaping can double a value (and \\u escapes sextuple it), so the body bound is
     # twice the largest command rather than the command bound itself.
     request_body_bytes_max: int = 2 * commands.COMMAND_BYTES_MAX
+    # A client trickling its body would hold a pending-request slot forever.
+    request_body_read_timeout_ms: int = 10_000
     pending_requests_max: int = 1024  # concurrent non-streaming /v1 requests
     watch_streams_max: int = 10_000  # concurrent SSE streams (the hub has watchers_max)
     # Above the node's default request_timeout_ms (5 s), so the leader's own timeout

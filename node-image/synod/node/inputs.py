@@ -8,6 +8,7 @@ JSON keys and values are text; the services want bytes: they are UTF-8 encoded h
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -35,9 +36,22 @@ SESSION_HEADERS = ("Synod-Client-Id", "Synod-Seq", "Synod-Ack-Seq")
 _INT64_DIGITS_MAX = len(str(INT64_MAX))
 
 
-async def read_body(request: web.Request, bytes_max: int) -> bytes:
-    """Read the body, refusing more than ``bytes_max``. Raises Problem too-large."""
-    assert bytes_max > 0
+async def read_body(request: web.Request, bytes_max: int, timeout_ms: int) -> bytes:
+    """Read the body, refusing more than ``bytes_max`` or slower than ``timeout_ms``.
+
+    Raises Problem too-large or request-timeout.
+    """
+    assert bytes_max > 0 and timeout_ms > 0
+    try:
+        async with asyncio.timeout(timeout_ms / 1000):
+            return await _read_bounded(request, bytes_max)
+    except TimeoutError:
+        raise Problem("request-timeout", f"request body not received in {timeout_ms} ms",
+                      limit="request_body_read_timeout_ms", max=timeout_ms) from None  # fmt: skip
+
+
+async def _read_bounded(request: web.Request, bytes_max: int) -> bytes:
+    """Raises Problem too-large."""
     too_large = Problem("too-large", f"request body exceeds request_body_bytes_max={bytes_max}",
                         limit="request_body_bytes_max", max=bytes_max)  # fmt: skip
     if request.content_length is not None and request.content_length > bytes_max:

@@ -66,7 +66,7 @@ def _responses(spec: RouteSpec) -> dict[str, Any]:
                 "content": {spec.content_type: {"schema": spec.response}}},
     }  # fmt: skip
     by_status: dict[int, list[str]] = {}
-    for code in spec.errors:
+    for code in spec.all_errors:
         by_status.setdefault(PROBLEM_TITLES[code][0], []).append(code)
     for status, codes in sorted(by_status.items()):
         responses[str(status)] = {

@@ -38,6 +38,7 @@ PROBLEM_TITLES: dict[str, tuple[int, str]] = {
     "future-revision": (400, "Revision is in the future"),
     "not-found": (404, "Not found"),
     "method-not-allowed": (405, "Method not allowed"),
+    "request-timeout": (408, "Request body not received in time"),
     "already-exists": (409, "Already exists"),
     "compare-failed": (409, "Compare failed"),
     "not-caught-up": (409, "Learner not caught up"),

@@ -30,6 +30,8 @@ _COMMON_ERRORS = ("invalid-argument", "limit-exceeded", "internal")
 # ... and every route that goes through the leader.
 _LEADER_ERRORS = ("not-leader", "no-leader", "timeout")
 _WRITE_ERRORS = (*_COMMON_ERRORS, *_LEADER_ERRORS, "too-large", "session-expired")
+# ... and every route with a request body (request_body_bytes_max, the read timeout).
+_BODY_ERRORS = ("too-large", "request-timeout")
 _READ_ERRORS = (*_COMMON_ERRORS, "no-leader", "timeout", "too-large", "future-revision",
                 "compacted")  # fmt: skip
 
@@ -50,6 +52,16 @@ class RouteSpec:
     session: bool = False  # accepts the Synod-Client-Id / Seq / Ack-Seq headers
     content_type: str = JSON
     example: dict[str, Any] | None = None  # a valid request body or query
+
+    @property
+    def all_errors(self) -> tuple[str, ...]:
+        """Every problem code of the route, body errors included, without duplicates.
+
+        Raises nothing."""
+        extra = _BODY_ERRORS if self.body is not None else ()
+        codes = tuple(dict.fromkeys((*self.errors, *extra)))
+        assert len(set(codes)) == len(codes)
+        return codes
 
     @property
     def route_id(self) -> str:
