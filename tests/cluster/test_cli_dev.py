@@ -1,7 +1,8 @@
 """`synod dev --nodes 3` as a real subprocess, driven by the CLI and the SDK.
 
 put/get, status JSON, a watch, a lease whose key vanishes on expiry, SIGTERM (clean
-stop of every node), a restart that resumes the data, kill -9 of a node process.
+stop of every node), a restart that resumes the data, kill -9 of a node process, and
+a second `synod dev` on the same data refused.
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ def test_dev_cluster_cli_sdk_sigterm_and_resume(
     data_dir = tmp_path / "dev"
     dev = start_dev(dev_factory, data_dir, base_port)
     assert "starting 3 nodes" in dev.output()
+    second = synod(dev, "dev", "--data-dir", str(data_dir))
+    assert second.returncode == 1 and "already runs" in second.stderr
+    mismatch = synod(dev, "dev", "--data-dir", str(data_dir), "--nodes", "5")
+    assert mismatch.returncode == 2 and "holds a 3-node cluster" in mismatch.stderr
 
     assert synod(dev, "kv", "put", "greeting", "hello").returncode == 0
     got = synod(dev, "kv", "get", "greeting")
@@ -165,30 +170,3 @@ def test_dev_cluster_cli_sdk_sigterm_and_resume(
         time.sleep(0.1)
     assert "node 1 exited with code -9" in again.output()
     assert again.terminate() == 0
-
-
-def test_second_dev_on_the_same_data_dir_is_refused(
-    dev_factory: list[DevProcess], tmp_path: Path
-) -> None:
-    base_port = find_free_base_port(1, preferred=random.randrange(20000, 50000))
-    data_dir = tmp_path / "dev"
-    args = [sys.executable, "-m", "synod.cli.main", "dev", "--nodes", "1",
-            "--data-dir", str(data_dir), "--base-port", str(base_port)]  # fmt: skip
-    first = DevProcess.__new__(DevProcess)
-    first.data_dir, first.base_port = data_dir, base_port
-    first.log = tmp_path / "first.out"
-    with first.log.open("wb") as out:
-        first.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    dev_factory.append(first)
-    first.wait_ready()
-    second = subprocess.run(args, capture_output=True, text=True, timeout=WAIT_S_MAX, check=False)
-    assert second.returncode == 1 and "already runs" in second.stderr
-    mismatch = subprocess.run(
-        [*args[:4], "--nodes", "3", *args[6:]],
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S_MAX,
-        check=False,
-    )
-    assert mismatch.returncode == 2 and "holds a 1-node cluster" in mismatch.stderr
-    assert first.terminate() == 0
