@@ -134,3 +134,31 @@ def test_leases_and_admin() -> None:
         assert one.member_id == 3 and one.role == "follower"
 
     run_with(body)
+
+
+def test_every_documented_problem_code_maps_to_its_class() -> None:
+    from synod.client import errors
+
+    expected = {
+        "invalid-argument": errors.InvalidArgument,
+        "future-revision": errors.FutureRevision,
+        "not-found": errors.NotFound,
+        "request-timeout": errors.BodyTimeout,
+        "already-exists": errors.AlreadyExists,
+        "compare-failed": errors.CompareFailed,
+        "not-caught-up": errors.NotCaughtUp,
+        "compacted": errors.Compacted,
+        "session-expired": errors.SessionExpired,
+        "too-large": errors.TooLarge,
+        "not-leader": errors.NotLeader,
+        "limit-exceeded": errors.LimitExceeded,
+        "no-leader": errors.NoLeader,
+        "timeout": errors.RequestTimeout,
+        "not-ready": errors.NotReady,
+    }
+    for code, cls in expected.items():
+        problem = {"type": errors.PROBLEM_TYPE_PREFIX + code, "detail": "d", "extra": 1}
+        error = errors.error_from_problem(cls.status, problem)
+        assert type(error) is cls and error.problem["extra"] == 1, code
+    assert type(errors.error_from_problem(502, "<html>")) is errors.Unavailable
+    assert type(errors.error_from_problem(500, {"detail": "boom"})) is errors.SynodError

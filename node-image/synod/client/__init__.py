@@ -10,6 +10,7 @@ with Client("127.0.0.1:2379,127.0.0.1:2479,127.0.0.1:2579") as client:
 from synod.client.aio import DEV_ENDPOINTS, AsyncClient, normalize_endpoints
 from synod.client.errors import (
     AlreadyExists,
+    BodyTimeout,
     Compacted,
     CompareFailed,
     Conflict,
@@ -21,6 +22,7 @@ from synod.client.errors import (
     NotCaughtUp,
     NotFound,
     NotLeader,
+    NotReady,
     ProtocolError,
     RequestTimeout,
     SessionExpired,
@@ -50,6 +52,7 @@ __all__ = [
     "KV",
     "AlreadyExists",
     "AsyncClient",
+    "BodyTimeout",
     "Client",
     "ClusterStatus",
     "Compacted",
@@ -70,6 +73,7 @@ __all__ = [
     "NotCaughtUp",
     "NotFound",
     "NotLeader",
+    "NotReady",
     "ProtocolError",
     "PutResult",
     "RangeResult",

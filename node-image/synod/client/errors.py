@@ -15,7 +15,8 @@ Hierarchy (``except SynodError`` catches them all)::
     ├── TooLarge (413)
     ├── NotLeader (421)
     ├── LimitExceeded (429)
-    ├── Unavailable (503 / connection failures) ── NoLeader, RequestTimeout
+    ├── Unavailable (503 / connection failures) ── NoLeader, RequestTimeout, NotReady,
+    │                                               BodyTimeout (408)
     └── ProtocolError (an answer that does not follow docs/api.md)
 """
 
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 __all__ = [
     "PROBLEM_TYPE_PREFIX",
     "AlreadyExists",
+    "BodyTimeout",
     "Compacted",
     "CompareFailed",
     "Conflict",
@@ -37,6 +39,7 @@ __all__ = [
     "NotCaughtUp",
     "NotFound",
     "NotLeader",
+    "NotReady",
     "ProtocolError",
     "RequestTimeout",
     "SessionExpired",
@@ -207,6 +210,19 @@ class RequestTimeout(Unavailable):
     code = "timeout"
 
 
+class NotReady(Unavailable):
+    """The node is not ready to serve (starting, catching up)."""
+
+    code = "not-ready"
+
+
+class BodyTimeout(Unavailable):
+    """The node did not receive the request body in time (408); nothing was done."""
+
+    code = "request-timeout"
+    status = 408
+
+
 class ProtocolError(SynodError):
     """The server answered something docs/api.md does not allow."""
 
@@ -230,12 +246,15 @@ _BY_CODE: dict[str, type[SynodError]] = {
         LimitExceeded,
         NoLeader,
         RequestTimeout,
+        NotReady,
+        BodyTimeout,
     )
 }
 
 _BY_STATUS: dict[int, type[SynodError]] = {
     400: InvalidArgument,
     404: NotFound,
+    408: BodyTimeout,
     409: Conflict,
     410: Compacted,
     413: TooLarge,
