@@ -412,6 +412,10 @@ class FakeCluster:
                 raise ConnectionResetError
             if fault is not None and fault.kind == "problem":
                 return problem(fault.code, fault.status, "injected", **fault.extra)
+            if fault is not None and fault.kind == "end":
+                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await resp.prepare(request)
+                return resp
             if fault is not None and fault.kind == "cancel":
                 resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
                 await resp.prepare(request)

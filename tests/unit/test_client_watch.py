@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from synod.client import AsyncClient, Compacted, InvalidArgument, WatchEvent
+from synod.client import AsyncClient, Compacted, InvalidArgument, Unavailable, WatchEvent
 from synod.client.aio import _WatchCursor
 from synod.client.sse import iter_sse
 from tests.unit.fake_synod import FakeCluster, Fault
@@ -191,5 +191,15 @@ def test_a_cancel_that_cannot_resume_raises_its_typed_error() -> None:
         cluster.fault("/v1/watch", Fault("cancel", code="invalid-argument"))
         with pytest.raises(InvalidArgument, match="injected"):
             await collect(client.watch("k", start_revision=1), 1)
+
+    run_with(body)
+
+
+def test_streams_that_end_without_progress_back_off_and_give_up() -> None:
+    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+        cluster.fault("/v1/watch", Fault("end"), times=10)
+        with pytest.raises(Unavailable, match="watch stream ended"):
+            await collect(client.watch("k", start_revision=1), 1)
+        assert len(cluster.requests_to("/v1/watch")) == client.attempts_max
 
     run_with(body)

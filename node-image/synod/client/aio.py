@@ -683,14 +683,19 @@ class AsyncClient:
         failures = 0
         while True:
             url = await self._endpoint()
+            position = (cursor.next_revision, cursor.skip_count)
             try:
                 async for event in self._watch_once(url, key, range_end, prefix, cursor):
                     failures = 0
                     yield event
-                failures = 0  # a clean end or a too-slow cancel: resume at once
-                continue
+                if (cursor.next_revision, cursor.skip_count) != position:
+                    continue  # it made progress (a too-slow cancel, say): resume at once
+                # A stream that ends without progress (a node shutting down) must not
+                # make the watch spin on it.
+                error: SynodError = Unavailable(f"{url}: watch stream ended")
+                self._failover(url)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                error: SynodError = Unavailable(f"{url}: watch lost: {type(exc).__name__} {exc}")
+                error = Unavailable(f"{url}: watch lost: {type(exc).__name__} {exc}")
                 self._failover(url)
             except (Unavailable, NotLeader, LimitExceeded) as exc:
                 error = exc
