@@ -247,7 +247,15 @@ def _run_dev(cluster: DevCluster, leader_wait_s: float) -> None:
     except (KeyboardInterrupt, _Terminated):
         out_console.print("stopping...")
     finally:
-        cluster.stop()
+        # A second Ctrl-C must not abandon the nodes half-stopped (they run in sessions
+        # of their own, so nothing else would stop them); stop() itself is bounded.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            cluster.stop()
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGTERM, previous_term)
     out_console.print("stopped.")
 
 
