@@ -118,7 +118,7 @@ def test_any_body_is_answered_or_refused_cleanly(
     base, node = server
     assert spec.body is not None
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
     @given(body=from_schema(spec.body))
     def check(body: Any) -> None:
         before = (node.revision, len(node.machine.leases), len(node.machine.sessions))
