@@ -123,6 +123,9 @@ def handle_errors(func: Callable[P, T]) -> Callable[P, T]:
         except Failure as failure:
             err_console.print(f"[bold red]Error:[/] {escape(str(failure))}")
             sys.exit(failure.exit_code)
+        except OSError as error:  # files of `synod dev`, ports, processes
+            err_console.print(f"[bold red]Error:[/] {escape(str(error))}")
+            sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             err_console.print("interrupted")
             sys.exit(EXIT_INTERRUPTED)
