@@ -14,15 +14,17 @@ assemble one trace from several processes; ``otlp`` needs an OTLP exporter packa
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 __all__ = [
     "TRACER_NAME",
@@ -85,7 +87,7 @@ def tracing_middleware() -> Middleware:
 # -- SDK configuration --------------------------------------------------------------------
 
 
-class JsonLinesSpanExporter:
+class JsonLinesSpanExporter(SpanExporter):
     """Appends each finished span as one JSON line to a file shared by processes.
 
     Each line is written with a single ``write`` on an ``O_APPEND`` descriptor, so lines
@@ -99,10 +101,8 @@ class JsonLinesSpanExporter:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
 
-    def export(self, spans: Sequence[Any]) -> Any:
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Write the spans. Returns SUCCESS, or FAILURE if the file cannot be written."""
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
         lines = "".join(span.to_json(indent=None).replace("\n", " ") + "\n" for span in spans)
         try:
             with self._lock:
@@ -133,7 +133,7 @@ def _exporter_names() -> list[str]:
     return [name for name in names if name != "none"]
 
 
-def _span_processor(name: str) -> Any | None:
+def _span_processor(name: str) -> SpanProcessor | None:
     """The span processor for one exporter name, or None if unavailable. Raises nothing."""
     from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
@@ -149,16 +149,17 @@ def _span_processor(name: str) -> Any | None:
             log.warning("OTEL_TRACES_EXPORTER=file needs SYNOD_TRACE_FILE; not tracing to file")
             return None
         # Synchronous, so a span is in the file when its request has been answered.
-        return SimpleSpanProcessor(JsonLinesSpanExporter(path))  # type: ignore[arg-type]
+        return SimpleSpanProcessor(JsonLinesSpanExporter(path))
     if name == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
-                OTLPSpanExporter,
+            # Imported by name: the package is optional, so mypy may not see it.
+            module = importlib.import_module(
+                "opentelemetry.exporter.otlp.proto.http.trace_exporter"
             )
         except ImportError:
             log.warning("OTLP exporter package not installed; not exporting spans over OTLP")
             return None
-        return BatchSpanProcessor(OTLPSpanExporter())
+        return BatchSpanProcessor(module.OTLPSpanExporter())
     log.warning("unknown OTEL_TRACES_EXPORTER %r ignored", name)
     return None
 
