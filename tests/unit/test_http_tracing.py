@@ -72,3 +72,17 @@ def test_no_exporter_configured_installs_nothing(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     tracing.configure_tracing("synod-test")
     assert not tracing._configured
+
+
+def test_exporter_selection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert tracing._exporter_names() == ["otlp"]
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console, file,none")
+    assert tracing._exporter_names() == ["console", "file"]
+    assert tracing._span_processor("console") is not None
+    monkeypatch.delenv("SYNOD_TRACE_FILE", raising=False)
+    assert tracing._span_processor("file") is None  # no path: skipped, not fatal
+    monkeypatch.setenv("SYNOD_TRACE_FILE", str(tmp_path / "t.jsonl"))
+    assert tracing._span_processor("file") is not None
+    assert tracing._span_processor("zipkin-v9") is None
