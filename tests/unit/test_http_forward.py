@@ -160,3 +160,36 @@ async def test_unreachable_or_slow_leader_is_503() -> None:
         follower.not_leader = NotLeader(2, url)
         slow = await client.post("/v1/kv/put", json={"key": "k", "value": "v"})
         await problem(slow, 503, "timeout")
+
+
+@async_test
+async def test_leader_dying_mid_answer_cuts_the_connection() -> None:
+    async def half(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b'{"header": ')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/kv/put", half)
+    leader = TestServer(app)
+    await leader.start_server()
+    follower = MemoryNode(member_id=1)
+    follower.not_leader = NotLeader(2, str(leader.make_url("")).rstrip("/"))
+    try:
+        async with serve(follower) as client:
+            response = await client.post("/v1/kv/put", json={"key": "k", "value": "v"})
+            assert response.status == 200
+            try:
+                await response.read()
+            except Exception as exc:  # the cut shows as a payload or connection error
+                assert "Payload" in type(exc).__name__ or isinstance(exc, ConnectionError)
+            else:
+                raise AssertionError("a cut answer must not look complete")
+            metrics = (await (await client.get("/metrics")).text()).splitlines()
+            assert any('code="499"' in line and "/v1/kv/put" in line for line in metrics)
+    finally:
+        await leader.close()
