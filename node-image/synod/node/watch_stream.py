@@ -27,7 +27,7 @@ from synod.node.problems import Problem
 from synod.services.errors import ServiceError
 from synod.services.kv import prefix_end
 
-__all__ = ["CANCEL_REASONS", "close_streams", "handle_watch", "sse_message"]
+__all__ = ["CANCEL_REASONS", "close_streams", "handle_watch", "install", "sse_message", "to_sse"]
 
 log = logging.getLogger(__name__)
 
