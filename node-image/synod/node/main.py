@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from synod.node.config import ConfigError, NodeConfig, load_config
+from synod.node.http import HttpLimits, build_app
 from synod.node.server import RaftServer
+from synod.node.tracing import configure_tracing
 from synod.node.transport import split_host_port
 
 log = logging.getLogger("synod.node")
@@ -23,13 +25,11 @@ log = logging.getLogger("synod.node")
 
 async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
     """Start the member and its HTTP API; return after `stop` is set and all is closed."""
-    from synod.node.http import build_app  # The HTTP layer is only needed here.
-    from synod.node.tracing import configure_tracing
-
     configure_tracing(f"synod-node-{config.node_id}")
     server = RaftServer(config)
     await server.start()
-    app = build_app(server, registry=server.node_metrics.registry)
+    limits = HttpLimits(service=server.state.limits)  # One set of limits for both layers.
+    app = build_app(server, limits=limits, registry=server.node_metrics.registry)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_host_port(config.listen_client)
