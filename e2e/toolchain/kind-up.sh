@@ -7,12 +7,16 @@
 #                      image (kindest/node) and whatever kind/helm/kubectl are
 #                      on PATH (else they are built from the Go module proxy).
 #   SYNOD_KIND_NODES=3: one control plane + two workers (offline: pod routes
-#                      between nodes are set up by this script).
+#                      between nodes are set up by this script). Unset: a
+#                      healthy cluster of any size is reused, a new one has
+#                      one node.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/versions.sh"
 PUBLIC=${SYNOD_KIND_PUBLIC:-0}
-NODES=${SYNOD_KIND_NODES:-1}
+# Unset: reuse a healthy cluster of any size, create a single node.
+NODES_WANTED=${SYNOD_KIND_NODES:-}
+NODES=${NODES_WANTED:-1}
 CTX=kind-$SYNOD_CLUSTER_NAME
 KUBECONFIG_OUT=${SYNOD_KUBECONFIG:-$SYNOD_TOOLCHAIN_CACHE/kubeconfig-$SYNOD_CLUSTER_NAME}
 start=$(date +%s)
@@ -30,7 +34,7 @@ log "tools: $(kind version) | helm $(helm version --short) | kubectl $(kubectl v
 
 healthy() {
   kind get clusters 2>/dev/null | grep -qx "$SYNOD_CLUSTER_NAME" || return 1
-  [ "$(kind get nodes --name "$SYNOD_CLUSTER_NAME" | wc -l)" = "$NODES" ] || return 1
+  [ -z "$NODES_WANTED" ] || [ "$(kind get nodes --name "$SYNOD_CLUSTER_NAME" | wc -l)" = "$NODES_WANTED" ] || return 1
   kind get kubeconfig --name "$SYNOD_CLUSTER_NAME" > "$KUBECONFIG_OUT" 2>/dev/null || return 1
   timeout 20 kubectl --kubeconfig "$KUBECONFIG_OUT" get --raw /readyz >/dev/null 2>&1
 }
@@ -58,7 +62,7 @@ kind export kubeconfig --name "$SYNOD_CLUSTER_NAME" >/dev/null 2>&1 || true   # 
 kind get kubeconfig --name "$SYNOD_CLUSTER_NAME" > "$KUBECONFIG_OUT"
 K="kubectl --kubeconfig $KUBECONFIG_OUT"
 
-if [ "$PUBLIC" != 1 ] && [ "$NODES" -gt 1 ]; then
+if [ "$PUBLIC" != 1 ] && [ "$(kind get nodes --name "$SYNOD_CLUSTER_NAME" | wc -l)" -gt 1 ]; then
   # Offline multi-node: each node gets a ptp conflist for its own podCIDR and
   # routes to every other node's podCIDR (what kindnetd would do).
   declare -A cidr ip

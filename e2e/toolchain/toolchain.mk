@@ -2,7 +2,7 @@
 # Synod images, all built on this machine (see docs/kubernetes.md).
 # Included by the top-level Makefile (which defines PY, VENV_STAMP and venv).
 #
-#   make kind-up [KIND_NODES=3]   create/reuse kind cluster "synod"
+#   make kind-up [KIND_NODES=3]   create/reuse kind cluster "synod" (1 node unless KIND_NODES)
 #   make kind-down                delete it (caches stay)
 #   make images                   build synod/node, synod/operator, synod/chaos-tools; kind load them
 #   make envtest                  kube-apiserver + etcd for control-plane tests; prints KUBEBUILDER_ASSETS
@@ -12,7 +12,7 @@
 #   KIND_PUBLIC=1 make ...        machine with internet: public kindest/node and python:3.12-slim
 
 TOOLCHAIN_DIR := e2e/toolchain
-KIND_NODES ?= 1
+KIND_NODES ?=
 KIND_PUBLIC ?= 0
 TOOLCHAIN_ENV := SYNOD_KIND_NODES=$(KIND_NODES) SYNOD_KIND_PUBLIC=$(KIND_PUBLIC)
 TOOLCHAIN_CACHE ?= /var/cache/synod-toolchain
