@@ -43,6 +43,8 @@ STATUS_TIMEOUT_S = 1.0
 POLL_INTERVAL_S = 0.1
 STOP_WAIT_S_MAX = 10.0  # SIGTERM, then SIGKILL: a leader hands over within one election
 FREE_PORT_PROBES_MAX = 50
+FREE_BASE_PORT_FIRST = 20000
+EPHEMERAL_PORT_FIRST = 32768
 
 
 class DevClusterError(Exception):
@@ -72,7 +74,7 @@ def _ports_free(base_port: int, nodes: int) -> bool:
 
 
 def find_free_base_port(nodes: int, preferred: int = BASE_PORT_DEFAULT) -> int:
-    """``preferred`` if all its ports are free, else a free base port above 20000.
+    """``preferred`` if all its ports are free, else a free base port in 20000-32767.
 
     Raises DevClusterError after FREE_PORT_PROBES_MAX tries."""
     if _ports_free(preferred, nodes):
@@ -81,7 +83,10 @@ def find_free_base_port(nodes: int, preferred: int = BASE_PORT_DEFAULT) -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        base = 20000 + (port + probe * 7919) % 30000
+        # Below the kernel's ephemeral range (32768+), where outgoing connections could
+        # take a node's port between this check and the node's bind.
+        span = EPHEMERAL_PORT_FIRST - FREE_BASE_PORT_FIRST - PORT_STRIDE * nodes
+        base = FREE_BASE_PORT_FIRST + (port + probe * 7919) % span
         if _ports_free(base, nodes):
             return base
     raise DevClusterError("no free ports for a local cluster")
