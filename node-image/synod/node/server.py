@@ -725,6 +725,17 @@ class RaftServer:
         if progress is None:
             raise NotMember(f"node {node_id} is not a member; add it as a learner first")
         lag = raft.log.last_index() - progress.match
+        contact_ms = self.transport.last_contact_ms(node_id)
+        if (
+            progress.match == 0
+            or contact_ms is None
+            or contact_ms > self.config.election_timeout_ms
+        ):
+            # A learner that never answered would become a voter that cannot vote:
+            # with few members that alone could cost the quorum.
+            raise NotCaughtUp(
+                f"learner {node_id} has not been heard from recently", lag_entries=lag
+            )
         if lag > self.limits.promote_lag_entries_max:
             raise NotCaughtUp(f"learner {node_id} is {lag} entries behind", lag_entries=lag)
         change = ConfChange(ConfChangeKind.PROMOTE, node_id)
