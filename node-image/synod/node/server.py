@@ -283,7 +283,7 @@ class RaftServer:
             if not raft.has_ready():
                 return
             ready = raft.ready()
-            if ready.must_sync() or ready.hard_state is not None:
+            if ready.must_sync():
                 await self._persist(ready)
             self._send(ready.messages)
             self._apply(ready)
