@@ -35,6 +35,9 @@ log "tools: $(kind version) | helm $(helm version --short) | kubectl $(kubectl v
 healthy() {
   kind get clusters 2>/dev/null | grep -qx "$SYNOD_CLUSTER_NAME" || return 1
   [ -z "$NODES_WANTED" ] || [ "$(kind get nodes --name "$SYNOD_CLUSTER_NAME" | wc -l)" = "$NODES_WANTED" ] || return 1
+  if [ "$PUBLIC" != 1 ]; then  # a cluster of an older node image is rebuilt
+    [ "$(docker inspect -f '{{.Config.Image}}' "$SYNOD_CLUSTER_NAME-control-plane" 2>/dev/null)" = "$NODE_IMAGE" ] || return 1
+  fi
   kind get kubeconfig --name "$SYNOD_CLUSTER_NAME" > "$KUBECONFIG_OUT" 2>/dev/null || return 1
   timeout 20 kubectl --kubeconfig "$KUBECONFIG_OUT" get --raw /readyz >/dev/null 2>&1
 }
@@ -43,7 +46,7 @@ if healthy; then
   log "cluster $SYNOD_CLUSTER_NAME already up: reusing it"
 else
   if kind get clusters 2>/dev/null | grep -qx "$SYNOD_CLUSTER_NAME"; then
-    log "cluster $SYNOD_CLUSTER_NAME exists but is unhealthy or of another size: recreating"
+    log "cluster $SYNOD_CLUSTER_NAME exists but is unhealthy, of another size or of another node image: recreating"
     kind delete cluster --name "$SYNOD_CLUSTER_NAME"
   fi
   cfg=$(mktemp); trap 'rm -f "$cfg"' EXIT

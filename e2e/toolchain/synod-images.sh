@@ -36,7 +36,7 @@ ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/wheels"
 pyver=$(docker run --rm --entrypoint python "$py_base" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 log "wheels for Python $pyver (base $py_base), built on the host"
-"$PY" -m pip wheel --quiet --no-deps -w "$ctx/wheels" "$REPO"
+SOURCE_DATE_EPOCH=315532800 "$PY" -m pip wheel --quiet --no-deps -w "$ctx/wheels" "$REPO"
 wheel=$(ls "$ctx"/wheels/synod-*.whl)
 "$PY" -m pip download --quiet --only-binary=:all: --python-version "$pyver" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
