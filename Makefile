@@ -11,14 +11,16 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-
 SEEDS ?= 500
 SEED ?=
 
-.PHONY: help venv demo test check lint types sim bench-core clean
+.PHONY: help venv demo test check lint types sim bench-core bench pytest-all clean
 
 help:
-	@echo "make demo        start a local in-process cluster and show the primitives"
-	@echo "make check       everything CI runs (lint, types, tests, simulator)"
-	@echo "make test        fast tiers: unit, property and a short simulation"
+	@echo "make demo        start a local 3-node cluster and tour the primitives"
+	@echo "make check       everything CI runs (lint, types, all test tiers, simulator, kind e2e)"
+	@echo "make test        fast tiers: unit, simulation sweep, process clusters"
 	@echo "make sim SEEDS=N run N simulator seeds (SEED=S replays one seed)"
 	@echo "make bench-core  throughput of the Raft core on an in-memory network"
+	@echo "make bench       Synod against etcd under the same wrk load (ratios)"
+	@echo "make kind-up / images / e2e-smoke / e2e-operator / envtest: see docs/kubernetes.md"
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,12 +33,13 @@ venv: $(VENV_STAMP)
 demo: venv
 	$(PY) -m synod.cli.main demo
 
+# Tiers 1-3: unit and property tests, a simulator sweep, real processes on loopback.
 test: venv
-	$(PY) -m pytest -q -m 'not slow' tests
+	$(PY) -m pytest -q tests/unit tests/sim tests/cluster
 
 lint: venv
-	$(VENV)/bin/ruff check node-image operator tests
-	$(VENV)/bin/ruff format --check node-image operator tests
+	$(VENV)/bin/ruff check node-image operator tests e2e
+	$(VENV)/bin/ruff format --check node-image operator tests e2e
 
 types: venv
 	$(VENV)/bin/mypy
@@ -47,12 +50,19 @@ sim: venv
 bench-core: venv
 	$(PY) -m synod.bench.core
 
-check: lint types
-	$(PY) -m pytest -q tests
+# Tiers 1-4 in one pytest run: the control-plane tests get the envtest binaries.
+pytest-all: venv envtest
+	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests
+
+# What CI runs (.ci/run). Fast checks first, the kind cluster last.
+check: lint types pytest-all
 	$(MAKE) --no-print-directory sim SEEDS=$(SEEDS)
+	$(MAKE) --no-print-directory e2e-smoke
+	$(MAKE) --no-print-directory e2e-operator
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
 # Kubernetes toolchain, kind cluster, images and e2e targets live beside their scripts.
--include e2e/toolchain/toolchain.mk
+include e2e/toolchain/toolchain.mk
+include e2e/operator.mk
