@@ -10,7 +10,8 @@ directory that is removed at the end. Both are driven by the same wrk Lua script
 - reads: linearizable point reads of loaded keys (``POST /v1/kv/range``, ``POST
   /v3/kv/range``), an answer without the key counting as a miss;
 
-at 16 and 64 connections for ``BENCH_DURATION_S`` seconds each (default 10). Before the
+at 16 and 64 connections for ``BENCH_DURATION_S`` seconds each (default 10; extra
+``synod node`` flags for experiments in ``BENCH_SYNOD_ARGS``, none by default). Before the
 runs 100,000 keys of 256 bytes are loaded (by wrk as well) and every member's resident
 set size (VmRSS) is taken idle and after the load.
 
@@ -29,6 +30,7 @@ import importlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -278,6 +280,16 @@ class ClusterUnderTest:
     def get(self, leader: Member, key: str) -> str | None:
         raise NotImplementedError
 
+    def list_keys(self, leader: Member, start: str, end: str, limit: int) -> list[str]:
+        """Up to `limit` keys in [start, end), sorted."""
+        raise NotImplementedError
+
+    def term(self, member: Member) -> int | None:
+        raise NotImplementedError
+
+    def put_url_and_body(self, leader: Member, key: str, value: str) -> tuple[str, bytes]:
+        raise NotImplementedError
+
     def wait_applied(self) -> None:
         """Until every member has applied what the leader has committed (bounded)."""
         deadline = time.monotonic() + APPLY_WAIT_S_MAX
@@ -311,12 +323,15 @@ class SynodCluster(ClusterUnderTest):
                 "--listen-peer", f"127.0.0.1:{peer}",
                 "--initial-cluster", spec,
                 "--log-level", "warning",
+                *shlex.split(os.environ.get("BENCH_SYNOD_ARGS", "")),
             ]  # fmt: skip
             url = f"http://127.0.0.1:{client}"
             self.members.append(Member(f"synod-{i}", url, args, root / f"member-{i}.log"))
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONUNBUFFERED": "1", "OTEL_SDK_DISABLED": "true"}
+        # Defaults only: no SYNOD_* settings and no OTEL_* exporters from the caller.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNOD_", "OTEL_"))}
+        return {**env, "PYTHONUNBUFFERED": "1"}
 
     def _status(self, member: Member) -> dict[str, Any] | None:
         try:
@@ -348,6 +363,19 @@ class SynodCluster(ClusterUnderTest):
     def get(self, leader: Member, key: str) -> str | None:
         kvs = http_json(leader.client_url + "/v1/kv/range", {"key": key})["kvs"]
         return str(kvs[0]["value"]) if kvs else None
+
+    def list_keys(self, leader: Member, start: str, end: str, limit: int) -> list[str]:
+        body = {"key": start, "range_end": end, "keys_only": True, "limit": limit}
+        answer = http_json(leader.client_url + "/v1/kv/range", body, timeout_s=30)
+        return [str(kv["key"]) for kv in answer["kvs"]]
+
+    def term(self, member: Member) -> int | None:
+        status = self._status(member)
+        return int(status["term"]) if status else None
+
+    def put_url_and_body(self, leader: Member, key: str, value: str) -> tuple[str, bytes]:
+        body = json.dumps({"key": key, "value": value}).encode()
+        return leader.client_url + "/v1/kv/put", body
 
 
 def _b64(text: str) -> str:
@@ -428,6 +456,19 @@ class EtcdCluster(ClusterUnderTest):
         kvs = answer.get("kvs") or []
         return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
 
+    def list_keys(self, leader: Member, start: str, end: str, limit: int) -> list[str]:
+        body = {"key": _b64(start), "range_end": _b64(end), "keys_only": True, "limit": limit}
+        answer = http_json(leader.client_url + self.kv_prefix + "range", body, timeout_s=30)
+        return [base64.b64decode(kv["key"]).decode() for kv in answer.get("kvs") or []]
+
+    def term(self, member: Member) -> int | None:
+        status = self._status(member)
+        return int(status["raftTerm"]) if status else None
+
+    def put_url_and_body(self, leader: Member, key: str, value: str) -> tuple[str, bytes]:
+        body = json.dumps({"key": _b64(key), "value": _b64(value)}).encode()
+        return leader.client_url + self.kv_prefix + "put", body
+
 
 # ---------------------------------------------------------------------------
 # wrk
@@ -443,6 +484,7 @@ class WrkResult:
     latency_us: dict[str, float]
     misses: int
     loaded: int
+    leader_changes: str = ""  # "" when the leader and term stayed the same
 
     @property
     def failed(self) -> int:
@@ -486,6 +528,7 @@ class Wrk:
     ) -> WrkResult:  # fmt: skip
         """One timed wrk run against the current leader."""
         leader = cluster.leader()
+        term = cluster.term(leader)
         args = self.command(cluster, leader, op, connections, duration_s, run, keys_n)
         try:
             out = subprocess.run(
@@ -495,12 +538,15 @@ class Wrk:
         except subprocess.TimeoutExpired as error:
             raise BenchError(f"wrk did not finish: {' '.join(args)}") from error
         cluster.check_alive()
-        return self._parse(op, connections, out.returncode, out.stdout, out.stderr, args)
+        result = self._parse(op, connections, out.returncode, out.stdout, out.stderr, args)
+        result.leader_changes = _leader_change(cluster, leader, term)
+        return result
 
     def load(self, cluster: ClusterUnderTest, keys_n: int, connections: int) -> WrkResult:
         """Write keys r000000000000000 .. r{keys_n-1} once each; wrk is stopped (SIGINT)
         as soon as every thread has had all its answers."""
         leader = cluster.leader()
+        term = cluster.term(leader)
         args = self.command(cluster, leader, "load", connections, LOAD_WAIT_S_MAX, "l", keys_n)
         threads = min(WRK_THREADS, connections)
         process = subprocess.Popen(
@@ -531,7 +577,9 @@ class Wrk:
                 process.wait(timeout=STOP_WAIT_S_MAX)
         stderr = "".join(stderr_lines) + stderr_rest
         cluster.check_alive()
-        return self._parse("load", connections, process.returncode, stdout, stderr, args)
+        result = self._parse("load", connections, process.returncode, stdout, stderr, args)
+        result.leader_changes = _leader_change(cluster, leader, term)
+        return result
 
     @staticmethod
     def _parse(
@@ -555,6 +603,85 @@ class Wrk:
         )
 
 
+def _leader_change(cluster: ClusterUnderTest, leader: Member, term: int | None) -> str:
+    """'' if `leader` still leads in `term`, else what happened (wrk kept sending to
+    the old leader, so a Synod follower forwarded and etcd's proxied)."""
+    try:
+        now = cluster.leader(wait_s=START_WAIT_S_MAX)
+    except BenchError as error:
+        return str(error)
+    now_term = cluster.term(now)
+    if now is leader and now_term == term:
+        return ""
+    return f"leader {leader.name} term {term} -> {now.name} term {now_term}"
+
+
+# ---------------------------------------------------------------------------
+# top-up after the load
+
+
+TOP_UP_CONCURRENCY = 64
+TOP_UP_ATTEMPTS = 5  # per key
+LIST_PAGE_KEYS = 1000
+
+
+def load_key(i: int) -> str:
+    return f"r{i:015d}"
+
+
+def missing_keys(cluster: ClusterUnderTest, keys_n: int) -> list[str]:
+    """The loaded keys that are not in the store (paged key listing, bounded)."""
+    leader = cluster.leader()
+    present: set[str] = set()
+    start, end = load_key(0), "s"
+    for _ in range(keys_n // LIST_PAGE_KEYS + 2):
+        page = cluster.list_keys(leader, start, end, LIST_PAGE_KEYS)
+        present.update(page)
+        if len(page) < LIST_PAGE_KEYS:
+            break
+        start = page[-1] + "\0"
+    return [k for k in (load_key(i) for i in range(keys_n)) if k not in present]
+
+
+def top_up(cluster: ClusterUnderTest, keys: list[str]) -> int:
+    """Put `keys` (whose load writes failed) with bounded retries; returns how many are
+    still missing afterwards."""
+    import asyncio
+
+    import aiohttp
+
+    value = ("0123456789abcdef" * 16)[:VALUE_BYTES]
+    leader = cluster.leader()
+
+    async def put_all() -> int:
+        semaphore = asyncio.Semaphore(TOP_UP_CONCURRENCY)
+        timeout = aiohttp.ClientTimeout(total=10)
+        failed = 0
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+
+            async def put_one(key: str) -> None:
+                nonlocal failed
+                url, body = cluster.put_url_and_body(leader, key, value)
+                async with semaphore:
+                    for attempt in range(TOP_UP_ATTEMPTS):
+                        try:
+                            async with session.post(
+                                url, data=body, headers={"Content-Type": "application/json"}
+                            ) as answer:
+                                await answer.read()
+                                if answer.status == 200:
+                                    return
+                        except (aiohttp.ClientError, TimeoutError):
+                            pass
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                failed += 1
+
+            await asyncio.gather(*(put_one(k) for k in keys))
+        return failed
+
+    return asyncio.run(put_all())
+
+
 # ---------------------------------------------------------------------------
 # profiling (optional)
 
@@ -567,7 +694,8 @@ def profiling(py_spy: str | None, pid: int, out: Path | None, duration_s: float)
         return
     args = [
         py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out),
-        "--duration", str(max(1, round(duration_s))), "--rate", "200", "--nonblocking",
+        "--duration", str(max(1, round(duration_s))), "--rate", str(PROFILE_RATE_HZ),
+        "--nonblocking",
     ]  # fmt: skip
     log = out.with_suffix(".log").open("w")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -585,8 +713,13 @@ def profiling(py_spy: str | None, pid: int, out: Path | None, duration_s: float)
         log.close()
 
 
-def summarize_profile(path: Path, top_n: int = 15) -> list[str]:
-    """Top functions of py-spy raw (collapsed) stacks: self % and inclusive %."""
+PROFILE_RATE_HZ = 200
+
+
+def summarize_profile(path: Path, duration_s: float, top_n: int = 15) -> list[str]:
+    """Top functions of py-spy raw (collapsed) stacks: self % and inclusive % of the
+    active samples, and how busy the event-loop thread was (its active samples over
+    the samples a fully busy thread would give)."""
     if not path.exists():
         return [f"(no profile at {path}; see {path.with_suffix('.log')})"]
     self_samples: dict[str, int] = {}
@@ -607,7 +740,13 @@ def summarize_profile(path: Path, top_n: int = 15) -> list[str]:
             total_samples[frame] = total_samples.get(frame, 0) + count
     if total == 0:
         return ["(empty profile)"]
-    lines = [f"{total} samples; top by self time:"]
+    loop = sum(c for n, c in total_samples.items() if n.endswith("uvloop/__init__.py:run"))
+    busy = 100 * loop / (PROFILE_RATE_HZ * duration_s)
+    lines = [
+        f"{total} active samples at {PROFILE_RATE_HZ} Hz over {duration_s:.0f} s; "
+        f"event-loop thread active in {loop} ({busy:.0f}% of wall time)",
+        "top by self time:",
+    ]
     for name, count in sorted(self_samples.items(), key=lambda kv: -kv[1])[:top_n]:
         lines.append(f"  {100 * count / total:5.1f}% self   {name}")
     lines.append("top by inclusive time (synod code):")
@@ -641,6 +780,8 @@ class SystemResult:
     runs: list[WrkResult] = field(default_factory=list)
     load: WrkResult | None = None
     keys_loaded: int = 0
+    topped_up: int = 0  # load writes that failed and were put again
+    error: str = ""  # why this system's benchmark stopped early
     rss_idle: list[dict[str, int]] = field(default_factory=list)  # per member, leader first
     rss_loaded: list[dict[str, int]] = field(default_factory=list)
     rss_after: list[dict[str, int]] = field(default_factory=list)
@@ -674,6 +815,13 @@ def bench_system(
 
     say(f"{cluster.system}: loading {keys_n} keys of {VALUE_BYTES} bytes (wrk, 64 connections)")
     result.load = wrk.load(cluster, keys_n, HEADLINE_CONNECTIONS)
+    if result.load.leader_changes:
+        say(f"{cluster.system}: leader changed during the load: {result.load.leader_changes}")
+    missing = missing_keys(cluster, keys_n)
+    if missing:
+        say(f"{cluster.system}: {len(missing)} load writes failed; putting them again")
+        result.topped_up = len(missing)
+        top_up(cluster, missing)
     result.keys_loaded = cluster.count_keys(cluster.leader(), "r")
     if result.keys_loaded != keys_n:
         raise BenchError(
@@ -700,7 +848,7 @@ def bench_system(
             say(f"synod: profiling the leader (pid {leader.pid}) during {op}, not measured")
             with profiling(py_spy, leader.pid, out, duration_s):
                 wrk.run(cluster, op, HEADLINE_CONNECTIONS, duration_s, "p", keys_n)
-            result.profiles[op] = summarize_profile(out)
+            result.profiles[op] = summarize_profile(out, duration_s)
     cluster.stop()
 
 
@@ -751,13 +899,24 @@ def report(results: dict[str, SystemResult], duration_s: float) -> list[str]:
                         f"  note: {res.system if res else ''} {run.connections} conns: "
                         f"errors {run.errors}, misses {run.misses} (not counted as ops)"
                     )
+                if run.op == op and run.leader_changes:
+                    lines.append(
+                        f"  note: {res.system if res else ''} {run.connections} conns: "
+                        f"{run.leader_changes} during the run"
+                    )
     for res in (synod, etcd):
         if res and res.load:
             load = res.load
             lines.append(
-                f"  {res.system} load: {res.keys_loaded} keys in {load.duration_s:.1f} s "
+                f"  {res.system} load: {load.loaded} writes ok in {load.duration_s:.1f} s "
                 f"({load.loaded / load.duration_s:.0f}/s, p99 {_ms(load.latency_us['p99'])} ms)"
+                f", {load.misses} failed"
+                + (f" (put again: {res.topped_up})" if res.topped_up else "")
+                + (f"; {load.leader_changes}" if load.leader_changes else "")
             )
+    for res in (synod, etcd):
+        if res and res.error:
+            lines.append(f"  {res.system} DID NOT FINISH: {res.error}")
     lines.append("")
     lines.append(_rss_table(synod, etcd))
     return lines
@@ -904,13 +1063,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     cluster, wrk, result, duration_s=duration_s, keys_n=args.keys,
                     profile_dir=args.profile, py_spy=prereqs.py_spy,
                 )  # fmt: skip
+            except BenchError as error:
+                # Report it and go on: the other system's figures are still worth having.
+                result.error = str(error)
+                print(f"bench: {system} failed: {error}", file=sys.stderr)
+                _tail_logs(cluster)
             finally:
                 cluster.stop()
-        status = 0
-    except BenchError as error:
-        print(f"bench: failed: {error}", file=sys.stderr)
-        for cluster in clusters:
-            _tail_logs(cluster)
+        status = 1 if any(r.error for r in results.values()) else 0
     except (KeyboardInterrupt, _Terminated) as error:
         print(f"bench: interrupted ({error or 'SIGINT'})", file=sys.stderr)
         status = 130
@@ -972,6 +1132,8 @@ def _as_json(
                 "runs": [run.as_dict() for run in r.runs],
                 "load": r.load.as_dict() if r.load else None,
                 "keys_loaded": r.keys_loaded,
+                "topped_up": r.topped_up,
+                "error": r.error,
                 "rss_kib": {"idle": r.rss_idle, "loaded": r.rss_loaded, "after": r.rss_after},
                 "profiles": r.profiles,
             }
