@@ -85,6 +85,7 @@ build_k8s_images() {
              registry.k8s.io/pause:$PAUSE_IMAGE_TAG "$LPP_IMAGE" "$LPH_IMAGE")
   local missing=0 i
   for i in "${all[@]}"; do have_image "$i" || missing=1; done
+  case $BUILT_THIS_RUN in *" k8s "*) return 0 ;; esac
   if [ $missing = 0 ] && [ -s "$K8S_IMAGES_TAR" ]; then log "k8s images: cached"; return 0; fi
   bash "$HERE/build-k8s.sh"; bash "$HERE/build-tools.sh" etcd coredns pause local-path
   # The image list must be what kubeadm of this version expects.
@@ -120,6 +121,7 @@ build_k8s_images() {
 
   log "k8s images: saving ${#all[@]} images to $K8S_IMAGES_TAR"
   docker save "${all[@]}" -o "$K8S_IMAGES_TAR.tmp" && mv "$K8S_IMAGES_TAR.tmp" "$K8S_IMAGES_TAR"
+  BUILT_THIS_RUN+="k8s "
 }
 
 # Debian minbase + iptables as an image: the local-path helper, and the base of
@@ -132,7 +134,9 @@ build_slim() {
 }
 
 # ---------------------------------------------------------------- kind base
+BUILT_THIS_RUN=" "
 build_base() {
+  case $BUILT_THIS_RUN in *" base "*) return 0 ;; esac
   if have_image "$BASE_IMAGE_KIND"; then log "kind base: cached ($BASE_IMAGE_KIND)"; return 0; fi
   bash "$HERE/docker-up.sh"
   local tar; tar=$(rootfs_kind_base)
@@ -181,6 +185,7 @@ build_base() {
     --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]'
   # `docker import --change` cannot set STOPSIGNAL: a one-line build can (no pull).
   printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$BASE_IMAGE_KIND" | docker_build_quiet -t "$BASE_IMAGE_KIND" -
+  BUILT_THIS_RUN+="base "
   log "kind base: $BASE_IMAGE_KIND ($(docker image inspect -f '{{.Size}}' "$BASE_IMAGE_KIND" | numfmt --to=iec))"
 }
 
