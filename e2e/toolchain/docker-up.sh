@@ -40,7 +40,7 @@ WRAP_CACHE=$SYNOD_TOOLCHAIN_CACHE/runc-capwrap-$src_sum
 if [ ! -x "$WRAP_CACHE/runc-capwrap" ]; then
   log "building runc-capwrap"
   mkdir -p "$WRAP_CACHE"
-  (cd "$HERE/runc-capwrap" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$WRAP_CACHE/runc-capwrap" .)
+  (cd "$HERE/runc-capwrap" && CGO_ENABLED=0 go build -buildvcs=false -trimpath -ldflags "-s -w" -o "$WRAP_CACHE/runc-capwrap" .)
 fi
 if ! cmp -s "$WRAP_CACHE/runc-capwrap" "$WRAP" 2>/dev/null; then
   install -m 0755 "$WRAP_CACHE/runc-capwrap" "$WRAP.new" && mv -f "$WRAP.new" "$WRAP"
