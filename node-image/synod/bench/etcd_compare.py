@@ -1,8 +1,11 @@
 """`make bench`: a 3-member Synod cluster against a 3-member etcd cluster, on this machine.
 
-Both clusters run on loopback, one after the other (never at the same time, so they do
-not share the CPU), each member with its own data directory under one temporary
-directory that is removed at the end. Both are driven by the same wrk Lua script
+Both clusters run on loopback at the same time, each member with its own data directory
+under one temporary directory that is removed at the end. The timed runs alternate
+between the systems (synod 16, etcd 16, synod 64, ...), so a change in the machine's
+background load hits both alike; the idle cluster costs little (heartbeats). Each run
+also records the CPU time of the three members, as CPU milliseconds per request, which
+the background load does not skew much. Both are driven by the same wrk Lua script
 (:mod:`synod.bench.wrk_script`) through HTTP/JSON against the leader's client URL:
 
 - writes: a fresh 16-byte key per request and a 256-byte value (Synod ``POST
@@ -26,6 +29,7 @@ import argparse
 import base64
 import contextlib
 import ctypes
+import functools
 import importlib
 import json
 import os
@@ -178,6 +182,27 @@ def read_rss_kib(pid: int) -> dict[str, int]:
             if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
                 fields[name] = int(rest.split()[0])
     return fields
+
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far; 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S  # utime, stime
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 @dataclass
@@ -485,6 +510,8 @@ class WrkResult:
     misses: int
     loaded: int
     leader_changes: str = ""  # "" when the leader and term stayed the same
+    cluster_cpu_s: float = 0.0  # CPU time of the three members during the run
+    machine_busy_pct: float = 0.0  # all CPUs, everything running (wrk, others) included
 
     @property
     def failed(self) -> int:
@@ -492,12 +519,22 @@ class WrkResult:
         return self.errors["status"] + self.errors["timeout"] + self.misses
 
     @property
+    def cpu_ms_per_op(self) -> float:
+        """Cluster CPU milliseconds per successful request (all members together)."""
+        ok = self.ok_per_s * self.duration_s
+        return 1000 * self.cluster_cpu_s / ok if ok > 0 else 0.0
+
+    @property
     def ok_per_s(self) -> float:
         ok = self.requests - self.errors["status"] - self.misses
         return max(ok, 0) / self.duration_s if self.duration_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok_per_s": round(self.ok_per_s, 1)}
+        return {
+            **asdict(self),
+            "ok_per_s": round(self.ok_per_s, 1),
+            "cpu_ms_per_op": round(self.cpu_ms_per_op, 3),
+        }
 
 
 class Wrk:
@@ -530,6 +567,8 @@ class Wrk:
         leader = cluster.leader()
         term = cluster.term(leader)
         args = self.command(cluster, leader, op, connections, duration_s, run, keys_n)
+        cpu_before = sum(process_cpu_s(m.pid) for m in cluster.members)
+        busy_before, total_before = machine_cpu_ticks()
         try:
             out = subprocess.run(
                 args, check=False, capture_output=True, text=True, timeout=duration_s + 60,
@@ -538,7 +577,13 @@ class Wrk:
         except subprocess.TimeoutExpired as error:
             raise BenchError(f"wrk did not finish: {' '.join(args)}") from error
         cluster.check_alive()
+        busy_after, total_after = machine_cpu_ticks()
+        cpu_after = sum(process_cpu_s(m.pid) for m in cluster.members)
         result = self._parse(op, connections, out.returncode, out.stdout, out.stderr, args)
+        result.cluster_cpu_s = cpu_after - cpu_before
+        result.machine_busy_pct = (
+            100 * (busy_after - busy_before) / max(1, total_after - total_before)
+        )
         result.leader_changes = _leader_change(cluster, leader, term)
         return result
 
@@ -796,12 +841,9 @@ def _ordered(cluster: ClusterUnderTest) -> list[Member]:
     return [leader, *(m for m in cluster.members if m is not leader)]
 
 
-def bench_system(
-    cluster: ClusterUnderTest, wrk: Wrk, result: SystemResult, *, duration_s: float,
-    keys_n: int, profile_dir: Path | None, py_spy: str | None,
-) -> None:  # fmt: skip
-    say = _say
-    say(f"{cluster.system}: starting 3 members in {cluster.root}")
+def setup_system(cluster: ClusterUnderTest, result: SystemResult) -> None:
+    """Start the members, check a put reads back, take the idle RSS."""
+    _say(f"{cluster.system}: starting 3 members in {cluster.root}")
     cluster.start()
     leader = cluster.leader()
     # A sanity round trip through the same routes wrk uses.
@@ -810,16 +852,19 @@ def bench_system(
         raise BenchError(f"{cluster.system}: a put was not read back")
     cluster.wait_applied()
     time.sleep(SETTLE_S)
-    members = _ordered(cluster)
-    result.rss_idle = [read_rss_kib(m.pid) for m in members]
+    result.rss_idle = [read_rss_kib(m.pid) for m in _ordered(cluster)]
 
-    say(f"{cluster.system}: loading {keys_n} keys of {VALUE_BYTES} bytes (wrk, 64 connections)")
+
+def load_system(cluster: ClusterUnderTest, wrk: Wrk, result: SystemResult, keys_n: int) -> None:
+    """Load the keys (wrk), put again what failed, check the count, take the RSS."""
+    _say(f"{cluster.system}: loading {keys_n} keys of {VALUE_BYTES} bytes (wrk, "
+         f"{HEADLINE_CONNECTIONS} connections)")  # fmt: skip
     result.load = wrk.load(cluster, keys_n, HEADLINE_CONNECTIONS)
     if result.load.leader_changes:
-        say(f"{cluster.system}: leader changed during the load: {result.load.leader_changes}")
+        _say(f"{cluster.system}: leader changed during the load: {result.load.leader_changes}")
     missing = missing_keys(cluster, keys_n)
     if missing:
-        say(f"{cluster.system}: {len(missing)} load writes failed; putting them again")
+        _say(f"{cluster.system}: {len(missing)} load writes failed; putting them again")
         result.topped_up = len(missing)
         top_up(cluster, missing)
     result.keys_loaded = cluster.count_keys(cluster.leader(), "r")
@@ -830,26 +875,70 @@ def bench_system(
         )
     cluster.wait_applied()
     time.sleep(SETTLE_S)
-    members = _ordered(cluster)
-    result.rss_loaded = [read_rss_kib(m.pid) for m in members]
+    result.rss_loaded = [read_rss_kib(m.pid) for m in _ordered(cluster)]
 
+
+def profile_synod(
+    cluster: ClusterUnderTest, wrk: Wrk, result: SystemResult, *, duration_s: float,
+    keys_n: int, profile_dir: Path, py_spy: str,
+) -> None:  # fmt: skip
+    """Extra, unmeasured runs while py-spy samples the leader and one follower."""
+    for op in ("put", "range"):
+        leader, follower = _ordered(cluster)[:2]
+        out = profile_dir / f"synod-{op}-{HEADLINE_CONNECTIONS}-leader.txt"
+        out_follower = out.with_name(out.name.replace("leader", "follower"))
+        _say(f"synod: profiling the leader (pid {leader.pid}) and a follower "
+             f"(pid {follower.pid}) during {op}, not measured")  # fmt: skip
+        with (
+            profiling(py_spy, leader.pid, out, duration_s),
+            profiling(py_spy, follower.pid, out_follower, duration_s),
+        ):
+            wrk.run(cluster, op, HEADLINE_CONNECTIONS, duration_s, "p", keys_n)
+        result.profiles[op] = summarize_profile(out, duration_s)
+        result.profiles[f"{op} (a follower)"] = summarize_profile(out_follower, duration_s)
+
+
+def _timed_run(
+    wrk: Wrk, op: str, connections: int, duration_s: float, letter: str, keys_n: int,
+    cluster: ClusterUnderTest, result: SystemResult,
+) -> None:  # fmt: skip
+    _say(f"{cluster.system}: {op} x {connections} connections, {duration_s:.0f}s")
+    result.runs.append(wrk.run(cluster, op, connections, duration_s, letter, keys_n))
+
+
+def bench_all(
+    systems: list[tuple[ClusterUnderTest, SystemResult]], wrk: Wrk, *, duration_s: float,
+    keys_n: int, profile_dir: Path | None, py_spy: str | None,
+) -> None:  # fmt: skip
+    """Both clusters run side by side; the timed runs alternate between them, so a
+    change in the machine's background load hits both alike. A system that fails is
+    stopped and reported; the others go on."""
+    live = list(systems)
+
+    def each(phase: Any) -> None:
+        for cluster, result in list(live):
+            try:
+                phase(cluster, result)
+            except BenchError as error:
+                result.error = str(error)
+                print(f"bench: {cluster.system} failed: {error}", file=sys.stderr)
+                _tail_logs(cluster)
+                cluster.stop()
+                live.remove((cluster, result))
+
+    each(setup_system)
+    each(lambda c, r: load_system(c, wrk, r, keys_n))
     for op in ("put", "range"):
         for run_index, connections in enumerate(CONNECTIONS):
-            say(f"{cluster.system}: {op} x {connections} connections, {duration_s:.0f}s")
-            run_letter = "abcdefgh"[run_index]
-            result.runs.append(wrk.run(cluster, op, connections, duration_s, run_letter, keys_n))
-    members = _ordered(cluster)
-    result.rss_after = [read_rss_kib(m.pid) for m in members]
-
-    if profile_dir is not None and py_spy is not None and cluster.system == "synod":
-        for op in ("put", "range"):
-            leader = cluster.leader()
-            out = profile_dir / f"synod-{op}-{HEADLINE_CONNECTIONS}.txt"
-            say(f"synod: profiling the leader (pid {leader.pid}) during {op}, not measured")
-            with profiling(py_spy, leader.pid, out, duration_s):
-                wrk.run(cluster, op, HEADLINE_CONNECTIONS, duration_s, "p", keys_n)
-            result.profiles[op] = summarize_profile(out, duration_s)
-    cluster.stop()
+            letter = "abcdefgh"[run_index]
+            each(functools.partial(_timed_run, wrk, op, connections, duration_s, letter, keys_n))
+    each(lambda c, r: setattr(r, "rss_after", [read_rss_kib(m.pid) for m in _ordered(c)]))
+    if profile_dir is not None and py_spy is not None:
+        each(
+            lambda c, r: profile_synod(c, wrk, r, duration_s=duration_s, keys_n=keys_n,
+                                       profile_dir=profile_dir, py_spy=py_spy)
+            if c.system == "synod" else None
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
@@ -892,6 +981,13 @@ def report(results: dict[str, SystemResult], duration_s: float) -> list[str]:
             )  # fmt: skip
             ratio = _ratio(s.ok_per_s, e.ok_per_s) if s and e else "n/a"
             lines.append(" | ".join(cells) + f" | {ratio:>10}")
+        lines.append(
+            "  CPU ms per op, 3 members together (machine busy % during the run): "
+            + "; ".join(
+                f"{c} conns synod {_cpu(synod, op, c)} etcd {_cpu(etcd, op, c)}"
+                for c in CONNECTIONS
+            )
+        )
         for res in (synod, etcd):
             for run in res.runs if res else []:
                 if run.op == op and (run.failed or sum(run.errors.values())):
@@ -920,6 +1016,11 @@ def report(results: dict[str, SystemResult], duration_s: float) -> list[str]:
     lines.append("")
     lines.append(_rss_table(synod, etcd))
     return lines
+
+
+def _cpu(res: SystemResult | None, op: str, connections: int) -> str:
+    run = res.run_for(op, connections) if res else None
+    return f"{run.cpu_ms_per_op:.2f} ({run.machine_busy_pct:.0f}%)" if run else "-"
 
 
 def _mib(kib: int) -> str:
@@ -1045,6 +1146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clusters: list[ClusterUnderTest] = []
     status = 1
     try:
+        pairs: list[tuple[ClusterUnderTest, SystemResult]] = []
         for system in ("synod", "etcd"):
             if system not in systems:
                 continue
@@ -1056,20 +1158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cluster = EtcdCluster(root / "etcd", 3, prereqs.etcd, prereqs.etcd_gateway)
                 version = prereqs.etcd_version
             clusters.append(cluster)
-            result = SystemResult(system, version)
-            results[system] = result
-            try:
-                bench_system(
-                    cluster, wrk, result, duration_s=duration_s, keys_n=args.keys,
-                    profile_dir=args.profile, py_spy=prereqs.py_spy,
-                )  # fmt: skip
-            except BenchError as error:
-                # Report it and go on: the other system's figures are still worth having.
-                result.error = str(error)
-                print(f"bench: {system} failed: {error}", file=sys.stderr)
-                _tail_logs(cluster)
-            finally:
-                cluster.stop()
+            results[system] = SystemResult(system, version)
+            pairs.append((cluster, results[system]))
+        bench_all(
+            pairs, wrk, duration_s=duration_s, keys_n=args.keys,
+            profile_dir=args.profile, py_spy=prereqs.py_spy,
+        )  # fmt: skip
+        for cluster in clusters:
+            cluster.stop()
         status = 1 if any(r.error for r in results.values()) else 0
     except (KeyboardInterrupt, _Terminated) as error:
         print(f"bench: interrupted ({error or 'SIGINT'})", file=sys.stderr)
@@ -1089,7 +1185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     for system, res in results.items():
         for op, lines in res.profiles.items():
-            print(f"\nprofile of the {system} leader during {op} x {HEADLINE_CONNECTIONS}:")
+            who = "a follower" if "follower" in op else "the leader"
+            print(f"\nprofile of {who} of {system} during {op.split()[0]} x "
+                  f"{HEADLINE_CONNECTIONS}:")  # fmt: skip
             for line in lines:
                 print(line)
     if args.json is not None:
