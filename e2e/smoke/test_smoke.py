@@ -34,13 +34,24 @@ CHAOS_IMAGE = f"synod/chaos-tools:{IMAGE_TAG}"
 NODE_PORT = 8080
 
 # ---------------------------------------------------------------------------
-# The synod node process does not exist yet. Until it does, the Deployment
-# runs the real synod-node image with a stand-in server on the node's HTTP
-# port. SWITCH HERE when `synod node` lands:
-#   NODE_COMMAND = ["synod", "node", "--id", "1", "--listen-http", f"0.0.0.0:{NODE_PORT}", ...]
-#   READINESS_PATH = "/readyz"
-NODE_COMMAND = ["python", "-m", "http.server", str(NODE_PORT), "--directory", "/var/lib/synod"]
-READINESS_PATH = "/"
+# The Deployment runs a single-member Synod node (`synod node`) on its client
+# port; its readiness probe is the node's /readyz (has a leader, caught up).
+PEER_PORT = 7000
+NODE_COMMAND = [
+    "synod",
+    "node",
+    "--id",
+    "1",
+    "--data-dir",
+    "/var/lib/synod",
+    "--listen-client",
+    f"0.0.0.0:{NODE_PORT}",
+    "--listen-peer",
+    f"0.0.0.0:{PEER_PORT}",
+    "--initial-cluster",
+    f"1=127.0.0.1:{PEER_PORT}@http://127.0.0.1:{NODE_PORT}",
+]
+READINESS_PATH = "/readyz"
 # ---------------------------------------------------------------------------
 
 WAIT_S = 240
@@ -346,12 +357,11 @@ def test_kubectl_logs(ns: str) -> None:
     )
     deadline = time.monotonic() + SHORT_TIMEOUT_S
     logs = ""
-    while time.monotonic() < deadline and not logs.strip():
+    while time.monotonic() < deadline and "node 1 started" not in logs:
         logs = kubectl("-n", ns, "logs", "deploy/synod-node", "--tail=20")
         time.sleep(1)
     assert logs.strip(), "the node wrote no logs"
-    if NODE_COMMAND[:3] == ["python", "-m", "http.server"]:
-        assert f'"GET {READINESS_PATH} HTTP/1.1" 200' in logs
+    assert "node 1 started" in logs, logs
 
 
 def test_kubectl_port_forward(ns: str) -> None:
