@@ -42,6 +42,8 @@ build_helm() {
       "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     mkdir -p "$out"; mv "$out.tmp/helm" "$out/helm"; rm -rf "$out.tmp"
     log "helm: built in $(( $(date +%s) - start ))s"
+  else
+    log "helm: cached ($out)"
   fi
   ln -sf "$out/helm" "$TOOLCHAIN_BIN/helm"
 }
