@@ -91,7 +91,9 @@ class Cluster:
             "--listen-client", f"127.0.0.1:{node.client_port}",
             "--listen-peer", f"127.0.0.1:{node.peer_port}",
             "--initial-cluster", self.initial_cluster,
-            "--tick-ms", "20", "--heartbeat-interval-ms", "40", "--election-timeout-ms", "400",
+            # A loaded 2-core CI machine stalls processes for tenths of a second:
+            # a 1 s election timeout keeps elections for real failures only.
+            "--tick-ms", "20", "--heartbeat-interval-ms", "100", "--election-timeout-ms", "1000",
             *node.extra_args,
         ]  # fmt: skip
         if join:
@@ -157,6 +159,19 @@ class Cluster:
                 return
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}; logs in {self.root}")
+
+
+def request_settled(
+    base_url: str, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """Like `request`, but retries (bounded) while the node answers 503: a node that
+    has not heard from a leader yet cannot decide anything."""
+    deadline = time.monotonic() + WAIT_S_MAX
+    while True:
+        status, answer = request(base_url, method, path, body)
+        if status != 503 or time.monotonic() > deadline:
+            return status, answer
+        time.sleep(0.1)
 
 
 def request(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import Cluster, request
+from tests.cluster.harness import Cluster, request, request_settled
 from tests.cluster.workload import Workload
 
 
@@ -166,7 +166,7 @@ def test_bad_input_answers_4xx_and_changes_nothing(
     _, before = request(leader, "POST", "/v1/kv/range", {"key": "k"})
     for path, body, expected_status in BAD_REQUESTS:
         for node in cluster.nodes.values():
-            status, problem = request(node.url, "POST", path, body)
+            status, problem = request_settled(node.url, "POST", path, body)
             assert status == expected_status, (path, body, status, problem)
             assert problem["status"] == status and problem["type"].startswith("https://")
             assert problem.get("detail"), problem
