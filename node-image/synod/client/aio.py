@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from opentelemetry import propagate
 
 from synod.client.errors import (
     PROBLEM_TYPE_PREFIX,
@@ -290,6 +291,8 @@ class AsyncClient:
         object). A non-JSON error body decodes as `{}` (a proxy may have answered).
         """
         timeout = aiohttp.ClientTimeout(total=timeout_s)
+        headers = dict(headers)
+        propagate.inject(headers)  # W3C traceparent of the caller's span, if any (else no-op).
         async with self._session().request(
             method, url + path, json=body, headers=headers, params=params, timeout=timeout
         ) as resp:
