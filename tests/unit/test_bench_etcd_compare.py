@@ -1,0 +1,75 @@
+"""The pure parts of `make bench` (synod.bench.etcd_compare): wrk output parsing, the
+profile summary, the tables and the final line. The benchmark itself is not a test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from synod.bench import etcd_compare as bench
+from synod.bench.wrk_script import KEY_BYTES, WRK_LUA
+
+
+def _wrk_stdout(requests: int, status_errors: int = 0, misses: int = 0) -> str:
+    data = {
+        "duration_us": 10_000_000, "requests": requests, "bytes": 1,
+        "errors": {"connect": 0, "read": 0, "write": 0, "status": status_errors, "timeout": 0},
+        "latency_us": {"p50": 5000, "p90": 9000, "p99": 20000, "p999": 30000,
+                       "mean": 6000.0, "max": 40000},
+        "misses": misses, "loaded": 0,
+    }  # fmt: skip
+    return "Running 10s test\nWRK_JSON " + json.dumps(data) + "\n"
+
+
+def test_wrk_result_counts_only_successes() -> None:
+    result = bench.Wrk._parse("put", 64, 0, _wrk_stdout(50_000, status_errors=1000), "", [])
+    assert result.ok_per_s == 4_900
+    assert result.latency_us["p99"] == 20_000
+    result.cluster_cpu_s = 4.9
+    assert round(result.cpu_ms_per_op, 3) == 0.1
+
+
+def _system(name: str, writes: int, reads: int) -> bench.SystemResult:
+    res = bench.SystemResult(name, "1")
+    for op, n in (("put", writes), ("range", reads)):
+        for connections in bench.CONNECTIONS:
+            res.runs.append(bench.Wrk._parse(op, connections, 0, _wrk_stdout(n), "", []))
+    rss = {"VmRSS": 100 * 1024, "RssAnon": 90 * 1024, "RssFile": 10 * 1024}
+    res.rss_idle = [rss] * 3
+    res.rss_loaded = [rss] * 3
+    return res
+
+
+def test_report_and_the_final_line() -> None:
+    results = {"synod": _system("synod", 30_000, 60_000), "etcd": _system("etcd", 50_000, 40_000)}
+    lines = bench.report(results, 10.0)
+    assert any(line.strip().startswith("64 |") and "0.60x" in line for line in lines)
+    assert bench.headline(results) == (
+        "bench: writes synod/etcd=0.60 reads synod/etcd=1.50 (64 connections)"
+    )
+
+
+def test_final_line_without_one_system() -> None:
+    assert bench.headline({"etcd": _system("etcd", 1, 1)}) == (
+        "bench: writes synod/etcd=n/a reads synod/etcd=n/a (64 connections)"
+    )
+
+
+def test_profile_summary(tmp_path: Path) -> None:
+    raw = tmp_path / "p.txt"
+    loop = "run (uvloop/__init__.py:92);Runner.run (asyncio/runners.py:118)"
+    raw.write_text(
+        f"{loop};apply (synod/services/kv.py:10) 150\n"
+        f"{loop};write (aiohttp/http_writer.py:5) 50\n"
+        "_worker (concurrent/futures/thread.py:81) 100\n"
+    )
+    lines = bench.summarize_profile(raw, duration_s=1.0)
+    assert "event-loop thread active in 200 (100% of wall time)" in lines[0]
+    assert any("50.0% self   synod/services/kv.py:apply" in line for line in lines)
+
+
+def test_lua_keys_are_sixteen_bytes() -> None:
+    assert KEY_BYTES == 16
+    assert 'string.format("w%s%02d%012d"' in WRK_LUA  # 1 + 1 + 2 + 12
+    assert 'string.format("r%015d"' in WRK_LUA  # 1 + 15
+    assert len(bench.load_key(99_999)) == KEY_BYTES
