@@ -51,7 +51,7 @@ class NodeConfig:
     tick_ms: int = 50
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
-    snapshot_entries: int = 10_000
+    snapshot_entries: int = 100_000
     snapshot_catchup_entries: int = 5000
     request_timeout_ms: int = 5000
     log_level: str = "info"
@@ -207,7 +207,7 @@ def load_config(
         tick_ms=_int(settings, "tick_ms", 50),
         heartbeat_interval_ms=_int(settings, "heartbeat_interval_ms", 100),
         election_timeout_ms=_int(settings, "election_timeout_ms", 1000),
-        snapshot_entries=_int(settings, "snapshot_entries", 10_000),
+        snapshot_entries=_int(settings, "snapshot_entries", 100_000),
         snapshot_catchup_entries=_int(settings, "snapshot_catchup_entries", 5000, minimum=0),
         request_timeout_ms=_int(settings, "request_timeout_ms", 5000),
         log_level=settings.get("log_level", "info"),

@@ -35,6 +35,7 @@ from synod.node.api import (
 )
 from synod.node.config import Member, NodeConfig
 from synod.node.metrics import NodeMetrics
+from synod.node.tracing import tracing_enabled
 from synod.node.transport import PeerTransport
 from synod.raft.core import Config, RaftNode
 from synod.raft.durable import DurableStorage
@@ -128,6 +129,7 @@ class RaftServer:
         self._last_snapshot_index = 0
         self._was_leader = False
         self._heartbeat_sent_s: dict[NodeId, float] = {}
+        self._durable_vote: tuple[int, NodeId] = (0, 0)  # (term, vote) known to be on disk
         self._started_monotonic_s = time.monotonic()
 
     # =========================================================================
@@ -141,6 +143,7 @@ class RaftServer:
         if snapshot.data:
             self._restore_snapshot_data(snapshot.data)
         self._last_snapshot_index = snapshot.meta.index
+        self._durable_vote = (hard_state.term, hard_state.vote)
         self.raft = RaftNode(self._raft_config(snapshot.meta.index), self.storage.memory)
         await self.transport.start()
         self._loop_task = asyncio.create_task(self._run())
@@ -283,22 +286,37 @@ class RaftServer:
             if not raft.has_ready():
                 return
             ready = raft.ready()
+            early = self._may_send_before_persist(raft, ready)
+            if early:
+                self._send(ready.messages)  # Overlap our fsync with the followers' (§10.2.1).
             if ready.must_sync():
                 await self._persist(ready)
-            self._send(ready.messages)
+            if not early:
+                self._send(ready.messages)
             self._apply(ready)
             raft.advance(ready)
             self._after_advance(ready)
             await self._maybe_snapshot()
         self._wakeup.set()  # More work remains: come back without waiting.
 
+    def _may_send_before_persist(self, raft: RaftNode, ready: Ready) -> bool:
+        """A leader may send appends before its own fsync (Raft thesis §10.2.1): nothing
+        it sends depends on its unsynced entries, and their acknowledgements are only
+        stepped after the fsync, so its own copy counts toward a commit only once
+        durable. Anything carrying a new term or vote must wait."""
+        if raft.role != Role.LEADER or not ready.snapshot.is_empty():
+            return False
+        hard_state = ready.hard_state
+        return hard_state is None or (hard_state.term, hard_state.vote) == self._durable_vote
+
     async def _persist(self, ready: Ready) -> None:
         started = time.perf_counter()
         async with self._storage_lock:
-            with tracer.start_as_current_span("synod.wal.fsync") as span:
-                span.set_attribute("synod.entries", len(ready.entries))
+            with _span("synod.wal.fsync", len(ready.entries)):
                 await asyncio.to_thread(self._persist_and_flush, ready)
             self.storage.publish()  # Memory changes only on the loop's thread.
+        if ready.hard_state is not None:
+            self._durable_vote = (ready.hard_state.term, ready.hard_state.vote)
         self.node_metrics.wal_fsync_seconds.observe(time.perf_counter() - started)
 
     def _persist_and_flush(self, ready: Ready) -> None:
@@ -329,8 +347,7 @@ class RaftServer:
             self._fail_waiters_up_to(ready.snapshot.meta.index)
         if ready.committed_entries:
             started = time.perf_counter()
-            with tracer.start_as_current_span("synod.apply") as span:
-                span.set_attribute("synod.entries", len(ready.committed_entries))
+            with _span("synod.apply", len(ready.committed_entries)):
                 for entry in ready.committed_entries:
                     self._apply_entry(entry)
             self.node_metrics.apply_seconds.observe(time.perf_counter() - started)
@@ -529,16 +546,20 @@ class RaftServer:
         else:
             data = encode_command(op, session.client_id, session.seq, session.ack_seq)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        with tracer.start_as_current_span("synod.propose") as span:
-            span.set_attribute("synod.op", str(op.get("kind")))
-            self._writes.append(_Write(data, future))
-            self._wakeup.set()
+        self._writes.append(_Write(data, future))
+        self._wakeup.set()
+        if not tracing_enabled():
             result: dict[str, Any] = await self._await(future)
             return result
+        with tracer.start_as_current_span("synod.propose") as span:
+            span.set_attribute("synod.op", str(op.get("kind")))
+            traced: dict[str, Any] = await self._await(future)
+            return traced
 
     async def _await(self, future: asyncio.Future[Any]) -> Any:
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout_s())
+            async with asyncio.timeout(self._timeout_s()):
+                return await future  # Cancelled on timeout: resolving it later is a no-op.
         except TimeoutError:
             raise Timeout(
                 f"no answer within {self.config.request_timeout_ms} ms; "
@@ -792,6 +813,14 @@ def _admin_error(error: RaftError) -> NodeError:
     node_error.code = error.code
     node_error.status = 409
     return node_error
+
+
+def _span(name: str, entries: int) -> contextlib.AbstractContextManager[Any]:
+    """A span around loop work, or nothing at all when tracing is off (the common case)."""
+    if not tracing_enabled():
+        return contextlib.nullcontext()
+    span = tracer.start_as_current_span(name, attributes={"synod.entries": entries})
+    return span
 
 
 def _now_ms() -> int:

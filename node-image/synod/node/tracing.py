@@ -31,6 +31,7 @@ __all__ = [
     "JsonLinesSpanExporter",
     "configure_tracing",
     "route_label",
+    "tracing_enabled",
     "tracing_middleware",
 ]
 
@@ -57,6 +58,12 @@ def route_label(request: web.Request) -> str:
     return canonical
 
 
+def tracing_enabled() -> bool:
+    """True when a real (SDK) tracer provider is installed in this process. Raises nothing."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
 def tracing_middleware() -> Middleware:
     """An aiohttp middleware starting a SERVER span named ``"<METHOD> <route>"`` (the
     OpenTelemetry HTTP convention) as a child of the caller's W3C trace context.
@@ -67,6 +74,10 @@ def tracing_middleware() -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not tracing_enabled():
+            # No SDK: spans would be no-ops, but attaching contexts still costs ~10% of a
+            # request. Forwarding copies the caller's traceparent by itself.
+            return await handler(request)
         route = route_label(request)
         parent = propagate.extract(request.headers)
         attributes = {"http.request.method": request.method, "http.route": route,

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -452,9 +451,11 @@ class KVStore:
             return
         first = self._changelog[0][0]
         skip = max(0, start_revision - first)
-        for position, (revision, events) in enumerate(
-            itertools.islice(self._changelog, skip, None), start=skip
-        ):
+        # Index from the right: a watcher usually wants the last few revisions, and a
+        # deque walks from its nearer end, so this costs O(revisions delivered).
+        changelog = self._changelog
+        for position in range(skip, len(changelog)):
+            revision, events = changelog[position]
             assert revision == first + position, "changelog revisions are contiguous"
             yield revision, events
 

@@ -147,6 +147,9 @@ class WatchHub:
         """
         if self._delivered_revision >= self.kv.revision:
             return []
+        if not self._watchers:
+            self._delivered_revision = self.kv.revision  # nobody to feed
+            return []
         touched: dict[int, Watcher] = {}
         try:
             history = self.kv.history(self._delivered_revision + 1)
