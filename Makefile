@@ -50,6 +50,11 @@ sim: venv
 bench-core: venv
 	$(PY) -m synod.bench.core
 
+# Synod against etcd on this machine: installs etcd-server and wrk from Debian first.
+bench: venv
+	node-image/synod/bench/install-peers.sh
+	$(PY) -m synod.bench.etcd_compare $(BENCH_ARGS)
+
 # Tiers 1-4 in one pytest run: the control-plane tests get the envtest binaries.
 pytest-all: venv envtest
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests
