@@ -52,18 +52,22 @@ async def read_body(request: web.Request, bytes_max: int, timeout_ms: int) -> by
 
 async def _read_bounded(request: web.Request, bytes_max: int) -> bytes:
     """Raises Problem too-large."""
-    too_large = Problem("too-large", f"request body exceeds request_body_bytes_max={bytes_max}",
-                        limit="request_body_bytes_max", max=bytes_max)  # fmt: skip
     if request.content_length is not None and request.content_length > bytes_max:
-        raise too_large
+        raise _too_large(bytes_max)
     chunks: list[bytes] = []
     size_bytes = 0
     async for chunk in request.content.iter_any():
         size_bytes += len(chunk)
         if size_bytes > bytes_max:
-            raise too_large
+            raise _too_large(bytes_max)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(bytes_max: int) -> Problem:
+    """Built only when needed: a Problem is not free and most bodies are small."""
+    return Problem("too-large", f"request body exceeds request_body_bytes_max={bytes_max}",
+                   limit="request_body_bytes_max", max=bytes_max)  # fmt: skip
 
 
 def _parse_header_int(name: str, raw: str) -> int:
