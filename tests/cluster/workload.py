@@ -31,7 +31,10 @@ class Workload:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = [
-            threading.Thread(target=self._client, args=(i, random.Random(seed * 100 + i)))
+            # Daemon threads: a failing test must not leave the process unable to exit.
+            threading.Thread(
+                target=self._client, args=(i, random.Random(seed * 100 + i)), daemon=True
+            )
             for i in range(clients)
         ]
         self.acknowledged_writes = 0
@@ -80,7 +83,7 @@ class Workload:
         return None
 
     def _client(self, index: int, rng: random.Random) -> None:
-        opened = self._retrying(rng, "/v1/session/open", {}, {})
+        opened = self._retrying(rng, "/v1/session/open", {}, {}, attempts_max=100)
         assert opened is not None, "could not open a session"
         client_id, seq = int(opened["client_id"]), 0
         while not self.stopping.is_set():
