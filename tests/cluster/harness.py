@@ -17,9 +17,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from synod.cli.dev import DevNode
 
 WAIT_S_MAX = 30.0
 
@@ -28,28 +29,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@dataclass
-class NodeProcess:
-    node_id: int
-    client_port: int
-    peer_port: int
-    data_dir: Path
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    extra_args: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
-
-    @property
-    def member_spec(self) -> str:
-        return f"{self.node_id}=127.0.0.1:{self.peer_port}@{self.url}"
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
 
 class Cluster:
@@ -65,20 +44,20 @@ class Cluster:
     ) -> None:
         self.root = root
         self.extra_env = extra_env or {}
-        self.nodes: dict[int, NodeProcess] = {}
+        self.nodes: dict[int, DevNode] = {}
         self.extra_args = extra_args or []
         for node_id in range(1, size + 1):
             self.nodes[node_id] = self._new_node(node_id)
         self.initial_cluster = ",".join(n.member_spec for n in self.nodes.values())
 
-    def _new_node(self, node_id: int) -> NodeProcess:
-        return NodeProcess(
+    def _new_node(self, node_id: int) -> DevNode:
+        return DevNode(
             node_id,
             free_port(),
             free_port(),
             self.root / f"node-{node_id}",
             self.root / f"node-{node_id}.log",
-            extra_args=list(self.extra_args),
+            self.root / f"node-{node_id}.pid",  # Unused here: tests own their processes.
         )
 
     def start(self, node_id: int, *, join: bool = False) -> None:
@@ -94,7 +73,7 @@ class Cluster:
             # A loaded 2-core CI machine stalls processes for tenths of a second:
             # a 1 s election timeout keeps elections for real failures only.
             "--tick-ms", "20", "--heartbeat-interval-ms", "100", "--election-timeout-ms", "1000",
-            *node.extra_args,
+            *self.extra_args,
         ]  # fmt: skip
         if join:
             args.append("--join")
@@ -108,7 +87,7 @@ class Cluster:
             self.start(node_id)
         self.wait_for_leader()
 
-    def add_node(self) -> NodeProcess:
+    def add_node(self) -> DevNode:
         node_id = max(self.nodes) + 1
         node = self._new_node(node_id)
         self.nodes[node_id] = node
