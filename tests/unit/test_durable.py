@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from synod.raft.durable import DurableStorage, StorageCorruption
-from synod.raft.fs import OsFileSystem, SimFileSystem
 from synod.raft.storage import MemoryStorage
 from synod.raft.types import (
     Compacted,
@@ -20,6 +18,8 @@ from synod.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
+from synod.storage.durable import DurableStorage, StorageCorruption
+from synod.storage.fs import OsFileSystem, SimFileSystem
 
 CONF = ConfState(frozenset({1, 2, 3}))
 
@@ -150,7 +150,7 @@ def test_torn_tail_that_kept_entries_but_not_the_new_term() -> None:
     path = storage.wal_segment_paths()[-1]
     writer = fs.open_append(path)  # Entries of term 2, then the hard state torn off.
     from synod.raft.codec import encode_entry
-    from synod.raft.wal import RecordType, encode_record
+    from synod.storage.wal import RecordType, encode_record
 
     writer.write(encode_record(RecordType.ENTRY, encode_entry(Entry(2, 3))) + b"\x05\x00")
     writer.sync()

@@ -1,4 +1,4 @@
-"""Snapshot files: atomic save, verification, fallback and purge (synod.raft.snapfile)."""
+"""Snapshot files: atomic save, verification, fallback and purge (synod.storage.snapfile)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from synod.raft.fs import OsFileSystem, SimFileSystem
-from synod.raft.snapfile import (
+from synod.raft.types import EMPTY_SNAPSHOT, ConfState, Snapshot, SnapshotMeta
+from synod.storage.fs import OsFileSystem, SimFileSystem
+from synod.storage.snapfile import (
     SnapshotCorruption,
     SnapshotStore,
     encode_snapshot_file,
     snapshot_name,
 )
-from synod.raft.types import EMPTY_SNAPSHOT, ConfState, Snapshot, SnapshotMeta
 
 
 def snap(index: int, term: int = 2, size: int = 100) -> Snapshot:

@@ -1,4 +1,4 @@
-"""The segmented WAL on real files and on the simulated disk (synod.raft.wal)."""
+"""The segmented WAL on real files and on the simulated disk (synod.storage.wal)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from synod.raft.fs import OsFileSystem, SimFileSystem
 from synod.raft.types import Entry, HardState
-from synod.raft.wal import (
+from synod.storage.fs import OsFileSystem, SimFileSystem
+from synod.storage.wal import (
     RecordType,
     SnapshotMarker,
     Wal,
@@ -248,9 +248,9 @@ def test_torn_header_of_a_new_segment_is_removed(tmp_path: Path) -> None:
 CHILD = textwrap.dedent(
     """
     import sys
-    from synod.raft.fs import OsFileSystem
+    from synod.storage.fs import OsFileSystem
     from synod.raft.types import Entry, HardState
-    from synod.raft.wal import Wal
+    from synod.storage.wal import Wal
 
     wal, state = Wal.open(OsFileSystem(), sys.argv[1], segment_bytes_max=64 * 1024)
     index = state.entries[-1].index if state.entries else 0

@@ -38,8 +38,6 @@ from synod.node.metrics import NodeMetrics
 from synod.node.tracing import tracing_enabled
 from synod.node.transport import PeerTransport
 from synod.raft.core import Config, RaftNode
-from synod.raft.durable import DurableStorage
-from synod.raft.fs import OsFileSystem
 from synod.raft.types import (
     ConfChange,
     ConfChangeKind,
@@ -62,6 +60,8 @@ from synod.services.errors import ServiceError
 from synod.services.leases import LeaseClock
 from synod.services.state import ServiceStateMachine
 from synod.services.watch import Watcher
+from synod.storage.durable import DurableStorage
+from synod.storage.fs import OsFileSystem
 
 log = logging.getLogger("synod.node")
 tracer = trace.get_tracer("synod.node")

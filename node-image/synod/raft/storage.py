@@ -2,7 +2,7 @@
 
 As in etcd's raft, the core only *reads* stable storage; the shell writes to
 it after persisting a `Ready`. Durable nodes keep a `MemoryStorage` in front of
-their write-ahead log (see `synod.raft.wal`): the WAL makes it durable, the
+their write-ahead log (see `synod.storage.wal`): the WAL makes it durable, the
 memory copy makes it fast to read.
 """
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from synod.raft.core import Config, RaftNode
-from synod.raft.durable import DurableStorage
-from synod.raft.fs import SimFileSystem
 from synod.raft.types import (
     ConfState,
     EntryKind,
@@ -27,6 +25,8 @@ from synod.services.commands import decode_command
 from synod.services.errors import ServiceError
 from synod.services.state import ServiceStateMachine
 from synod.sim.invariants import SafetyMonitor
+from synod.storage.durable import DurableStorage
+from synod.storage.fs import SimFileSystem
 
 READY_ROUNDS_MAX = 64  # Ready/advance rounds per event; the core quiesces in far fewer.
 WAITING_REQUESTS_MAX = 1024  # Client requests a node tracks at once.

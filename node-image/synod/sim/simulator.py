@@ -29,12 +29,12 @@ from synod.checker.history import HistoryRecorder
 from synod.checker.linearizability import check
 from synod.checker.models import Cas, Get, KvModel, Put
 from synod.raft.core import Config
-from synod.raft.fs import SimFileSystem
 from synod.raft.types import ConfChange, ConfChangeKind, ConfState, Message, RaftError, Role
 from synod.services.commands import compare, encode_command, put_op, session_open_op, txn_op
 from synod.sim.invariants import SafetyMonitor, SafetyViolation
 from synod.sim.network import LinkFaults, Partition, random_partition
 from synod.sim.node import ClientRequest, SimNode
+from synod.storage.fs import SimFileSystem
 
 EVENTS_MAX = 2_000_000  # Hard stop for one run, whatever the schedule.
 TRACE_LINES_MAX = 400  # The tail of the trace printed for a failing seed.

@@ -32,8 +32,6 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, replace
 
-from synod.raft.fs import FileSystem
-from synod.raft.snapfile import SNAPSHOTS_KEPT_MAX_DEFAULT, SnapshotProblem, SnapshotStore
 from synod.raft.storage import MemoryStorage
 from synod.raft.types import (
     NONE,
@@ -45,7 +43,9 @@ from synod.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
-from synod.raft.wal import SEGMENT_BYTES_MAX_DEFAULT, SnapshotMarker, Wal, WalRepair, WalState
+from synod.storage.fs import FileSystem
+from synod.storage.snapfile import SNAPSHOTS_KEPT_MAX_DEFAULT, SnapshotProblem, SnapshotStore
+from synod.storage.wal import SEGMENT_BYTES_MAX_DEFAULT, SnapshotMarker, Wal, WalRepair, WalState
 
 ENTRIES_KEPT_AFTER_SNAPSHOT_DEFAULT = 5000  # Followers this close catch up without a snapshot.
 PENDING_READIES_MAX = 1024  # Bound on Readies persisted but not yet synced.

@@ -55,8 +55,8 @@ from dataclasses import dataclass, field
 import crc32c
 
 from synod.raft import codec
-from synod.raft.fs import AppendFile, FileSystem
 from synod.raft.types import EMPTY_HARD_STATE, Entry, HardState
+from synod.storage.fs import AppendFile, FileSystem
 
 WAL_VERSION = 1
 SEGMENT_BYTES_MAX_DEFAULT = 64 * 1024 * 1024

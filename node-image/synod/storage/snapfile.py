@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import crc32c
 
 from synod.raft import codec
-from synod.raft.fs import FileSystem
 from synod.raft.types import EMPTY_SNAPSHOT, Snapshot
+from synod.storage.fs import FileSystem
 
 SNAPSHOT_MAGIC = b"SYNODSNP"
 SNAPSHOT_VERSION = 1
