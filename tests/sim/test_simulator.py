@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from synod.node.driver import NodeDriver, _ReadBatch
 from synod.raft import quorum
 from synod.raft.log import RaftLog
+from synod.raft.types import ConfChange
 from synod.sim.__main__ import main as sim_main
 from synod.sim.simulator import Simulation
 
@@ -58,3 +60,48 @@ def test_committing_without_a_majority_is_caught(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(quorum, "committed_index", committed_by_minority)
     assert _first_violation(40) is not None
+
+
+def test_the_workload_exercises_what_the_node_serves() -> None:
+    """Follower reads, keep-alives, lease expiry, admin changes and InstallSnapshot all
+    happen across a handful of seeds (so the checkers below are not vacuous)."""
+    results = [Simulation(seed).run() for seed in range(1, 21)]
+    assert all(r.violation is None for r in results)
+    assert sum(r.follower_reads for r in results) > 0
+    assert sum(r.keepalives for r in results) > 0
+    assert sum(r.leases_expired for r in results) > 0
+    assert sum(r.admin_changes for r in results) > 0
+    assert sum(1 for r in results if r.snapshots_installed) >= len(results) // 2
+
+
+def test_keepalives_answered_on_role_alone_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defect of the first node: a keep-alive renewed by whoever believes it leads,
+    without a ReadIndex round. An isolated old leader then renews leases."""
+
+    def keepalive_without_confirmation(
+        self: NodeDriver, token: object, lease_id: int, now_ms: int
+    ) -> None:
+        self._require_leader()
+        batch = _ReadBatch(self.raft.term, now_ms + self.limits.request_timeout_ms)
+        batch.keepalives.append((token, lease_id))
+        self._settled.append((token, self._keepalive(batch, lease_id, now_ms)))
+
+    monkeypatch.setattr(NodeDriver, "submit_keepalive", keepalive_without_confirmation)
+    violation = _first_violation(60)
+    assert violation is not None
+    assert "keep-alive" in violation or "expired" in violation
+
+
+def test_admin_answers_before_apply_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A membership change reported as applied once its index is reached by any entry
+    (the first node's defect) is caught when another leader's entry took the index."""
+    original = NodeDriver.submit_conf_change
+
+    def answer_at_once(self: NodeDriver, token: object, change: ConfChange, now_ms: int) -> None:
+        original(self, token, change, now_ms)
+        self._settled.append((token, {"ok": True}))
+
+    monkeypatch.setattr(NodeDriver, "submit_conf_change", answer_at_once)
+    violation = _first_violation(40)
+    assert violation is not None
+    assert "admin" in violation

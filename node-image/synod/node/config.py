@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from synod.node.members import Member
 from synod.raft.types import NodeId
 
 ENV_PREFIX = "SYNOD_"
@@ -22,15 +23,6 @@ _HOSTNAME_ORDINAL = re.compile(r"^(?P<name>.+)-(?P<ordinal>\d+)$")
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """Where to reach one member."""
-
-    node_id: NodeId
-    peer_address: str  # host:port of the peer listener
-    client_url: str  # http://host:port of the client API
 
 
 @dataclass(frozen=True, slots=True)

@@ -234,6 +234,11 @@ class RaftNode:
         hard_state = self._hard_state()
         if hard_state != self._prev_hard_state:
             ready.hard_state = hard_state
+            previous = self._prev_hard_state
+            ready.term_or_vote_changed = (hard_state.term, hard_state.vote) != (
+                previous.term,
+                previous.vote,
+            )
         self.messages, self.read_states, self.dropped_proposals = [], [], []
         self._ready_outstanding = True
         return ready

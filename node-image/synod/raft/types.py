@@ -250,6 +250,7 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     dropped_proposals: list[bytes] = field(default_factory=list)
+    term_or_vote_changed: bool = False  # Set by the core: hard_state carries a new term/vote.
 
     def contains_updates(self) -> bool:
         """True when the shell has anything to do."""
@@ -265,8 +266,10 @@ class Ready:
         )
 
     def must_sync(self) -> bool:
-        """True when step 1 needs an fsync (new entries or new term/vote)."""
-        return bool(self.entries) or self.hard_state is not None or not self.snapshot.is_empty()
+        """True when step 1 needs an fsync: new entries, a snapshot, or a new term or
+        vote. A hard state that only moves the commit index is written but owes no
+        fsync (etcd's MustSync): a lost commit index is learnt again from the leader."""
+        return bool(self.entries) or self.term_or_vote_changed or not self.snapshot.is_empty()
 
 
 class RaftError(Exception):

@@ -57,7 +57,13 @@ def report(results: list[SimResult], *, echo_trace: bool) -> int:
         f"sim: seeds={len(results)} passed={passed} violations={len(failed)} "
         f"committed={sum(r.committed_index for r in results)} "
         f"elections={sum(r.elections for r in results)} "
-        f"max_ticks_to_recover={max((r.ticks_to_recover for r in results), default=0)}"
+        f"max_ticks_to_recover={max((r.ticks_to_recover for r in results), default=0)} "
+        f"snapshot_installs={sum(r.snapshots_installed for r in results)} "
+        f"seeds_with_install={sum(1 for r in results if r.snapshots_installed)} "
+        f"follower_reads={sum(r.follower_reads for r in results)} "
+        f"keepalives={sum(r.keepalives for r in results)} "
+        f"leases_expired={sum(r.leases_expired for r in results)} "
+        f"admin_changes={sum(r.admin_changes for r in results)}"
     )
     return 1 if failed else 0
 

@@ -40,6 +40,9 @@ class SafetyMonitor:
         self.leader_by_term: dict[int, NodeId] = {}
         self.persisted: dict[tuple[int, int], tuple[EntryIdentity, int]] = {}
         self.committed: dict[int, EntryIdentity] = {}
+        # index -> a term no lower than the one in which it was committed: leaders of
+        # later terms must hold it (a leader elected earlier but heard of late need not).
+        self.commit_term: dict[int, int] = {}
         self.applied: dict[int, EntryIdentity] = {}
         self.commit_index: dict[NodeId, int] = {}
         self.durable: dict[NodeId, tuple[int, int]] = {}  # node -> (term, commit) on disk
@@ -54,6 +57,8 @@ class SafetyMonitor:
         if other != node_id:
             raise SafetyViolation(f"election safety: nodes {other} and {node_id} lead term {term}")
         for index, identity in self.committed.items():
+            if self.commit_term.get(index, 0) >= term:
+                continue  # Committed in this term or later: not this leader's to hold.
             held = log_term_at.get(index)
             if held is not None and held != identity.term:
                 raise SafetyViolation(
@@ -76,8 +81,11 @@ class SafetyMonitor:
                 )
             previous = entry.term
 
-    def on_commit(self, node_id: NodeId, commit_index: int, entries: list[Entry]) -> None:
-        """`node_id` reports `commit_index`; `entries` are its newly committed entries."""
+    def on_commit(
+        self, node_id: NodeId, commit_index: int, entries: list[Entry], term: int = 0
+    ) -> None:
+        """`node_id` reports `commit_index`; `entries` are its newly committed entries;
+        `term` is the reporter's current term (0: unknown, check every later leader)."""
         self.checks += 1
         previous = self.commit_index.get(node_id, 0)
         if commit_index < previous:
@@ -88,6 +96,7 @@ class SafetyMonitor:
         for entry in entries:
             identity = EntryIdentity(entry.term, int(entry.kind), entry.data)
             known = self.committed.setdefault(entry.index, identity)
+            self.commit_term[entry.index] = min(self.commit_term.get(entry.index, term), term)
             if known != identity:
                 raise SafetyViolation(
                     f"state machine safety: node {node_id} committed {identity} at index "

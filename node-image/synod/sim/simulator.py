@@ -15,6 +15,7 @@ Time is an integer count of abstract units; each node ticks every
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -29,11 +30,28 @@ from synod.checker.history import HistoryRecorder
 from synod.checker.linearizability import check
 from synod.checker.models import Cas, Get, KvModel, Put
 from synod.raft.core import Config
-from synod.raft.types import ConfChange, ConfChangeKind, ConfState, Message, RaftError, Role
-from synod.services.commands import compare, encode_command, put_op, session_open_op, txn_op
+from synod.raft.types import (
+    ConfChange,
+    ConfChangeKind,
+    ConfState,
+    Entry,
+    Message,
+    MessageType,
+    Role,
+)
+from synod.services.commands import (
+    compare,
+    decode_command,
+    encode_command,
+    lease_grant_op,
+    put_op,
+    session_open_op,
+    txn_op,
+)
+from synod.services.errors import ServiceError
 from synod.sim.invariants import SafetyMonitor, SafetyViolation
 from synod.sim.network import LinkFaults, Partition, random_partition
-from synod.sim.node import ClientRequest, SimNode
+from synod.sim.node import ClientRequest, SimNode, SimNodeOptions
 from synod.storage.fs import SimFileSystem
 
 EVENTS_MAX = 2_000_000  # Hard stop for one run, whatever the schedule.
@@ -57,7 +75,14 @@ class SimOptions:
     fault_duration_ticks_max: int = 60  # Partitions heal and crashed nodes restart by then.
     client_timeout_ticks: int = 25
     client_attempts_max: int = 6
-    snapshot_interval_entries: int = 40
+    snapshot_interval_entries: tuple[int, ...] = (10, 40, 100)
+    entries_kept_after_snapshot: tuple[int, ...] = (0, 5, 50)  # Small: InstallSnapshot is common.
+    # Kept below the election timeout minus the network delay: a ReadIndex round
+    # answered after a longer stall could outlive the quorum's leader lease.
+    fsync_latency_units_max: int = 20
+    lease_ttl_units: tuple[int, ...] = (1000, 1200, 2000)  # The service allows >= 1000 ms.
+    lease_probability: float = 0.3  # Share of client operations that grant or renew leases.
+    lease_abandon_probability: float = 0.2  # A holder walks away; its lease must expire.
     leader_early_crash_probability: float = 0.2
     search_steps_max: int = 2_000_000
 
@@ -74,6 +99,11 @@ class SimResult:
     ticks_to_recover: int = 0
     operations: int = 0
     faults: int = 0
+    snapshots_installed: int = 0  # InstallSnapshots applied by followers.
+    follower_reads: int = 0  # Linearizable reads answered by a non-leader.
+    keepalives: int = 0  # Keep-alives answered.
+    leases_expired: int = 0  # Lease ids in applied lease_expire commands.
+    admin_changes: int = 0  # Membership changes answered as applied.
     trace: list[str] = field(default_factory=list)
 
     def replay_command(self) -> str:
@@ -96,6 +126,10 @@ class _Client:
     deadline: int = 0
     op_id: int = -1
     resend_pending: bool = False
+    lease_id: int = 0
+    lease_ttl_units: int = 0
+    lease_safe_until: int = 0  # The client may act as holder until then (from send times).
+    cached_leader: int = 0
 
 
 class Simulation:
@@ -129,6 +163,9 @@ class Simulation:
         self.recovered_at: int | None = None
         self.recovery_started_at = 0
         self.faults_enabled = True
+        self.stats = SimResult(seed=seed, cluster_size=self.size)
+        self.admin_ids = itertools.count(1)
+        self.elected_at: dict[int, int] = {}  # term -> when its leader was elected
         self._build()
 
     # -- setup ----------------------------------------------------------------
@@ -145,15 +182,23 @@ class Simulation:
                 seed=self.seed,
             )
             disk = SimFileSystem(random.Random(self.rng.random()))
-            node = SimNode(
-                node_id,
-                config,
-                disk,
-                self.monitor,
-                random.Random(self.rng.random()),
-                options.snapshot_interval_entries,
+            node_options = SimNodeOptions(
+                snapshot_interval_entries=self.rng.choice(options.snapshot_interval_entries),
+                entries_kept_after_snapshot=self.rng.choice(options.entries_kept_after_snapshot),
+                fsync_latency_units_max=self.rng.choice((0, 5, options.fsync_latency_units_max)),
+                request_timeout_units=self._ticks(options.client_timeout_ticks),
             )
-            node.reply = self._reply_later
+            node = SimNode(
+                node_id, config, disk, self.monitor, random.Random(self.rng.random()), node_options
+            )
+            node.reply = functools.partial(self._on_node_reply, node_id)
+            node.send = self._send_all
+            node.schedule = self._schedule
+            node.clock = lambda: self.now
+            node.on_admin_applied = self._check_admin_applied
+            node.on_keepalive_answered = self._check_keepalive
+            node.on_applied = self._check_lease_expiry
+            node.on_elected = self._note_elected
             self.nodes[node_id] = node
         conf = ConfState(voters=frozenset(range(1, self.size + 1)))
         for node_id in range(1, self.size + 1):
@@ -207,6 +252,9 @@ class Simulation:
         result.elections = len(self.monitor.leader_by_term)
         result.operations = len(self.history)
         result.faults = self.faults
+        result.snapshots_installed = sum(n.snapshots_installed for n in self.nodes.values())
+        for name in ("follower_reads", "keepalives", "leases_expired", "admin_changes"):
+            setattr(result, name, getattr(self.stats, name))
         result.trace = list(self.trace)
         return result
 
@@ -230,6 +278,8 @@ class Simulation:
         self.link = LinkFaults()
         for node in self.nodes.values():
             node.crash_during_persist_probability = 0.0
+            if node.alive and node.paused:
+                node.resume()
             if not node.alive and self._is_member(node.id):
                 self._restart(node.id)
         self.recovery_started_at = self.now
@@ -257,7 +307,7 @@ class Simulation:
         def tick() -> None:
             node = self.nodes[node_id]
             if node.alive:
-                self._send_all(node.tick())
+                node.tick()
                 self._after_node_event(node)
             self._schedule(period, tick)
 
@@ -266,19 +316,35 @@ class Simulation:
     def _send_all(self, messages: list[Message]) -> None:
         for message in messages:
             if not self.partition.allows(message.source, message.to):
+                self._snapshot_sent(message, ok=False)
                 continue
             if self.rng.random() < self.link.drop_probability:
+                self._snapshot_sent(message, ok=False)
                 continue
+            self._snapshot_sent(message, ok=True)
             copies = 2 if self.rng.random() < self.link.duplicate_probability else 1
             for _ in range(copies):
                 delay = self.rng.randint(self.link.delay_min_units, self.link.delay_max_units)
                 self._schedule(delay, functools.partial(self._deliver, message))
 
+    def _snapshot_sent(self, message: Message, *, ok: bool) -> None:
+        """Like the peer transport: the sender learns whether a snapshot went out."""
+        if message.type != MessageType.SNAPSHOT:
+            return
+        sender = self.nodes[message.source]
+
+        def report() -> None:
+            if sender.alive and sender.driver is not None:
+                sender.driver.report_snapshot(message.to, ok=ok)
+                sender.pump()
+
+        self._schedule(self.rng.randint(1, 10), report)
+
     def _deliver(self, message: Message) -> None:
         node = self.nodes[message.to]
         if not node.alive or not self.partition.allows(message.source, message.to):
             return
-        self._send_all(node.receive(message))
+        node.receive(message)
         self._after_node_event(node)
 
     def _after_node_event(self, node: SimNode) -> None:
@@ -317,8 +383,11 @@ class Simulation:
         self._log(f"restart {node.describe()}")
 
     def _leader(self) -> SimNode | None:
+        """The live leader of the newest term (a paused one cannot act on requests)."""
         leaders = [
-            n for n in self.nodes.values() if n.alive and n.raft and n.raft.role == Role.LEADER
+            n
+            for n in self.nodes.values()
+            if n.alive and not n.paused and n.raft and n.raft.role == Role.LEADER
         ]
         if not leaders:
             return None
@@ -354,6 +423,7 @@ class Simulation:
                 self._fault_membership,
                 self._fault_transfer,
                 self._fault_torn_write,
+                self._fault_pause,
             )
         )
         action()
@@ -395,6 +465,29 @@ class Simulation:
         downtime = self._ticks(self.rng.randint(5, self.options.fault_duration_ticks_max))
         self._schedule(downtime, lambda: self._restart(victim.id))
 
+    def _fault_pause(self) -> None:
+        """Stop a member (often the leader) for up to a few election timeouts, like
+        SIGSTOP or a long GC pause: a stale leader then wakes to old requests."""
+        leader = self._leader()
+        alive = self._alive_members()
+        if not alive:
+            return
+        victim_id = leader.id if leader and self.rng.random() < 0.6 else self.rng.choice(alive)
+        victim = self.nodes[victim_id]
+        if victim.paused:
+            return
+        victim.pause()
+        generation = victim.generation
+        duration = self._ticks(self.rng.randint(1, 5 * self.options.election_timeout_ticks))
+        self._log(f"pause {victim.describe()} for {duration} units")
+
+        def resume() -> None:
+            if victim.alive and victim.generation == generation and victim.paused:
+                self._log(f"resume n{victim.id}")
+                victim.resume()
+
+        self._schedule(duration, resume)
+
     def _fault_torn_write(self) -> None:
         alive = self._alive_members()
         if alive:
@@ -427,17 +520,14 @@ class Simulation:
         if not choices:
             return
         change = self.rng.choice(choices)
-        try:
-            leader.raft.change_membership(change)
-        except RaftError as error:
-            self._log(f"membership {change.kind.name} {change.node_id} refused: {error}")
-            return
-        self._log(f"membership {change.kind.name} {change.node_id} proposed by n{leader.id}")
+        self._log(f"membership {change.kind.name} {change.node_id} asked of n{leader.id}")
         if change.kind == ConfChangeKind.ADD_LEARNER:
             joining = self.nodes[change.node_id]
             if not joining.alive:
                 self._start_joining(joining)
-        self._send_all(leader.process_ready())
+        # Through the admin path, as the operator and the CLI do.
+        request = ClientRequest(-next(self.admin_ids), -1, 0, 0, 1, "admin", change=change)
+        leader.handle_client(request)
 
     def _start_joining(self, node: SimNode) -> None:
         """A joining node starts from its own disk: empty the first time, and its old
@@ -455,7 +545,7 @@ class Simulation:
             target = self.rng.choice(voters)
             leader.raft.transfer_leadership(target)
             self._log(f"transfer leadership n{leader.id} -> n{target}")
-            self._send_all(leader.process_ready())
+            leader.pump()
 
     # -- clients -----------------------------------------------------------------
     def _client_next(self, client: _Client) -> None:
@@ -477,6 +567,10 @@ class Simulation:
         roll = self.rng.random()
         client.seq += 1
         session = (client.session_id, client.seq, client.seq)
+        if roll < self.options.lease_probability:
+            self._choose_lease_operation(client, session)
+            return
+        roll = self.rng.random()
         if roll < 0.4:
             self.value_counter += 1
             value = b"v%d" % self.value_counter
@@ -499,6 +593,21 @@ class Simulation:
         client.handle = self.history.invoke(client.index, client.op, self.now)
         client.op_id = next(self.op_ids)
 
+    def _choose_lease_operation(self, client: _Client, session: tuple[int, int, int]) -> None:
+        """Grant a lease, or renew the one held (keep-alives are not in the KV history)."""
+        client.op, client.handle = None, None
+        client.op_id = next(self.op_ids)
+        if client.lease_id and self.rng.random() < self.options.lease_abandon_probability:
+            self._log(f"client {client.index} abandons lease {client.lease_id}")
+            client.lease_id, client.lease_safe_until = 0, 0
+        if client.lease_id:
+            client.kind, client.data = "keepalive", b""
+            client.seq -= 1  # Keep-alives do not go through the log.
+            return
+        client.lease_ttl_units = self.rng.choice(self.options.lease_ttl_units)
+        client.kind = "lease_grant"
+        client.data = encode_command(lease_grant_op(client.lease_ttl_units), *session)
+
     def _recent_value(self, key: bytes) -> bytes | None:
         live = [n for n in self.nodes.values() if n.alive and n.raft is not None]
         if not live or self.rng.random() < 0.2:
@@ -511,7 +620,9 @@ class Simulation:
         client.attempt += 1
         candidates = sorted(n for n, node in self.nodes.items() if node.alive)
         leader = self._leader()
-        if leader is not None and self.rng.random() < 0.6:
+        if client.cached_leader and self.rng.random() < 0.5:
+            target = client.cached_leader  # As the SDK: the last leader it heard of.
+        elif leader is not None and self.rng.random() < 0.6:
             target = leader.id
         elif candidates:
             target = self.rng.choice(candidates)
@@ -526,6 +637,9 @@ class Simulation:
             client.kind,
             data=client.data,
             key=_key_of(client.op),
+            lease_id=client.lease_id,
+            sent_at=self.now,
+            target=target,
         )
         delay = self.rng.randint(1, 10)
         self._schedule(delay, lambda: self._client_arrive(target, request))
@@ -540,11 +654,51 @@ class Simulation:
         node = self.nodes[node_id]
         if not node.alive:
             return  # Connection refused: the client times out.
-        self._send_all(node.handle_client(request))
+        request.arrived_at = self.now
+        node.handle_client(request)
 
-    def _reply_later(self, request: ClientRequest, result: dict[str, Any]) -> None:
+    def _on_node_reply(self, node_id: int, request: ClientRequest, result: dict[str, Any]) -> None:
+        """A node answered: forward a refused write to the leader (as the HTTP layer
+        does), carry a forwarded answer back through the follower, or reply."""
+        error = result.get("error", {}) if not result.get("ok") else {}
+        leader_id = int(error.get("leader_id") or 0)
+        if (
+            error.get("code") == "not-leader"
+            and leader_id
+            and request.kind in ("write", "session_open", "lease_grant")
+            and not request.forwarded_by
+        ):
+            self._forward(node_id, leader_id, request)
+            return
+        if request.forwarded_by and not self.partition.allows(node_id, request.forwarded_by):
+            # The forward was cut mid-request: the follower cannot tell what happened.
+            result = {"ok": False, "error": {"code": "outcome-unknown", "message": "cut"}}
+        if request.client_index < 0:
+            self._log(f"admin {request.change} answered by n{node_id}: {result.get('ok')}")
+            return
+        if request.kind == "read" and result.get("ok") and not self._leads(node_id):
+            self.stats.follower_reads += 1
         delay = self.rng.randint(1, 10)
         self._schedule(delay, lambda: self._client_reply(request, result))
+
+    def _forward(self, follower_id: int, leader_id: int, request: ClientRequest) -> None:
+        forwarded = dataclasses.replace(request, forwarded_by=follower_id)
+        leader = self.nodes.get(leader_id)
+        if leader is None or not self.partition.allows(follower_id, leader_id):
+            error = {"code": "no-leader", "message": "forward failed: nothing was sent"}
+            self._on_node_reply(follower_id, request, {"ok": False, "error": error})
+            return
+
+        def arrive() -> None:
+            if leader.alive and self.partition.allows(follower_id, leader_id):
+                forwarded.arrived_at = self.now
+                leader.handle_client(forwarded)  # Else lost: the client times out.
+
+        self._schedule(self.rng.randint(1, 10), arrive)
+
+    def _leads(self, node_id: int) -> bool:
+        raft = self.nodes[node_id].raft
+        return raft is not None and raft.role == Role.LEADER
 
     def _client_reply(self, request: ClientRequest, result: dict[str, Any]) -> None:
         client = self.clients[request.client_index]
@@ -552,8 +706,17 @@ class Simulation:
             return  # A late answer to an operation already finished.
         if not result.get("ok"):
             code = result.get("error", {}).get("code", "")
+            client.cached_leader = int(result.get("error", {}).get("leader_id") or 0)
+            if client.kind == "keepalive" and code in ("not-found", "lease-not-found"):
+                self._lose_lease(client)
+                return
             if request.attempt == client.attempt and code != "session-expired":
                 self._retry(client)
+            return
+        if request.kind in ("keepalive", "write", "lease_grant"):
+            client.cached_leader = request.target
+        if client.kind in ("keepalive", "lease_grant"):
+            self._lease_answered(client, request, result)
             return
         if client.kind == "session_open":
             client.session_id = int(result["client_id"])
@@ -576,6 +739,83 @@ class Simulation:
         if isinstance(op, Cas):
             return bool(result["succeeded"])
         return None
+
+    def _lease_answered(
+        self, client: _Client, request: ClientRequest, result: dict[str, Any]
+    ) -> None:
+        if client.kind == "lease_grant":
+            client.lease_id = int(result["id"])
+        else:
+            self.stats.keepalives += 1
+        # Conservative, as the SDK: the TTL counts from when the request was sent.
+        client.lease_safe_until = request.sent_at + int(result["ttl_ms"])
+        client.op_id = -1
+        self._schedule(self.rng.randint(1, 20), lambda: self._client_next(client))
+
+    def _lose_lease(self, client: _Client) -> None:
+        client.lease_id, client.lease_safe_until = 0, 0
+        client.op_id = -1
+        self._schedule(1, lambda: self._client_next(client))
+
+    # -- checkers of the node's promises --------------------------------------------
+    def _note_elected(self, term: int) -> None:
+        self.elected_at.setdefault(term, self.now)
+
+    def _check_keepalive(self, node: SimNode, request: ClientRequest) -> None:
+        """A keep-alive is answered only by a node that was the newest leader at some
+        moment after the request reached it: no later term had elected a leader
+        before it arrived (etcd's ensureLeadership, checked from outside)."""
+        raft = node.raft
+        assert raft is not None
+        newer = sorted(
+            term
+            for term, elected_at in self.elected_at.items()
+            if term > raft.term and elected_at <= request.arrived_at
+        )
+        if raft.role != Role.LEADER or newer:
+            raise SafetyViolation(
+                f"keep-alive of lease {request.lease_id} (arrived t={request.arrived_at}) "
+                f"answered by n{node.id} ({raft.role.value}, term {raft.term}) although "
+                f"term {newer[:1]} had a leader by then"
+            )
+
+    def _check_lease_expiry(self, entries: list[Entry]) -> None:
+        """No lease expires while its holder may still believe it is held."""
+        for entry in entries:
+            if not entry.data or entry.kind != 0:
+                continue
+            try:
+                op = decode_command(entry.data).op
+            except ServiceError:
+                continue
+            if op.get("kind") != "lease_expire":
+                continue
+            for lease_id in op["ids"]:
+                self.stats.leases_expired += 1
+                for client in self.clients:
+                    if client.lease_id == lease_id and client.lease_safe_until > self.now:
+                        raise SafetyViolation(
+                            f"lease {lease_id} expired at t={self.now} but client "
+                            f"{client.index} holds it until {client.lease_safe_until}"
+                        )
+
+    def _check_admin_applied(self, node: SimNode, change: ConfChange) -> None:
+        """A membership change answered as applied is in the node's configuration."""
+        raft = node.raft
+        assert raft is not None
+        conf = raft.conf
+        held = {
+            ConfChangeKind.ADD_LEARNER: change.node_id in conf.members(),
+            ConfChangeKind.PROMOTE: change.node_id in conf.voters,
+            ConfChangeKind.ADD_VOTER: change.node_id in conf.voters,
+            ConfChangeKind.REMOVE: change.node_id not in conf.members(),
+        }[change.kind]
+        if not held:
+            raise SafetyViolation(
+                f"admin {change.kind.name} {change.node_id} answered as applied by n{node.id} "
+                f"but its configuration is {sorted(conf.voters)}+{sorted(conf.learners)}"
+            )
+        self.stats.admin_changes += 1
 
     def _client_timeout(self, client: _Client, op_id: int, attempt: int) -> None:
         if client.op_id == op_id and client.attempt == attempt:

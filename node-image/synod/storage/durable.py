@@ -206,6 +206,19 @@ class DurableStorage:
             self._release_covered()
         assert not self._pending
 
+    def record(self, ready: Ready) -> None:
+        """`persist` + `publish` without an fsync, for a Ready that owes none
+        (`must_sync()` is False: only the commit index moved). Losing it in a crash
+        only loses a commit index, which the leader tells us again (as etcd).
+
+        Raises OSError and WalError.
+        """
+        assert not ready.must_sync(), "an fsync is owed: persist() and sync()"
+        assert not self._pending, "sync() the earlier persist() first"
+        self.persist(ready)
+        self._flushed = len(self._pending)
+        self.publish()
+
     def save_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
         """Record the application's snapshot at `index` (<= applied) durably, then
         compact memory to `index - entries_kept_after_snapshot` and delete the WAL
