@@ -40,6 +40,8 @@ KEEP = os.environ.get("SYNOD_E2E_KEEP") == "1"
 STEP_TIMEOUT_S = 420.0
 COMMAND_TIMEOUT_S = 120.0
 POLL_S = 2.0
+# Writes the workload must have made before the test scales, upgrades or kills anything.
+WRITES_BEFORE_FIRST_CHANGE = 50
 
 T = TypeVar("T")
 TIMINGS: dict[str, float] = {}
@@ -305,7 +307,12 @@ def test_scale_upgrade_and_leader_loss_under_load(installed: None) -> None:
             for p in get_json("pods", "-l", "job-name=kv-workload")["items"]
         ),
     )
-    time.sleep(10)  # some history before the first change
+    # Some history before the first change: the workload's puts advance the revision.
+    first = int(node_status(f"{NAME}-0")["revision"])
+    wait_for(
+        f"{WRITES_BEFORE_FIRST_CHANGE} workload writes",
+        lambda: int(node_status(f"{NAME}-0")["revision"]) >= first + WRITES_BEFORE_FIRST_CHANGE,
+    )
 
     def scale_up() -> None:
         kubectl("scale", f"consensuscluster/{NAME}", "--replicas=5")
