@@ -54,7 +54,7 @@ helm:
 test-tools: envtest helm
 	@command -v openssl >/dev/null || { echo "openssl is needed (tests/controlplane signs service-account tokens)" >&2; exit 1; }
 
-test-controlplane: venv envtest
+test-controlplane: venv envtest helm
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests/controlplane
 
 e2e-smoke: venv kind-up images
