@@ -38,8 +38,8 @@ test: venv
 	$(PY) -m pytest -q tests/unit tests/sim tests/cluster
 
 lint: venv
-	$(VENV)/bin/ruff check node-image operator tests e2e
-	$(VENV)/bin/ruff format --check node-image operator tests e2e
+	$(VENV)/bin/ruff check node-image operator tests e2e conftest.py
+	$(VENV)/bin/ruff format --check node-image operator tests e2e conftest.py
 
 types: venv
 	$(VENV)/bin/mypy
@@ -55,11 +55,15 @@ bench: venv
 	node-image/synod/bench/install-peers.sh
 	$(PY) -m synod.bench.etcd_compare $(BENCH_ARGS)
 
-# Tiers 1-4 in one pytest run: the control-plane tests get the envtest binaries.
-pytest-all: venv envtest
+# Tiers 1-4 in one pytest run. Every tool a test would otherwise skip without is
+# built (or found in its cache) first: the envtest binaries and kubectl for
+# tests/controlplane, helm for the chart and RBAC tests (test-tools). Under CI=true a
+# skip is a failure (conftest.py), so a missing tool cannot pass unnoticed.
+pytest-all: venv test-tools
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests
 
-# What CI runs (.ci/run). Fast checks first, the kind cluster last.
+# What CI runs (.ci/run). Fast checks first, the kind cluster last; pytest-all builds
+# the tools its tests need before it runs them.
 check: lint types pytest-all
 	$(MAKE) --no-print-directory sim SEEDS=$(SEEDS)
 	$(MAKE) --no-print-directory e2e-smoke

@@ -16,16 +16,16 @@ OPERATOR_CHART := charts/synod
 crds-sync:
 	cp crds/*.yaml $(OPERATOR_CHART)/crds/
 
-chart-lint: venv
+chart-lint: venv helm
 	helm lint $(OPERATOR_CHART) --set operator.scope=cluster --set example.enabled=true
 	helm lint $(OPERATOR_CHART) --set operator.scope=namespace
 	$(PY) -m pytest -q tests/unit/test_operator_chart.py tests/unit/test_operator_crd.py
 
-test-operator: venv
+test-operator: venv helm
 	$(PY) -m pytest -q tests/unit/test_operator_crd.py tests/unit/test_operator_builders.py \
 	    tests/unit/test_operator_planner.py tests/unit/test_operator_chart.py
 
-test-operator-controlplane: venv envtest
+test-operator-controlplane: venv envtest helm
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests/controlplane/test_operator.py
 
 e2e-operator: venv kind-up images

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from synod_operator.builders import member_id
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -36,6 +40,8 @@ KEEP = os.environ.get("SYNOD_E2E_KEEP") == "1"
 STEP_TIMEOUT_S = 420.0
 COMMAND_TIMEOUT_S = 120.0
 POLL_S = 2.0
+# Writes the workload must have made before the test scales, upgrades or kills anything.
+WRITES_BEFORE_FIRST_CHANGE = 50
 
 T = TypeVar("T")
 TIMINGS: dict[str, float] = {}
@@ -117,6 +123,81 @@ def settled(voters: int, version: str | None = None) -> bool:
             p["spec"]["containers"][0]["image"].endswith(f":{version}") for p in pods
         )
     return ok
+
+
+# The planner's step messages during a rolling upgrade (synod_operator.planner._upgrade);
+# they name Raft member ids, which are pod ordinal + 1 (builders.member_id).
+RESTART_MESSAGE = re.compile(
+    r"^restarting (?:follower|the single member) (\d+) on the new revision$"
+)
+TRANSFER_MESSAGE = re.compile(r"^moving leadership from (\d+) to (\d+) before restarting it$")
+
+
+def member_of_pod(pod: str) -> int:
+    """The Raft member id of StatefulSet pod ``<name>-<ordinal>`` (as the operator maps it)."""
+    name, _, ordinal = pod.rpartition("-")
+    if not name or not ordinal.isdigit():
+        raise ValueError(f"{pod!r} is not a StatefulSet pod name")
+    return member_id(int(ordinal))
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    """When the event happened: kopf sets eventTime (microseconds), else the second-grained
+    timestamps."""
+    for stamp in (
+        event.get("eventTime"),
+        event.get("firstTimestamp"),
+        event["metadata"].get("creationTimestamp"),
+    ):
+        if stamp:
+            return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    raise ValueError(f"event {event['metadata'].get('name')} has no timestamp")
+
+
+def upgrade_steps(events: list[dict[str, Any]]) -> list[tuple[datetime, str, int, int | None]]:
+    """The operator's rolling-upgrade steps among ``events``, oldest first:
+    (time, "restart" | "transfer", member id, transfer target or None)."""
+    steps: list[tuple[datetime, str, int, int | None]] = []
+    for event in events:
+        if event.get("involvedObject", {}).get("kind") != "ConsensusCluster":
+            continue
+        message = event.get("message", "")
+        if event.get("reason") == "RestartPod" and (found := RESTART_MESSAGE.match(message)):
+            steps.append((event_time(event), "restart", int(found[1]), None))
+        elif event.get("reason") == "TransferLeadership" and (
+            moved := TRANSFER_MESSAGE.match(message)
+        ):
+            steps.append((event_time(event), "transfer", int(moved[1]), int(moved[2])))
+    return sorted(steps, key=lambda step: step[0])
+
+
+def assert_leader_restarted_last(
+    events: list[dict[str, Any]], leader: int, members: set[int]
+) -> None:
+    """Every member of ``members`` was restarted; leadership moved from ``leader`` to
+    another member before ``leader`` was restarted, and after every other member was.
+    Raises AssertionError naming the steps otherwise."""
+    steps = upgrade_steps(events)
+    restarted = {member for _, kind, member, _ in steps if kind == "restart"}
+    assert restarted == members, (
+        f"restarted {sorted(restarted)}, expected {sorted(members)}: {steps}"
+    )
+    transfers = [
+        (at, to) for at, kind, member, to in steps if kind == "transfer" and member == leader
+    ]
+    assert transfers, f"leadership never moved away from leader {leader}: {steps}"
+    moved_at, moved_to = transfers[0]
+    assert moved_to is not None and moved_to != leader and moved_to in members, steps
+    leader_restarts = [
+        at for at, kind, member, _ in steps if kind == "restart" and member == leader
+    ]
+    others = [at for at, kind, member, _ in steps if kind == "restart" and member != leader]
+    assert min(leader_restarts) >= moved_at, (
+        f"leader {leader} restarted before the transfer: {steps}"
+    )
+    assert all(at <= moved_at for at in others), (
+        f"a follower restarted after the leader moved: {steps}"
+    )
 
 
 def node_status(pod: str) -> dict[str, Any]:
@@ -226,7 +307,12 @@ def test_scale_upgrade_and_leader_loss_under_load(installed: None) -> None:
             for p in get_json("pods", "-l", "job-name=kv-workload")["items"]
         ),
     )
-    time.sleep(10)  # some history before the first change
+    # Some history before the first change: the workload's puts advance the revision.
+    first = int(node_status(f"{NAME}-0")["revision"])
+    wait_for(
+        f"{WRITES_BEFORE_FIRST_CHANGE} workload writes",
+        lambda: int(node_status(f"{NAME}-0")["revision"]) >= first + WRITES_BEFORE_FIRST_CHANGE,
+    )
 
     def scale_up() -> None:
         kubectl("scale", f"consensuscluster/{NAME}", "--replicas=5")
@@ -253,19 +339,21 @@ def test_scale_upgrade_and_leader_loss_under_load(installed: None) -> None:
 
     timed("scale 5 -> 3", scale_down)
 
+    def cluster_events() -> list[dict[str, Any]]:
+        selector = f"involvedObject.name={NAME},involvedObject.kind=ConsensusCluster"
+        return list(get_json("events", "--field-selector", selector)["items"])
+
     def upgrade() -> None:
-        leader_before = status()["leader"]
+        leader_before = member_of_pod(status()["leader"])
+        # Only the upgrade's own steps count (the scale-down may have moved leadership).
+        earlier = {e["metadata"]["uid"] for e in cluster_events()}
         kubectl("patch", "consensuscluster", NAME, "--type=merge", "-p",
                 json.dumps({"spec": {"version": UPGRADE_TAG}}))  # fmt: skip
         wait_for("every pod on the new tag", lambda: settled(3, UPGRADE_TAG))
         assert status()["currentVersion"] == UPGRADE_TAG
-        events = get_json("events", "--field-selector", f"involvedObject.name={NAME}")["items"]
-        restarts = [e["message"] for e in events if e["reason"] == "RestartPod"]
-        assert len(restarts) >= 3, restarts
-        # The old leader was restarted last, after a transfer.
-        assert leader_before.rsplit("-", 1)[1] in restarts[-1] or any(
-            e["reason"] == "TransferLeadership" for e in events
-        ), restarts
+        events = [e for e in cluster_events() if e["metadata"]["uid"] not in earlier]
+        # Followers first, then leadership moves away from the old leader, then it restarts.
+        assert_leader_restarted_last(events, leader_before, {1, 2, 3})
 
     timed("rolling upgrade", upgrade)
 

@@ -6,6 +6,8 @@
 #   make kind-down                delete it (caches stay)
 #   make images                   build synod/node, synod/operator, synod/chaos-tools; kind load them
 #   make envtest                  kube-apiserver + etcd for control-plane tests; prints KUBEBUILDER_ASSETS
+#   make helm                     helm (chart and RBAC tests, chart-lint); cached by version
+#   make test-tools               everything pytest needs so that no test skips: envtest, helm, openssl
 #   make test-controlplane        tests/controlplane against a real kube-apiserver
 #   make e2e-smoke                smoke test on the cluster (runs kind-up and images first)
 #   make toolchain                build every binary and image without creating a cluster
@@ -18,7 +20,7 @@ TOOLCHAIN_ENV := SYNOD_KIND_NODES=$(KIND_NODES) SYNOD_KIND_PUBLIC=$(KIND_PUBLIC)
 TOOLCHAIN_CACHE ?= /var/cache/synod-toolchain
 export PATH := $(TOOLCHAIN_CACHE)/bin:$(PATH)
 
-.PHONY: docker-up toolchain kind-up kind-down images envtest test-controlplane e2e-smoke
+.PHONY: docker-up toolchain kind-up kind-down images envtest helm test-tools test-controlplane e2e-smoke
 
 docker-up:
 	bash $(TOOLCHAIN_DIR)/docker-up.sh
@@ -43,7 +45,16 @@ envtest:
 	@echo "envtest binaries ready; for tests run outside make, set:"
 	@cat $(TOOLCHAIN_CACHE)/envtest.env
 
-test-controlplane: venv envtest
+# build-tools.sh reuses a helm built for the pinned version (no docker, only go).
+helm:
+	bash $(TOOLCHAIN_DIR)/build-tools.sh helm
+
+# The tools tests skip without (see the skip conditions in tests/): with these, a skip
+# in `make pytest-all` means a bug, and CI=true makes it fail.
+test-tools: envtest helm
+	@command -v openssl >/dev/null || { echo "openssl is needed (tests/controlplane signs service-account tokens)" >&2; exit 1; }
+
+test-controlplane: venv envtest helm
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests/controlplane
 
 e2e-smoke: venv kind-up images

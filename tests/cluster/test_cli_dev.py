@@ -25,6 +25,7 @@ import pytest
 from synod.cli.dev import find_free_base_port, get_status, node_ports
 from synod.cli.output import EXIT_NOT_FOUND
 from synod.client import Client, WatchEvent
+from tests.waiting import wait_until
 
 WAIT_S_MAX = 30.0
 # Faster ticks, but an election timeout that a loaded 2-core machine cannot trip.
@@ -102,11 +103,14 @@ def synod(dev: DevProcess, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def watch_in_background(client: Client, key: str, count: int) -> queue.Queue[WatchEvent]:
+def watch_in_background(
+    client: Client, key: str, count: int, start_revision: int = 0
+) -> queue.Queue[WatchEvent]:
     events: queue.Queue[WatchEvent] = queue.Queue()
 
     def run() -> None:
-        for seen, event in enumerate(client.watch(key, prefix=True), start=1):
+        stream = client.watch(key, prefix=True, start_revision=start_revision)
+        for seen, event in enumerate(stream, start=1):
             events.put(event)
             if seen == count:
                 return
@@ -137,8 +141,10 @@ def test_dev_cluster_cli_sdk_sigterm_and_resume(
     assert roles <= {"leader", "follower", "candidate", "pre-candidate"}
 
     with Client(dev.endpoints, timeout_s=2.0) as client:
-        events = watch_in_background(client, "session/", 2)
-        time.sleep(0.5)  # let the watch pin its start revision
+        # Start the watch at the next revision: whenever its stream connects, it sees
+        # every write made from here on.
+        now = client.range("session/", prefix=True, count_only=True).header.revision
+        events = watch_in_background(client, "session/", 2, start_revision=now + 1)
         lease = client.lease_grant(1000)
         client.put("session/worker", "alive", lease=lease.id)
         seen = [events.get(timeout=WAIT_S_MAX) for _ in range(2)]
@@ -166,8 +172,6 @@ def test_dev_cluster_cli_sdk_sigterm_and_resume(
         client.put("after-kill", "ok")
         kv = client.get("after-kill")
         assert kv is not None and kv.value == "ok"
-    deadline = time.monotonic() + WAIT_S_MAX
-    while "node 1 exited" not in again.output() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: "node 1 exited" in again.output(), WAIT_S_MAX, "synod dev to report")
     assert "node 1 exited with code -9" in again.output()
     assert again.terminate() == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from synod.client import Client, CompareFailed, LeaseExpired, WatchEvent
 from tests.cluster.harness import Cluster
+from tests.waiting import wait_until
 
 EVENT_WAIT_S_MAX = 30.0
 
@@ -77,7 +77,9 @@ def test_cas_txn_and_lease_keeper_on_real_nodes(cluster: Cluster) -> None:
         grant = client.lease_grant(1000)
         keeper = client.keep_alive(grant.id, grant.ttl_ms)
         client.put("holder", "me", lease=grant.id)
-        time.sleep(2.5)  # well past the TTL: only the keeper keeps the key
+        # Renewals come every ttl/3: seven of them span more than two TTLs, past which
+        # only the keeper can have kept the key.
+        wait_until(lambda: keeper.keeper.renewals >= 7, EVENT_WAIT_S_MAX, "seven renewals")
         assert keeper.alive and client.get("holder") is not None
         client.lease_revoke(grant.id)
         error = keeper.wait(timeout_s=EVENT_WAIT_S_MAX)

@@ -6,7 +6,6 @@ by snapshot, membership changes under load, and bad input of every kind.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,17 @@ def cluster_factory(tmp_path: Path) -> Iterator[list[Cluster]]:
         cluster.stop_all()
 
 
+# Acknowledged writes the workload must add before the next fault (or the final check):
+# the history then spans every phase of the test.
+WRITES_BETWEEN_FAULTS = 20
+
+
+def wait_for_writes(cluster: Cluster, workload: Workload, count: int, what: str) -> None:
+    """Wait until the workload has had ``count`` more writes acknowledged."""
+    floor = workload.acknowledged_writes + count
+    cluster.wait_until(lambda: workload.acknowledged_writes >= floor, what)
+
+
 def make(made: list[Cluster], root: Path, size: int, **kwargs: object) -> Cluster:
     cluster = Cluster(root, size, **kwargs)  # type: ignore[arg-type]
     made.append(cluster)
@@ -38,12 +48,12 @@ def test_kill_leader_under_load_loses_no_acknowledged_write(
     cluster = make(cluster_factory, tmp_path, size)
     workload = Workload(cluster, clients=4, seed=size)
     workload.start()
-    time.sleep(2.0)
+    wait_for_writes(cluster, workload, WRITES_BETWEEN_FAULTS, "some history before the kill")
     old_leader = cluster.wait_for_leader()
     cluster.kill(old_leader)
     new_leader = cluster.wait_for_leader(exclude={old_leader})
     assert new_leader != old_leader
-    time.sleep(2.0)
+    wait_for_writes(cluster, workload, WRITES_BETWEEN_FAULTS, "writes under the new leader")
     workload.stop()
     workload.final_reads()
     result = workload.check()
@@ -131,7 +141,7 @@ def test_add_promote_and_remove_members_under_load(
     )
     assert status == 200
     cluster.terminate(victim)
-    time.sleep(1.0)
+    wait_for_writes(cluster, workload, WRITES_BETWEEN_FAULTS, "writes after the removal")
     workload.stop()
     workload.final_reads()
     result = workload.check()

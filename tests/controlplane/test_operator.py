@@ -37,6 +37,8 @@ API = "/apis/synod.dev/v1alpha1"
 WAIT_S = 60.0
 POLL_S = 0.5
 TOKEN_TTL_S = 3600
+# What kopf logs once the operator's login activity ran (it has read its kubeconfig).
+OPERATOR_STARTED = "Activity 'login' succeeded."
 
 T = TypeVar("T")
 
@@ -155,7 +157,11 @@ def operator(
             [sys.executable, "-m", "synod_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        time.sleep(1)
+        # Started (kopf logged in with the kubeconfig) or dead, whichever comes first.
+        wait_for(
+            "the operator to log in",
+            lambda: proc.poll() is not None or OPERATOR_STARTED in log_path.read_text(),
+        )
         assert proc.poll() is None, log_path.read_text()[-3000:]
         yield log_path
     finally:
@@ -337,9 +343,21 @@ def test_operator_creates_owned_objects_status_and_cleans_up(
     scale_path = _path("synod", ns, "consensusclusters", "demo") + "/scale"
     scale = ok(control_plane, "GET", scale_path)
     scale["spec"]["replicas"] = 5
-    ok(control_plane, "PUT", scale_path, scale)
-    time.sleep(3 * 5.0)  # three reconcile intervals
+    scaled = ok(control_plane, "PUT", scale_path, scale)
+    generation = ok(control_plane, "GET", _path("synod", ns, "consensusclusters", "demo"))[
+        "metadata"
+    ]["generation"]
+    assert scaled["spec"]["replicas"] == 5
+
+    def reconciled_scale() -> dict[str, Any] | None:
+        # The status is patched after the reconcile that saw the new spec has acted.
+        status = (get("synod", "consensusclusters", "demo") or {}).get("status") or {}
+        return status if status.get("observedGeneration", 0) >= generation else None
+
+    status = wait_for("the operator to reconcile the scale request", reconciled_scale)
     assert get("apps", "statefulsets", "demo")["spec"]["replicas"] == 3  # type: ignore[index]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Available"]["reason"] == "Bootstrapping", conditions
 
     # An upgrade changes the template (OnDelete: no pod is touched by the StatefulSet).
     patched = ok(control_plane, "GET", _path("synod", ns, "consensusclusters", "demo"))

@@ -15,6 +15,9 @@ from synod.node.http import build_app
 from synod.node.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX
 from tests.unit.memory_node import MemoryNode
 
+# Bounds a test's wait for a condition (the memory node acts within milliseconds).
+WAIT_TIMEOUT_S = 10.0
+
 
 def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     """Run an async test function in a fresh event loop (no pytest plugin needed)."""

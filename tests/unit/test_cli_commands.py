@@ -1,10 +1,10 @@
-"""The `synod` client commands against the fake API server: output and exit codes."""
+"""The `synod` client commands against the real HTTP API (memory cluster): output and exit
+codes."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 
 import click
@@ -19,16 +19,20 @@ from synod.cli.output import (
     EXIT_USAGE,
 )
 from synod.client import Client
-from tests.unit.fake_synod import FakeCluster, threaded
+from tests.unit.memory_cluster import MemoryCluster, threaded
+from tests.waiting import wait_until
+
+# Bounds every wait on the cluster (it answers in milliseconds).
+WAIT_TIMEOUT_S = 10.0
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[FakeCluster]:
-    with threaded(FakeCluster()) as fake:
-        yield fake
+def cluster() -> Iterator[MemoryCluster]:
+    with threaded(MemoryCluster()) as memory:
+        yield memory
 
 
-def synod(cluster: FakeCluster, *args: str) -> Result:
+def synod(cluster: MemoryCluster, *args: str) -> Result:
     env = {"SYNOD_ENDPOINTS": ",".join(cluster.urls), "COLUMNS": "200"}
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
@@ -42,7 +46,7 @@ def test_durations() -> None:
         parse_duration_ms("soon")
 
 
-def test_kv_put_get_range_del(cluster: FakeCluster) -> None:
+def test_kv_put_get_range_del(cluster: MemoryCluster) -> None:
     put = synod(cluster, "kv", "put", "cli/a", "1")
     assert put.exit_code == 0 and "OK (revision" in put.output
     again = synod(cluster, "kv", "put", "cli/a", "2", "--prev-kv", "-o", "json")
@@ -59,7 +63,7 @@ def test_kv_put_get_range_del(cluster: FakeCluster) -> None:
     assert json.loads(deleted.output)["deleted"] == 2
 
 
-def test_exit_codes(cluster: FakeCluster) -> None:
+def test_exit_codes(cluster: MemoryCluster) -> None:
     missing = synod(cluster, "kv", "get", "cli/none")
     assert missing.exit_code == EXIT_NOT_FOUND and "not found" in missing.output
     synod(cluster, "kv", "put", "cli/c", "x")
@@ -82,7 +86,7 @@ def test_unreachable_cluster_exits_5() -> None:
     assert "cannot connect" in result.output and "synod dev" in result.output
 
 
-def test_leases(cluster: FakeCluster) -> None:
+def test_leases(cluster: MemoryCluster) -> None:
     grant = json.loads(synod(cluster, "lease", "grant", "5s", "-o", "json").output)
     assert grant["ttl_ms"] == 5000
     lease_id = str(grant["id"])
@@ -96,23 +100,28 @@ def test_leases(cluster: FakeCluster) -> None:
     assert synod(cluster, "kv", "get", "cli/eph").exit_code == EXIT_NOT_FOUND
 
 
-def test_status_admin_and_snapshot(cluster: FakeCluster) -> None:
+def test_status_admin_and_snapshot(cluster: MemoryCluster) -> None:
     table = synod(cluster, "status")
     assert table.exit_code == 0 and "leader: 1" in table.output and "follower" in table.output
     doc = json.loads(synod(cluster, "status", "-o", "json").output)
     assert doc["leader_id"] == 1 and [m["reachable"] for m in doc["members"]] == [True] * 3
-    assert "index 42" in synod(cluster, "snapshot").output
+    applied = cluster.call(lambda: cluster.node.index)
+    assert f"index {applied}" in synod(cluster, "snapshot").output
     added = synod(cluster, "member", "add-learner", "4", "127.0.0.1:9", "-o", "json")
-    assert json.loads(added.output)["peer_url"] == "127.0.0.1:9"
+    members = {m["id"]: m for m in json.loads(added.output)["members"]}
+    assert (members[4]["peer_url"], members[4]["role"]) == ("127.0.0.1:9", "learner")
     assert "voter" in synod(cluster, "member", "promote", "4").output
     assert "removed" in synod(cluster, "member", "remove", "4").output
     moved = synod(cluster, "leader", "transfer", "--to", "1")
     assert moved.exit_code == 0 and "transferred to 1" in moved.output
 
 
-def test_watch_prints_events(cluster: FakeCluster) -> None:
+def test_watch_prints_events(cluster: MemoryCluster) -> None:
+    watches = cluster.watch_connects
+
     def writer() -> None:
-        time.sleep(0.5)
+        # Write once the node has accepted the command's watch (it pins its start first).
+        wait_until(lambda: cluster.watch_connects > watches, WAIT_TIMEOUT_S, "the watch")
         with Client(cluster.urls) as client:
             client.put("cli/w", "1")
             client.delete("cli/w")
@@ -120,7 +129,8 @@ def test_watch_prints_events(cluster: FakeCluster) -> None:
     thread = threading.Thread(target=writer)
     thread.start()
     result = synod(cluster, "kv", "watch", "cli/w", "--count", "2", "-o", "json")
-    thread.join()
+    thread.join(WAIT_TIMEOUT_S)
+    assert not thread.is_alive()
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert [(e["type"], e["value"]) for e in lines] == [("put", "1"), ("delete", "")]
 

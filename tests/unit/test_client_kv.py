@@ -1,4 +1,4 @@
-"""AsyncClient KV, txn, lease and admin calls against the fake API server."""
+"""AsyncClient KV, txn, lease and admin calls against the real HTTP API (memory cluster)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,17 @@ from synod.client import (
     normalize_endpoints,
 )
 from synod.client.txn import put, range_, value, version
-from tests.unit.fake_synod import FakeCluster
+from synod.services.limits import ServiceLimits
+from tests.unit.memory_cluster import LEASE_TTL_MS_MIN, MemoryCluster
+
+VALUE_BYTES_MAX = 1000  # small, so that a too-large value is cheap to build
 
 
 def run_with(
-    body: Callable[[FakeCluster, AsyncClient], Awaitable[Any]], **cluster_options: Any
+    body: Callable[[MemoryCluster, AsyncClient], Awaitable[Any]], **cluster_options: Any
 ) -> Any:
     async def main() -> Any:
-        async with FakeCluster(**cluster_options) as cluster:
+        async with MemoryCluster(**cluster_options) as cluster:
             client = AsyncClient(cluster.urls, timeout_s=2, backoff_ms_base=1, backoff_ms_max=5)
             async with client:
                 return await body(cluster, client)
@@ -42,7 +45,7 @@ def test_normalize_endpoints() -> None:
 
 
 def test_put_get_range_delete() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         first = await client.put("a/1", "x")
         assert first.revision == 2
         await client.put("a/2", "y")
@@ -63,14 +66,14 @@ def test_put_get_range_delete() -> None:
 
 
 def test_writes_carry_session_headers_with_increasing_seq() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         await client.put("k", "1")
         await client.put("k", "2")
         await client.delete("k")
         seqs = [
-            (int(h["Synod-Seq"]), int(h["Synod-Ack-Seq"]))
-            for _, path, h in cluster.requests
-            if path.startswith("/v1/kv/")
+            (int(r.headers["Synod-Seq"]), int(r.headers["Synod-Ack-Seq"]))
+            for r in cluster.requests
+            if r.path.startswith("/v1/kv/")
         ]
         assert seqs == [(1, 1), (2, 2), (3, 3)]
         assert len(cluster.requests_to("/v1/session/open")) == 1
@@ -80,7 +83,7 @@ def test_writes_carry_session_headers_with_increasing_seq() -> None:
 
 
 def test_txn_builder_and_cas() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         created = await client.cas("cfg", None, "v1")
         assert created.revision > 0
         with pytest.raises(CompareFailed) as failed:
@@ -99,23 +102,25 @@ def test_txn_builder_and_cas() -> None:
 
 
 def test_problem_documents_map_to_typed_errors() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         with pytest.raises(InvalidArgument) as bad:
             await client.put("", "x")
         assert bad.value.status == 400 and bad.value.problem["type"].endswith("invalid-argument")
         with pytest.raises(TooLarge) as large:
-            await client.put("k", "x" * 2000)
-        assert large.value.problem["limit"] == "v"
+            await client.put("k", "x" * (VALUE_BYTES_MAX + 1))
+        assert large.value.problem["limit"] == "value_bytes_max"
         with pytest.raises(NotFound):
             await client.lease_revoke(123)
         # Final errors are not retried.
         assert len(cluster.requests_to("/v1/lease/revoke")) == 1
+        assert cluster.node.writes[-1] == {"kind": "lease_revoke", "id": 123}
 
-    run_with(body)
+    run_with(body, limits=ServiceLimits(value_bytes_max=VALUE_BYTES_MAX,
+                                        lease_ttl_ms_min=LEASE_TTL_MS_MIN))  # fmt: skip
 
 
 def test_leases_and_admin() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         lease = await client.lease_grant(3000)
         await client.put("eph", "1", lease=lease.id)
         info = await client.lease_timetolive(lease.id)
@@ -123,11 +128,20 @@ def test_leases_and_admin() -> None:
         assert await client.lease_keepalive(lease.id) == 3000
         assert await client.lease_revoke(lease.id) == 1
         assert await client.get("eph") is None
-        assert await client.snapshot() == 42
+        # The snapshot is taken at the applied index (every entry so far).
+        assert await client.snapshot() == cluster.node.index > 0
         assert (await client.transfer_leadership(to=2))["leader_id"] == 2
-        assert (await client.add_learner(4, "127.0.0.1:2680"))["id"] == 4
-        await client.promote(4)
-        await client.remove_member(4)
+        added = await client.add_learner(4, "127.0.0.1:2680")
+        assert added["changed"] is True
+        learner = {"id": 4, "role": "learner", "peer_url": "127.0.0.1:2680"}
+        assert [m for m in added["members"] if m["id"] == 4] == [
+            {**learner, "client_url": None, "match_index": cluster.node.index,
+             "last_contact_ms": 0, "healthy": True}
+        ]  # fmt: skip
+        promoted = await client.promote(4)
+        assert {m["id"]: m["role"] for m in promoted["members"]}[4] == "voter"
+        removed = await client.remove_member(4)
+        assert 4 not in {m["id"] for m in removed["members"]}
         status = await client.status()
         assert status.leader_id == 2 and len(status.members) == 3
         one = await client.status(cluster.urls[2])

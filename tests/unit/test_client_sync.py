@@ -1,35 +1,27 @@
-"""The blocking Client and the lease keeper, against the fake API server."""
+"""The blocking Client and the lease keeper, against the real HTTP API (memory cluster)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from synod.client import Client, LeaseExpired, NotFound
-from tests.unit.fake_synod import FakeCluster, Fault, threaded
+from synod.node.api import NoLeader
+from tests.unit.memory_cluster import Fault, MemoryCluster, threaded
+from tests.waiting import wait_until
+
+# Bounds every wait on the cluster or a keeper (they act within a few TTLs of 300 ms).
+WAIT_TIMEOUT_S = 10.0
 
 
 @pytest.fixture
-def cluster() -> Iterator[FakeCluster]:
-    with threaded(FakeCluster()) as fake:
-        yield fake
+def cluster() -> Iterator[MemoryCluster]:
+    with threaded(MemoryCluster()) as memory:
+        yield memory
 
 
-def in_loop(cluster: FakeCluster, action: object) -> None:
-    """Run ``action()`` on the fake's loop thread (its state is not thread-safe)."""
-    done = threading.Event()
-
-    def call() -> None:
-        action()  # type: ignore[operator]
-        done.set()
-
-    cluster.loop.call_soon_threadsafe(call)  # type: ignore[attr-defined]
-    assert done.wait(5)
-
-
-def test_blocking_calls_and_watch(cluster: FakeCluster) -> None:
+def test_blocking_calls_and_watch(cluster: MemoryCluster) -> None:
     with Client(cluster.urls, timeout_s=2) as client:
         first = client.put("s/a", "1")
         assert client.get("s/a") is not None
@@ -44,35 +36,35 @@ def test_blocking_calls_and_watch(cluster: FakeCluster) -> None:
         client.get("s/a")
 
 
-def test_keeper_renews_until_the_lease_expires(cluster: FakeCluster) -> None:
+def test_keeper_renews_until_the_lease_expires(cluster: MemoryCluster) -> None:
     with Client(cluster.urls, timeout_s=2) as client:
         grant = client.lease_grant(300)
         keeper = client.keep_alive(grant.id, grant.ttl_ms)
-        with pytest.raises(TimeoutError):
-            keeper.wait(timeout_s=0.5)
-        assert keeper.alive and keeper.keeper.renewals >= 2
-        in_loop(cluster, lambda: cluster.expire_lease(grant.id))
-        error = keeper.wait(timeout_s=5)
+        # Renewals every ttl/3: four of them span more than a whole TTL.
+        wait_until(lambda: keeper.keeper.renewals >= 4, WAIT_TIMEOUT_S, "four renewals")
+        assert keeper.alive and keeper.error is None
+        cluster.call(lambda: cluster.expire_lease(grant.id))
+        error = keeper.wait(timeout_s=WAIT_TIMEOUT_S)
         assert isinstance(error, LeaseExpired) and not keeper.alive
         with pytest.raises(LeaseExpired, match="expired or was revoked"):
             keeper.check()
 
 
-def test_keeper_gives_up_after_a_whole_ttl_without_renewal(cluster: FakeCluster) -> None:
+def test_keeper_gives_up_after_a_whole_ttl_without_renewal(cluster: MemoryCluster) -> None:
     with Client(cluster.urls, timeout_s=1, attempts_max=1) as client:
         grant = client.lease_grant(300)
-        cluster.fault("/v1/lease/keepalive", Fault("problem"), times=100)
+        cluster.fault("/v1/lease/keepalive", Fault(error=NoLeader("injected")), times=100)
         keeper = client.keep_alive(grant.id, grant.ttl_ms)
-        error = keeper.wait(timeout_s=5)
+        error = keeper.wait(timeout_s=WAIT_TIMEOUT_S)
         assert isinstance(error, LeaseExpired) and "not renewed" in error.detail
         assert isinstance(error, NotFound)
 
 
-def test_lease_block_revokes_on_exit(cluster: FakeCluster) -> None:
+def test_lease_block_revokes_on_exit(cluster: MemoryCluster) -> None:
     with Client(cluster.urls, timeout_s=2) as client:
         with client.lease(5000) as keeper:
             client.put("s/eph", "1", lease=keeper.id)
             assert keeper.alive
-        assert keeper.id not in cluster.state.leases
+        assert not cluster.call(lambda: cluster.node.machine.leases.exists(keeper.id))
         assert client.get("s/eph") is None
         assert isinstance(keeper.error, LeaseExpired)

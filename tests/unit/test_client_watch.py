@@ -11,12 +11,16 @@ import pytest
 from synod.client import AsyncClient, Compacted, InvalidArgument, Unavailable, WatchEvent
 from synod.client.aio import _WatchCursor
 from synod.client.sse import iter_sse
-from tests.unit.fake_synod import FakeCluster, Fault
+from tests.unit.memory_cluster import Fault, MemoryCluster
+from tests.waiting import async_wait_until
+
+# Bounds every wait on the cluster (it answers in milliseconds).
+WAIT_TIMEOUT_S = 10.0
 
 
-def run_with(body: Callable[[FakeCluster, AsyncClient], Awaitable[Any]]) -> Any:
+def run_with(body: Callable[[MemoryCluster, AsyncClient], Awaitable[Any]]) -> Any:
     async def main() -> Any:
-        async with FakeCluster() as cluster:
+        async with MemoryCluster() as cluster:
             client = AsyncClient(
                 cluster.urls, timeout_s=2, backoff_ms_base=1, backoff_ms_max=5, attempts_max=4
             )
@@ -36,8 +40,12 @@ async def collect(stream: Any, count: int) -> list[WatchEvent]:
     return events
 
 
-async def put_later(client: AsyncClient, items: list[tuple[str, str]]) -> None:
-    await asyncio.sleep(0.05)
+async def put_later(
+    cluster: MemoryCluster, client: AsyncClient, items: list[tuple[str, str]]
+) -> None:
+    """Write ``items`` once the node has accepted a watch (before it, a write would be
+    older than the watch's start revision, which is pinned when it starts)."""
+    await async_wait_until(lambda: cluster.watch_connects, WAIT_TIMEOUT_S, "a watch")
     for key, value in items:
         await client.put(key, value)
 
@@ -55,10 +63,12 @@ def test_sse_decoder_handles_comments_multiline_and_crlf() -> None:
 
 
 def test_watch_from_now_sees_later_changes_only() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         await client.put("w/old", "0")
         stream = client.watch("w/", prefix=True)
-        writer = asyncio.create_task(put_later(client, [("w/a", "1"), ("x", "no"), ("w/b", "2")]))
+        writer = asyncio.create_task(
+            put_later(cluster, client, [("w/a", "1"), ("x", "no"), ("w/b", "2")])
+        )
         events = await collect(stream, 2)
         await writer
         assert [(e.type, e.kv.key, e.kv.value) for e in events] == [
@@ -70,7 +80,7 @@ def test_watch_from_now_sees_later_changes_only() -> None:
 
 
 def test_watch_replays_history_from_a_past_revision_with_deletes() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         first = await client.put("k", "1")
         await client.put("k", "2")
         await client.delete("k")
@@ -83,15 +93,15 @@ def test_watch_replays_history_from_a_past_revision_with_deletes() -> None:
 
 
 def test_watch_resumes_after_a_disconnect_without_gap_or_duplicate() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         cluster.watch_cut_after_events = 2
         stream = client.watch("k")
-        writer = asyncio.create_task(put_later(client, [("k", str(i)) for i in range(5)]))
+        writer = asyncio.create_task(put_later(cluster, client, [("k", str(i)) for i in range(5)]))
         events = await collect(stream, 5)
         await writer
         assert [e.kv.value for e in events] == ["0", "1", "2", "3", "4"]
         assert cluster.watch_connects == 2
-        resumed = [q for _, p, q in cluster.requests if p == "/v1/watch"][-1]
+        resumed = cluster.requests_to("/v1/watch")[-1].query
         # Resumes at the last delivered revision, skipping what was delivered of it
         # (a node may split one revision's events over several messages).
         assert resumed["start_revision"] == str(events[1].revision)
@@ -100,7 +110,7 @@ def test_watch_resumes_after_a_disconnect_without_gap_or_duplicate() -> None:
 
 
 def test_watch_resumes_after_a_too_slow_cancel() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         base = await client.put("k", "start")
         for i in range(4):
             await client.put("k", str(i))
@@ -113,7 +123,7 @@ def test_watch_resumes_after_a_too_slow_cancel() -> None:
 
 
 def test_watch_skips_events_already_delivered_in_a_split_revision() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         await client.put("p/a", "1")
         await client.put("p/b", "1")
         deleted = await client.delete("p/", prefix=True)  # one revision, two events
@@ -130,10 +140,10 @@ def test_watch_skips_events_already_delivered_in_a_split_revision() -> None:
 
 
 def test_watch_fails_over_when_a_node_is_down() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
-        cluster.fault("/v1/watch", Fault("drop"))
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        cluster.fault("/v1/watch", Fault(drop="before"))
         stream = client.watch("k")
-        writer = asyncio.create_task(put_later(client, [("k", "1")]))
+        writer = asyncio.create_task(put_later(cluster, client, [("k", "1")]))
         events = await collect(stream, 1)
         await writer
         assert events[0].kv.value == "1"
@@ -142,7 +152,7 @@ def test_watch_fails_over_when_a_node_is_down() -> None:
 
 
 def test_compacted_start_revision_raises() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         for i in range(3):
             await client.put("k", str(i))
         await client.compact(3)
@@ -154,31 +164,37 @@ def test_compacted_start_revision_raises() -> None:
 
 
 def test_progress_moves_the_resume_point() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         stream = client.watch("quiet")
         first = asyncio.create_task(stream.__anext__())
-        await asyncio.sleep(0.3)  # idle: the fake sends progress every 0.2 s
+        # Idle: the node sends progress every progress_interval_ms.
+        await async_wait_until(lambda: cluster.watch_progress, WAIT_TIMEOUT_S, "a progress")
         for i in range(3):
-            await client.put("other", str(i))
-        await asyncio.sleep(0.3)
-        cluster.fault("/v1/watch", Fault("drop"))
+            last = await client.put("other", str(i))
+        await async_wait_until(
+            lambda: cluster.watch_progress[-1] >= last.revision,
+            WAIT_TIMEOUT_S,
+            f"a progress at revision {last.revision}",
+        )
+        cluster.fault("/v1/watch", Fault(drop="before"))
         # Cut the stream: the resume must start after the progress revision.
         cluster.watch_cut_after_events = 0
         quiet = await client.put("quiet", "x")
         event = await first
         await stream.aclose()
         assert event.kv.value == "x"
-        starts = [q["start_revision"] for _, p, q in cluster.requests if p == "/v1/watch"]
+        starts = [r.query["start_revision"] for r in cluster.requests_to("/v1/watch")]
         assert starts[0] == "2" and starts[-1] == str(quiet.revision)
+        assert len(starts) == 3  # the cut stream, the dropped reconnect, the resumed one
 
     run_with(body)
 
 
 def test_a_node_that_gives_up_mid_stream_is_left_for_another() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
-        cluster.fault("/v1/watch", Fault("cancel", code="no-leader"))
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        cluster.fault("/v1/watch", Fault(watch_cancel="no-leader"))
         stream = client.watch("k")
-        writer = asyncio.create_task(put_later(client, [("k", "1")]))
+        writer = asyncio.create_task(put_later(cluster, client, [("k", "1")]))
         events = await collect(stream, 1)
         await writer
         assert events[0].kv.value == "1" and cluster.watch_connects == 1
@@ -187,8 +203,8 @@ def test_a_node_that_gives_up_mid_stream_is_left_for_another() -> None:
 
 
 def test_a_cancel_that_cannot_resume_raises_its_typed_error() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
-        cluster.fault("/v1/watch", Fault("cancel", code="invalid-argument"))
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        cluster.fault("/v1/watch", Fault(watch_cancel="invalid-argument"))
         with pytest.raises(InvalidArgument, match="injected"):
             await collect(client.watch("k", start_revision=1), 1)
 
@@ -196,8 +212,8 @@ def test_a_cancel_that_cannot_resume_raises_its_typed_error() -> None:
 
 
 def test_streams_that_end_without_progress_back_off_and_give_up() -> None:
-    async def body(cluster: FakeCluster, client: AsyncClient) -> None:
-        cluster.fault("/v1/watch", Fault("end"), times=10)
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        cluster.fault("/v1/watch", Fault(watch_end=True), times=10)
         with pytest.raises(Unavailable, match="watch stream ended"):
             await collect(client.watch("k", start_revision=1), 1)
         assert len(cluster.requests_to("/v1/watch")) == client.attempts_max

@@ -10,8 +10,9 @@ import pytest
 from synod.node.api import NodeError, NoLeader, NotCaughtUp, NotLeader, Overloaded, Timeout
 from synod.node.http import HttpLimits
 from synod.services.limits import ServiceLimits
-from tests.unit.http_helpers import async_test, problem, serve
+from tests.unit.http_helpers import WAIT_TIMEOUT_S, async_test, problem, serve
 from tests.unit.memory_node import MemoryNode
+from tests.waiting import async_wait_until
 
 SMALL = ServiceLimits(key_bytes_max=16, value_bytes_max=32, ops_per_txn_max=2,
                       compares_per_txn_max=2, range_limit_max=5, keys_per_lease_max=2,
@@ -265,10 +266,8 @@ async def test_pending_requests_bound_is_429() -> None:
     node = Slow()
     async with serve(node, limits=HttpLimits(pending_requests_max=1)) as client:
         first = asyncio.ensure_future(client.post(PUT, json={"key": "a", "value": "1"}))
-        while node.index == 0 and not release.is_set():
-            await asyncio.sleep(0.01)
-            if client.app is not None and _pending(client) == 1:
-                break
+        await async_wait_until(lambda: _pending(client) == 1, WAIT_TIMEOUT_S,
+                               "the first request to be pending")  # fmt: skip
         second = await client.post(PUT, json={"key": "b", "value": "2"})
         answer = await problem(second, 429, "limit-exceeded")
         assert answer["limit"] == "pending_requests_max"
@@ -289,13 +288,16 @@ def _pending(client: Any) -> int:
 async def test_trickled_body_is_408() -> None:
     node = MemoryNode()
     async with serve(node, limits=HttpLimits(request_body_read_timeout_ms=100)) as client:
+        answered = asyncio.Event()
 
         async def trickle() -> Any:
             yield b'{"key": "a", '
-            await asyncio.sleep(1.0)
+            # The rest comes only after the server answered: far beyond the read bound.
+            await answered.wait()
             yield b'"value": ""}'
 
         response = await client.post(PUT, data=trickle())
+        answered.set()
         answer = await problem(response, 408, "request-timeout")
         assert answer["limit"] == "request_body_read_timeout_ms"
     assert node.index == 0

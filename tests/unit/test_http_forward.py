@@ -32,14 +32,18 @@ async def leader_server(node: MemoryNode) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def echo_server(delay_s: float = 0.0) -> AsyncIterator[tuple[str, list[web.Request]]]:
-    """A fake leader that records requests and answers 200 with what it saw."""
+async def echo_server(
+    answer: asyncio.Event | None = None,
+) -> AsyncIterator[tuple[str, list[web.Request]]]:
+    """A fake leader that records requests and answers 200 with what it saw; only once
+    ``answer`` is set, when given (a slow leader)."""
     seen: list[web.Request] = []
 
     async def handler(request: web.Request) -> web.Response:
         seen.append(request)
         body = await request.read()
-        await asyncio.sleep(delay_s)
+        if answer is not None:
+            await answer.wait()
         return web.json_response({"path": request.path_qs, "body": body.decode()}, status=200)
 
     app = web.Application()
@@ -153,13 +157,16 @@ async def test_unreachable_or_slow_leader_is_503() -> None:
     async with serve(follower) as client:
         gone = await client.post("/v1/kv/put", json={"key": "k", "value": "v"})
         assert (await problem(gone, 503, "no-leader"))["leader_client_url"]
+    answer = asyncio.Event()  # the leader answers only after the forward gave up
     async with (
-        echo_server(delay_s=1.0) as (url, _seen),
+        echo_server(answer) as (url, seen),
         serve(follower, limits=HttpLimits(forward_timeout_ms=100)) as client,
     ):
         follower.not_leader = NotLeader(2, url)
         slow = await client.post("/v1/kv/put", json={"key": "k", "value": "v"})
         await problem(slow, 503, "timeout")
+        assert len(seen) == 1  # it reached the leader, which had not answered
+        answer.set()
 
 
 @async_test

@@ -13,8 +13,9 @@ from synod.node.http import HttpLimits
 from synod.services.commands import compact_op, delete_op, put_op
 from synod.services.errors import Compacted
 from synod.services.limits import ServiceLimits
-from tests.unit.http_helpers import async_test, problem, serve
+from tests.unit.http_helpers import WAIT_TIMEOUT_S, async_test, problem, serve
 from tests.unit.memory_node import MemoryNode
+from tests.waiting import async_wait_until
 
 TINY = ServiceLimits(ops_per_txn_max=2, keys_per_lease_max=2, events_per_revision_max=2,
                      watch_events_buffered_max=2, watchers_max=1)  # fmt: skip
@@ -67,11 +68,9 @@ async def test_live_events_and_progress() -> None:
         assert deleted["type"] == "delete" and deleted["kv"]["mod_revision"] == 4
         assert deleted["prev_kv"]["value"] == "x"
         stream.close()
-        for _ in range(100):  # the next progress write notices the client left
-            if len(node.machine.watches) == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert len(node.machine.watches) == 0
+        # The next progress write notices the client left and frees the watcher.
+        await async_wait_until(lambda: len(node.machine.watches) == 0, WAIT_TIMEOUT_S,
+                               "the watcher to be freed")  # fmt: skip
 
 
 @async_test
@@ -140,16 +139,18 @@ async def test_watcher_bounds_are_429() -> None:
 
 
 class GeneratorWatchNode(MemoryNode):
-    """A node whose watch is an async generator: refusals come on the first step,
-    possibly late."""
+    """A node whose watch is an async generator: refusals come on the first step, once
+    ``refuse`` is set (late when the test sets it only after the stream started)."""
 
-    refuse_after_s = 0.0
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse = asyncio.Event()
 
     def watch(self, key: bytes, range_end: bytes, start_revision: int) -> AsyncIterator[Any]:
         return self._late(key, range_end, start_revision)
 
     async def _late(self, key: bytes, range_end: bytes, start: int) -> AsyncIterator[Any]:
-        await asyncio.sleep(self.refuse_after_s)
+        await self.refuse.wait()
         raise Compacted("revision 1 is compacted", compact_revision=5)
         yield {}  # an async generator
 
@@ -158,10 +159,13 @@ class GeneratorWatchNode(MemoryNode):
 async def test_refusal_on_first_step_is_a_problem_or_a_final_cancel() -> None:
     node = GeneratorWatchNode()
     async with serve(node) as client:
+        node.refuse.set()  # at once: within watch_start_wait_ms
         await problem(await client.get("/v1/watch?key=k&start_revision=1"), 410, "compacted")
-        node.refuse_after_s = 0.3  # beyond watch_start_wait_ms: the stream had started
+        node.refuse.clear()
+        # No item within watch_start_wait_ms: the stream starts (200) ...
         stream = await client.get("/v1/watch?key=k&start_revision=1")
         assert stream.status == 200
+        node.refuse.set()  # ... and the refusal that comes after it ends it with a cancel
         event, data = await next_message(stream)
         assert event == "cancel" and data["reason"] == "compacted"
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -264,6 +263,10 @@ CHILD = textwrap.dedent(
 )
 
 
+# The child acknowledges a batch every few milliseconds; this spreads kills over ~0.3 s.
+ACKS_BEFORE_KILL_MAX = 100
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_mid_write_keeps_every_acknowledged_index(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
@@ -278,7 +281,10 @@ def test_sigkill_mid_write_keeps_every_acknowledged_index(tmp_path: Path, seed: 
         assert child.stdout is not None
         first = child.stdout.readline()  # The child is writing.
         assert first.strip(), "child printed nothing"
-        time.sleep(rng.uniform(0.0, 0.3))
+        # Kill it after a random number of acknowledged batches: it keeps writing while
+        # we read, so the kill lands at an arbitrary point of a write.
+        for _ in range(rng.randint(0, ACKS_BEFORE_KILL_MAX)):
+            assert child.stdout.readline().strip(), "child stopped writing"
         child.send_signal(signal.SIGKILL)
         output, _ = child.communicate()
         acknowledged = int((first + output).split()[-1])
