@@ -404,6 +404,13 @@ def _cluster_routes() -> list[RouteSpec]:
             _answer({"client_id": integer()}), (*_WRITE_ERRORS,),
             body=obj({}), example={},
         ),
+        RouteSpec(
+            "sessionClose", "POST", "/v1/session/close",
+            "Close a session (its cached answers are dropped; later writes in it answer "
+            "session-expired)",
+            _answer({"client_id": integer()}), _WRITE_ERRORS,
+            body=_id_body("the session to close", "client_id"), example={"client_id": 17},
+        ),
         RouteSpec("clusterStatus", "GET", "/v1/cluster/status", "Role, term, leader, members",
                   status, _COMMON_ERRORS),
         RouteSpec("healthz", "GET", "/healthz", "200 while the process serves",
