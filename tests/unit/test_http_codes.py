@@ -63,8 +63,9 @@ def test_no_leader_is_definite_and_outcome_unknown_is_not() -> None:
     assert status_of("no-leader") == status_of("outcome-unknown") == 503
 
 
-def _subclasses(base: type) -> list[type]:
-    found, todo = [], [base]
+def _subclasses(base: type[Any]) -> list[type[Any]]:
+    found: list[type[Any]] = []
+    todo = [base]
     while todo:
         cls = todo.pop()
         found.append(cls)
