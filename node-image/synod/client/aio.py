@@ -378,6 +378,7 @@ class AsyncClient:
         client's.
         """
         attempts_max = attempts_max or self.attempts_max
+        write = session is not None or unsafe_write
         last: SynodError = Unavailable("no attempt made")
         outcome_unknown = False
         for attempt in range(1, attempts_max + 1):
@@ -392,7 +393,9 @@ class AsyncClient:
                 self._failover(url)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 outcome_unknown = True
-                last = Unavailable(f"{url}: {type(exc).__name__} {exc}".strip())
+                lost = f"{url}: {type(exc).__name__} {exc}".strip()
+                # The request may have been sent: for a write that is an unknown outcome.
+                last = OutcomeUnknown(lost) if write else Unavailable(lost)
                 self._failover(url)
             else:
                 if status < 300:
@@ -412,7 +415,7 @@ class AsyncClient:
                 raise last
             if attempt < attempts_max:
                 await self._backoff(attempt)
-        if outcome_unknown and (session is not None or unsafe_write):
+        if outcome_unknown and write and not isinstance(last, OutcomeUnknown):
             # The last answer may be definite, but an earlier attempt may have applied
             # the write: the caller must not read "not applied" into it.
             raise OutcomeUnknown(
