@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
 from synod.cli.main import cli
-from synod.client import AsyncClient
+from synod.client import AsyncClient, Client
 from synod.node.http import build_app
 from tests.unit.http_helpers import async_test, ok, problem, serve
 from tests.unit.memory_node import MemoryNode
@@ -78,6 +78,28 @@ def test_cli_write_leaves_no_session_behind() -> None:
             )
             assert result.exit_code == 0, result.output
         assert node.machine.kv.get(b"k") is not None
+
+    run()
+    assert len(node.machine.sessions) == 0
+
+
+def test_blocking_client_closes_its_session() -> None:
+    node = MemoryNode()
+
+    @async_test
+    async def run() -> None:
+        async with node_url(node) as url:
+
+            def use() -> None:
+                with Client(url, discover_leader=False) as client:
+                    client.put("k", "v")
+                    assert len(node.machine.sessions) == 1
+                    assert client.close_session() is True
+                    assert len(node.machine.sessions) == 0
+                    client.put("k", "w")  # a new session
+                    assert len(node.machine.sessions) == 1
+
+            await asyncio.to_thread(use)
 
     run()
     assert len(node.machine.sessions) == 0
