@@ -14,11 +14,16 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synod.node.api import ChangeInvalid, NoLeader, check_new_learner
 from synod.node.config import Member, NodeConfig
 from synod.node.http import build_app
+from synod.node.inputs import client_url_from_json, peer_address_from_json
+from synod.node.problems import Problem
 from synod.node.server import RaftServer
+from synod.node.transport import split_host_port
 from synod.raft.types import Role
 from tests.unit.http_helpers import async_test, ok, problem, serve
 from tests.unit.memory_node import MemoryNode
@@ -36,7 +41,7 @@ def _free_port() -> int:
 @pytest.mark.parametrize(
     "peer_url",
     ["127.0.0.1", "http://127.0.0.1:2380", "127.0.0.1:0", "127.0.0.1:65536", "a_b:2380",
-     "::1:2380", "host:port", "127.0.0.1:2380/x", "-bad-.example:1"],
+     "::1:2380", "host:port", "127.0.0.1:2380/x", "-bad-.example:1", "999.1.1.1:2380"],
 )  # fmt: skip
 def test_malformed_peer_address_is_400_before_the_node(peer_url: str) -> None:
     @async_test
@@ -77,6 +82,21 @@ def test_check_new_learner_refuses_clashes_and_spots_no_ops() -> None:
         ChangeInvalid, match=re.escape("member 2 already uses http://10.0.0.2:2379")
     ):
         check_new_learner(3, "10.0.0.3:2380", "http://10.0.0.2:2379", members)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.from_regex(r"\A[a-zA-Z0-9.\[\]:-]{1,30}:[0-9]{1,6}\Z")))
+def test_address_parsers_refuse_cleanly_or_normalise_idempotently(text: str) -> None:
+    for parse in (peer_address_from_json, client_url_from_json):
+        try:
+            normal = parse(text)
+        except Problem as refused:
+            assert refused.code == "invalid-argument" and refused.status == 400
+            continue
+        assert parse(normal) == normal  # normalising twice changes nothing
+        if parse is peer_address_from_json:
+            host, port = split_host_port(normal)
+            assert host and 1 <= port <= 65535
 
 
 # -- a real single-member node ---------------------------------------------------------------

@@ -218,7 +218,8 @@ def _host(host: str, what: str) -> str:
     except ValueError:
         pass
     labels = host.rstrip(".").split(".")
-    if (host != bare or not host or len(host) > HOSTNAME_BYTES_MAX
+    # "999.1.1.1" fits the label grammar but is a mistyped IP address, not a name.
+    if labels[-1].isdigit() or (host != bare or not host or len(host) > HOSTNAME_BYTES_MAX
             or not all(_HOST_LABEL.fullmatch(label) for label in labels)):  # fmt: skip
         raise Problem("invalid-argument", f"{what}: {host!r} is neither an IP address nor a "
                       "host name")  # fmt: skip
