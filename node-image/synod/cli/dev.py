@@ -6,7 +6,7 @@ Layout of the data directory (kept between runs, so a second run resumes the dat
     DIR/node-<i>/        node i's WAL and snapshots
     DIR/node-<i>.log     node i's output
     DIR/node-<i>.pid     node i's process id while it runs
-    DIR/dev.pid          the supervising `synod dev` process while it runs
+    DIR/dev.pid          "<pid> <start time>" of the supervising `synod dev` while it runs
 
 Node i listens on 127.0.0.1:P+100·(i-1) for clients and P+1+100·(i-1) for peers
 (docs/node.md; P = 2379 unless `--base-port` says otherwise).
@@ -117,6 +117,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), None
+    when unknown. With the pid it names one process even after the pid is reused.
+
+    Raises nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _holder_alive(text: str) -> int | None:
+    """The pid of the live `synod dev` that wrote dev.pid ``text``, None if it is stale
+    (dead, or the pid now belongs to another process). Raises nothing."""
+    fields = text.split()
+    try:
+        pid = int(fields[0])
+        ticks = int(fields[1]) if len(fields) > 1 else None
+    except (IndexError, ValueError):
+        return None
+    if not _pid_alive(pid):
+        return None
+    if ticks is not None:
+        now = _start_ticks(pid)
+        return pid if now is None or now == ticks else None
+    # An older dev.pid without a start time: trust it only if the process is `synod dev`.
+    words = _cmdline(pid).split()
+    return pid if "dev" in words and any("synod" in word for word in words) else None
+
+
 def _cmdline(pid: int) -> str:
     """The command line of ``pid`` ("" when unknown). Raises nothing."""
     try:
@@ -170,6 +201,7 @@ class DevCluster:
         self.data_dir = data_dir.resolve()
         self.node_args = list(node_args)
         self.resumed = False
+        self._claimed = False  # dev.pid is ours: only then may stop() touch the nodes
         shape = self._shape(nodes, base_port)
         self.nodes_count, self.base_port = shape
         self.nodes: dict[int, DevNode] = {i: self._node(i) for i in range(1, shape[0] + 1)}
@@ -241,22 +273,26 @@ class DevCluster:
             self.start_node(node_id)
 
     def _claim(self) -> None:
-        """Write dev.pid. Raises DevClusterError when a live `synod dev` holds it."""
+        """Write dev.pid. Raises DevClusterError when a live `synod dev` holds it (a
+        stale file, or one whose pid now names another process, is taken over)."""
         pid_path = self.data_dir / "dev.pid"
-        with contextlib.suppress(OSError, ValueError):
-            other = int(pid_path.read_text())
-            if other != os.getpid() and _pid_alive(other):
+        with contextlib.suppress(OSError):
+            other = _holder_alive(pid_path.read_text())
+            if other is not None and other != os.getpid():
                 raise DevClusterError(
                     f"synod dev (pid {other}) already runs with data in {self.data_dir}"
                 )
-        pid_path.write_text(f"{os.getpid()}\n")
+        ticks = _start_ticks(os.getpid())
+        pid_path.write_text(f"{os.getpid()}{'' if ticks is None else f' {ticks}'}\n")
+        self._claimed = True
 
     def release(self) -> None:
         """Remove dev.pid if it is ours. Raises nothing."""
         pid_path = self.data_dir / "dev.pid"
-        with contextlib.suppress(OSError, ValueError):
-            if int(pid_path.read_text()) == os.getpid():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if self._claimed and int(pid_path.read_text().split()[0]) == os.getpid():
                 pid_path.unlink()
+        self._claimed = False
 
     def _stop_orphans(self) -> None:
         """Stop node processes a killed `synod dev` left behind on this data directory
@@ -358,10 +394,14 @@ class DevCluster:
             node.pid_path.unlink()
 
     def stop(self, wait_s: float = STOP_WAIT_S_MAX) -> None:
-        """SIGTERM every node, wait up to ``wait_s`` in all, SIGKILL what is left.
+        """SIGTERM every node this object started, wait up to ``wait_s`` in all,
+        SIGKILL what is left, and remove their pid files and our dev.pid. A `synod dev`
+        that was refused (another one holds the data directory) started nothing and
+        touches nothing: the running cluster's pid files are not ours to delete.
 
         Raises nothing."""
-        running = [n for n in self.nodes.values() if n.process is not None and n.alive()]
+        started = [n for n in self.nodes.values() if n.process is not None]
+        running = [n for n in started if n.alive()]
         for node in running:
             assert node.process is not None
             with contextlib.suppress(ProcessLookupError):
@@ -374,7 +414,7 @@ class DevCluster:
             if node.process.poll() is None:
                 node.process.kill()
                 node.process.wait()
-        for node in self.nodes.values():
+        for node in started:
             with contextlib.suppress(OSError):
                 node.pid_path.unlink()
             node.exit_reported = True

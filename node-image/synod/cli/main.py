@@ -579,9 +579,12 @@ def lease_ttl(opts: ClientOptions, lease_id: int) -> None:
 
 
 def _admin_done(opts: ClientOptions, result: dict[str, Any], message: str) -> None:
-    """Raises nothing."""
+    """Print what the call did; a no-op (`"changed": false`) says why nothing changed
+    rather than claiming the change. Raises nothing."""
     if opts.json:
         print_json({k: v for k, v in result.items() if k != "header"})
+    elif result.get("changed") is False:
+        out_console.print(f"nothing to do: {escape(str(result.get('message') or message))}")
     else:
         out_console.print(message)
 
@@ -648,7 +651,7 @@ def leader_transfer(opts: ClientOptions, to: int | None) -> None:
 @cli.command(epilog=EXIT_CODES_HELP)
 @client_options
 def snapshot(opts: ClientOptions) -> None:
-    """Take a snapshot on the leader now."""
+    """Take a snapshot on the leader now (followers forward it)."""
     with opts.client() as client:
         index = client.snapshot()
     _admin_done(opts, {"snapshot_index": index}, f"snapshot taken at index {index}")

@@ -18,6 +18,8 @@ from synod.client import (
     InvalidArgument,
     LeaseExpired,
     NotFound,
+    OutcomeUnknown,
+    SessionExpired,
     SynodError,
     TooLarge,
     Unavailable,
@@ -31,6 +33,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_LEASE_EXPIRED",
     "EXIT_NOT_FOUND",
+    "EXIT_OUTCOME_UNKNOWN",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "Failure",
@@ -49,6 +52,7 @@ EXIT_COMPARE_FAILED = 4  # a compare-and-swap did not hold, or another 409
 EXIT_UNAVAILABLE = 5  # no node answered, no leader, timeouts
 EXIT_COMPACTED = 6  # the revision asked for was compacted away
 EXIT_LEASE_EXPIRED = 7  # a lease being kept alive expired or was revoked
+EXIT_OUTCOME_UNKNOWN = 8  # a write may or may not have been applied
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES_HELP = """\b
@@ -61,6 +65,7 @@ Exit codes:
   5  cluster unavailable (no answer, no leader, timeout)
   6  revision compacted
   7  lease expired while being kept alive
+  8  outcome unknown: the write may have been applied (read it back)
   130 interrupted (Ctrl-C)"""
 
 out_console = Console(highlight=False, soft_wrap=True)
@@ -81,6 +86,11 @@ class Failure(Exception):
 
 def exit_code_for(error: SynodError) -> int:
     """The documented exit code of a client error. Raises nothing."""
+    # Before Unavailable: a script must tell "not applied" (5) from "maybe applied" (8).
+    if isinstance(error, OutcomeUnknown) or (
+        isinstance(error, SessionExpired) and error.outcome_unknown
+    ):
+        return EXIT_OUTCOME_UNKNOWN
     for cls, code in (
         (LeaseExpired, EXIT_LEASE_EXPIRED),
         (NotFound, EXIT_NOT_FOUND),
@@ -105,7 +115,9 @@ def _describe(error: SynodError) -> str:
     }
     if extras:
         text += " (" + ", ".join(f"{k}={v}" for k, v in sorted(extras.items())) + ")"
-    if isinstance(error, Unavailable):
+    if isinstance(error, OutcomeUnknown):
+        text += "\nThe write may have been applied: read the key back before repeating it."
+    elif isinstance(error, Unavailable):
         text += "\nIs a cluster running there? `synod dev` starts one; --endpoints picks one."
     return f"[{error.code}] {text}"
 

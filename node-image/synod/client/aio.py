@@ -29,6 +29,7 @@ from synod.client.errors import (
     CompareFailed,
     LimitExceeded,
     NotLeader,
+    OutcomeUnknown,
     ProtocolError,
     SessionExpired,
     SynodError,
@@ -61,6 +62,8 @@ DEV_ENDPOINTS = ["http://127.0.0.1:2379", "http://127.0.0.1:2479", "http://127.0
 SESSION_REOPENS_MAX = 1
 # The server caches at most 256 un-acknowledged answers per session; stay well below.
 WRITES_IN_FLIGHT_MAX = 128
+# Closing must not hold a program's exit up for long: an unclosed session is evicted.
+SESSION_CLOSE_ATTEMPTS_MAX = 2
 # A leader probe must not hold a request up for long: a dead endpoint is skipped.
 DISCOVERY_TIMEOUT_S_MAX = 2.0
 
@@ -189,13 +192,36 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        """Stop lease keepers and close the HTTP connections (the server session simply
-        ages out; kept leases expire by their TTL). Raises nothing."""
+        """Stop lease keepers, close the session on the cluster (kept leases then
+        expire by their TTL) and close the HTTP connections.
+
+        Raises nothing: a session that cannot be closed now (no node answers) is
+        evicted by the cluster later."""
         for keeper in list(self._keepers):
             await keeper.stop()
+        await self.close_session()
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+    async def close_session(self) -> bool:
+        """Close this client's session (`POST /v1/session/close`) if one is open; the
+        next write opens a new one. At most SESSION_CLOSE_ATTEMPTS_MAX attempts.
+
+        Returns whether the cluster confirmed the close (a session it no longer knows
+        counts as closed). Raises nothing."""
+        async with self._session_lock:
+            client_id, self._client_id = self._client_id, 0
+            if not client_id:
+                return False
+            try:
+                await self._attempts("POST", "/v1/session/close", {"client_id": client_id},
+                                     attempts_max=SESSION_CLOSE_ATTEMPTS_MAX)  # fmt: skip
+            except SessionExpired:
+                return True  # already closed (a retried close) or evicted
+            except SynodError:
+                return False
+            return True
 
     @property
     def endpoint(self) -> str:
@@ -338,16 +364,24 @@ class AsyncClient:
         params: dict[str, str] | None = None,
         session: tuple[int, int] | None = None,
         unsafe_write: bool = False,
+        attempts_max: int = 0,
     ) -> dict[str, Any]:
         """Run one request with bounded retries over the endpoints.
 
         ``unsafe_write``: a write without session, retried only when it surely was not
-        applied. Raises the typed SynodError of a final answer, Unavailable (or the last
-        retryable error) when attempts run out, SessionExpired with ``outcome_unknown``.
+        applied (a lost connection, or an answer whose code is indeterminate in
+        docs/api.md, ends it). A write with ``session`` is retried with the same seq
+        whatever happened, which learns the outcome of an earlier attempt. Raises the
+        typed SynodError of a final answer; when attempts run out, the last retryable
+        error, or OutcomeUnknown if a write's earlier attempt may have been applied;
+        SessionExpired with ``outcome_unknown``. ``attempts_max`` defaults to the
+        client's.
         """
+        attempts_max = attempts_max or self.attempts_max
+        write = session is not None or unsafe_write
         last: SynodError = Unavailable("no attempt made")
         outcome_unknown = False
-        for attempt in range(1, self.attempts_max + 1):
+        for attempt in range(1, attempts_max + 1):
             url = await self._endpoint()
             headers = self._session_headers(session)
             try:
@@ -359,7 +393,9 @@ class AsyncClient:
                 self._failover(url)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 outcome_unknown = True
-                last = Unavailable(f"{url}: {type(exc).__name__} {exc}".strip())
+                lost = f"{url}: {type(exc).__name__} {exc}".strip()
+                # The request may have been sent: for a write that is an unknown outcome.
+                last = OutcomeUnknown(lost) if write else Unavailable(lost)
                 self._failover(url)
             else:
                 if status < 300:
@@ -369,15 +405,24 @@ class AsyncClient:
                     last.outcome_unknown = outcome_unknown
                     raise last
                 redirect = self._judge(url, last)
-                if isinstance(last, Unavailable):
+                # Only a definite answer (no-leader, not-leader...) says nothing was
+                # applied; outcome-unknown, timeout or a proxy's 503 may hide a write.
+                if not last.definite:
                     outcome_unknown = True
                 if redirect:
                     continue
             if unsafe_write and outcome_unknown:
                 raise last
-            if attempt < self.attempts_max:
+            if attempt < attempts_max:
                 await self._backoff(attempt)
-        raise _exhausted(last, self.attempts_max)
+        if outcome_unknown and write and not isinstance(last, OutcomeUnknown):
+            # The last answer may be definite, but an earlier attempt may have applied
+            # the write: the caller must not read "not applied" into it.
+            raise OutcomeUnknown(
+                f"{last.detail} (gave up after {attempts_max} attempts; an earlier "
+                "attempt may have been applied)", {**last.problem, "code": OutcomeUnknown.code}
+            )  # fmt: skip
+        raise _exhausted(last, attempts_max)
 
     def _judge(self, url: str, error: SynodError) -> bool:
         """Decide what a failed answer means: raise it, or set up the next attempt.

@@ -9,20 +9,28 @@ Hierarchy (``except SynodError`` catches them all)::
     SynodError
     ├── InvalidArgument (400) ── FutureRevision (400)
     ├── NotFound (404) ── LeaseExpired (a kept-alive lease is gone)
-    ├── Conflict (409) ── CompareFailed, AlreadyExists, NotCaughtUp
+    ├── MethodNotAllowed (405)
+    ├── Conflict (409) ── CompareFailed, AlreadyExists, NotCaughtUp, ConfChangePending,
+    │                     ConfChangeInvalid, TransferInvalid
     ├── Compacted (410)
     ├── SessionExpired (410)
     ├── TooLarge (413)
     ├── NotLeader (421)
     ├── LimitExceeded (429)
-    ├── Unavailable (503 / connection failures) ── NoLeader, RequestTimeout, NotReady,
-    │                                               BodyTimeout (408)
-    └── ProtocolError (an answer that does not follow docs/api.md)
+    ├── Unavailable (503 / connection failures) ── NoLeader, OutcomeUnknown,
+    │                                               RequestTimeout, NotReady, BodyTimeout (408)
+    └── ProtocolError (an answer that does not follow docs/api.md, e.g. a 404 from
+                       something that is not a Synod node)
+
+Statuses and outcomes come from :mod:`synod.codes`: ``error.definite`` is True when the
+server said the write was surely not applied.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from synod.codes import PROBLEM_TYPE_PREFIX, is_definite, status_of
 
 __all__ = [
     "PROBLEM_TYPE_PREFIX",
@@ -30,26 +38,29 @@ __all__ = [
     "BodyTimeout",
     "Compacted",
     "CompareFailed",
+    "ConfChangeInvalid",
+    "ConfChangePending",
     "Conflict",
     "FutureRevision",
     "InvalidArgument",
     "LeaseExpired",
     "LimitExceeded",
+    "MethodNotAllowed",
     "NoLeader",
     "NotCaughtUp",
     "NotFound",
     "NotLeader",
     "NotReady",
+    "OutcomeUnknown",
     "ProtocolError",
     "RequestTimeout",
     "SessionExpired",
     "SynodError",
     "TooLarge",
+    "TransferInvalid",
     "Unavailable",
     "error_from_problem",
 ]
-
-PROBLEM_TYPE_PREFIX = "https://synod.dev/problems/"
 
 
 class SynodError(Exception):
@@ -70,6 +81,14 @@ class SynodError(Exception):
         self.problem: dict[str, Any] = dict(problem or {})
         self.title: str = str(self.problem.get("title", self.code))
 
+    @property
+    def definite(self) -> bool:
+        """True when the server said a write that failed so was surely not applied
+        (docs/api.md, outcome column); False when it may have been, or when no server
+        said anything. Raises nothing."""
+        code = self.problem.get("code")
+        return is_definite(code if isinstance(code, str) else self.code)
+
     def __repr__(self) -> str:
         """Class and detail, for debugging. Raises nothing."""
         return f"{type(self).__name__}({self.detail!r})"
@@ -79,7 +98,7 @@ class InvalidArgument(SynodError):
     """The request was malformed (bad JSON, wrong types, unknown fields, empty key)."""
 
     code = "invalid-argument"
-    status = 400
+    status = status_of(code)
 
 
 class FutureRevision(InvalidArgument):
@@ -92,7 +111,14 @@ class NotFound(SynodError):
     """The key (GET) or lease does not exist."""
 
     code = "not-found"
-    status = 404
+    status = status_of(code)
+
+
+class MethodNotAllowed(SynodError):
+    """The route does not take that method (a client built for another API version)."""
+
+    code = "method-not-allowed"
+    status = status_of(code)
 
 
 class LeaseExpired(NotFound):
@@ -133,11 +159,30 @@ class NotCaughtUp(Conflict):
     code = "not-caught-up"
 
 
+class ConfChangePending(Conflict):
+    """Another membership change is still in flight; retry later."""
+
+    code = "conf-change-pending"
+
+
+class ConfChangeInvalid(Conflict):
+    """The change does not fit the membership: the last voter, an id that is a member
+    with another address, an address another member uses (``member_id``)."""
+
+    code = "conf-change-invalid"
+
+
+class TransferInvalid(Conflict):
+    """Leadership cannot move there: not a voter, or no other voter."""
+
+    code = "transfer-invalid"
+
+
 class Compacted(SynodError):
     """The revision was compacted away; ``compact_revision`` is the oldest readable."""
 
     code = "compacted"
-    status = 410
+    status = status_of(code)
 
     @property
     def compact_revision(self) -> int:
@@ -151,7 +196,7 @@ class SessionExpired(SynodError):
     applied (an earlier attempt went unanswered); otherwise it surely was not."""
 
     code = "session-expired"
-    status = 410
+    status = status_of(code)
     outcome_unknown: bool = True
 
 
@@ -159,14 +204,14 @@ class TooLarge(SynodError):
     """A key, value, request or txn exceeds a named bound (``limit``, ``max``)."""
 
     code = "too-large"
-    status = 413
+    status = status_of(code)
 
 
 class NotLeader(SynodError):
     """Only the leader can serve it and forwarding was impossible."""
 
     code = "not-leader"
-    status = 421
+    status = status_of(code)
     retryable = True
 
     @property
@@ -180,7 +225,7 @@ class LimitExceeded(SynodError):
     """A count bound is full (watchers, pending requests, session responses)."""
 
     code = "limit-exceeded"
-    status = 429
+    status = status_of(code)
 
     @property
     def transient(self) -> bool:
@@ -199,9 +244,17 @@ class Unavailable(SynodError):
 
 
 class NoLeader(Unavailable):
-    """No leader is known: an election is in progress or quorum is lost."""
+    """No leader is known (an election is in progress or quorum is lost) or it could not
+    be reached: the write was surely not applied."""
 
     code = "no-leader"
+
+
+class OutcomeUnknown(Unavailable):
+    """The write reached the leader but its answer was lost: it may have been applied.
+    The client retries it with the same session seq, which answers it exactly once."""
+
+    code = "outcome-unknown"
 
 
 class RequestTimeout(Unavailable):
@@ -220,7 +273,7 @@ class BodyTimeout(Unavailable):
     """The node did not receive the request body in time (408); nothing was done."""
 
     code = "request-timeout"
-    status = 408
+    status = status_of(code)
 
 
 class ProtocolError(SynodError):
@@ -236,21 +289,28 @@ _BY_CODE: dict[str, type[SynodError]] = {
         InvalidArgument,
         FutureRevision,
         NotFound,
+        MethodNotAllowed,
         CompareFailed,
         AlreadyExists,
         NotCaughtUp,
+        ConfChangePending,
+        ConfChangeInvalid,
+        TransferInvalid,
         Compacted,
         SessionExpired,
         TooLarge,
         NotLeader,
         LimitExceeded,
         NoLeader,
+        OutcomeUnknown,
         RequestTimeout,
         NotReady,
         BodyTimeout,
     )
 }
 
+# A Synod problem whose code this client does not know (a newer server) is typed by
+# its status.
 _BY_STATUS: dict[int, type[SynodError]] = {
     400: InvalidArgument,
     404: NotFound,
@@ -260,21 +320,32 @@ _BY_STATUS: dict[int, type[SynodError]] = {
     413: TooLarge,
     421: NotLeader,
     429: LimitExceeded,
-    502: Unavailable,
     503: Unavailable,
-    504: Unavailable,
 }
+# An answer that is not a Synod problem document came from something else (a proxy, a
+# load balancer, another service on the port): only gateway failures mean "retry".
+_FOREIGN_RETRYABLE_STATUSES = frozenset({502, 503, 504})
 
 
 def error_from_problem(status: int, problem: Any) -> SynodError:
     """Map an HTTP error answer to its typed error.
 
-    ``problem`` is the decoded body (a problem document, or anything else when a proxy
-    answered). Unknown codes fall back on the HTTP status. Raises nothing.
+    ``problem`` is the decoded body. Only a Synod problem document (its ``type`` under
+    ``PROBLEM_TYPE_PREFIX``) is read for its code: any other 404 is not "key absent",
+    it is ProtocolError (a script must not take it for a missing key), like any foreign
+    4xx; a foreign 502, 503 or 504 is Unavailable, another 5xx a plain SynodError.
+    Raises nothing.
     """
     doc: dict[str, Any] = problem if isinstance(problem, dict) else {}
     type_uri = doc.get("type")
-    code = type_uri.rsplit("/", 1)[-1] if isinstance(type_uri, str) else ""
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or SynodError
     detail = doc.get("detail") or doc.get("title") or f"HTTP {status}"
+    if not isinstance(type_uri, str) or not type_uri.startswith(PROBLEM_TYPE_PREFIX):
+        if status in _FOREIGN_RETRYABLE_STATUSES:
+            return Unavailable(str(detail), doc)
+        if status >= 500:
+            return SynodError(str(detail), doc)  # a server failed: outcome unknown
+        return ProtocolError(f"HTTP {status} without a Synod problem document ({detail}): "
+                             "is this a Synod endpoint?", doc)  # fmt: skip
+    code = type_uri.removeprefix(PROBLEM_TYPE_PREFIX)
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or SynodError
     return cls(str(detail), doc)

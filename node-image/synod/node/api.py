@@ -9,9 +9,11 @@ exceptions below.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from synod.codes import status_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,21 +26,25 @@ class Session:
 
 
 class NodeError(Exception):
-    """A node-level failure with a stable problem code and HTTP status."""
+    """A node-level failure with a stable problem code; its HTTP status and whether a
+    write that failed with it may have been applied are declared in `synod.codes`."""
 
-    code = "internal"
-    status = 500
+    code: ClassVar[str] = "internal"
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.details = details
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of the code. Raises nothing (the codes below are declared)."""
+        return status_of(self.code)
 
 
 class NotLeader(NodeError):
     """This node cannot do it; the leader can. The HTTP layer forwards or answers 421."""
 
     code = "not-leader"
-    status = 421
 
     def __init__(self, leader_id: int, leader_client_url: str | None) -> None:
         super().__init__(
@@ -51,38 +57,62 @@ class NotLeader(NodeError):
 
 
 class NoLeader(NodeError):
-    """No leader is known (election in progress or no quorum)."""
+    """No leader is known (election in progress or no quorum), or the write was refused
+    before it was proposed. Definite: nothing was applied."""
 
     code = "no-leader"
-    status = 503
+
+
+class OutcomeUnknown(NodeError):
+    """The write was proposed (or sent to the leader) but its answer was lost: it may
+    have been applied. Retry with the same session seq to learn its outcome."""
+
+    code = "outcome-unknown"
 
 
 class Timeout(NodeError):
-    """The request did not complete within the request timeout. Safe to retry."""
+    """The request did not complete within the request timeout. Indeterminate for a
+    write: retry with the same session seq."""
 
     code = "timeout"
-    status = 503
 
 
 class Overloaded(NodeError):
     """Too many requests pending on this node (`pending_requests_max`)."""
 
     code = "limit-exceeded"
-    status = 429
 
 
 class NotCaughtUp(NodeError):
     """A learner cannot be promoted before it has caught up."""
 
     code = "not-caught-up"
-    status = 409
 
 
 class NotMember(NodeError):
     """The member named in an admin call does not exist."""
 
     code = "not-found"
-    status = 404
+
+
+class ChangePending(NodeError):
+    """Another membership change is still in flight (one at a time); retry later."""
+
+    code = "conf-change-pending"
+
+
+class ChangeInvalid(NodeError):
+    """The membership change does not fit the current membership (the last voter, an id
+    that is a member with another address, an address another member uses)."""
+
+    code = "conf-change-invalid"
+
+
+class TransferInvalid(NodeError):
+    """Leadership cannot move there: the target is not a voter, or there is no other
+    voter."""
+
+    code = "transfer-invalid"
 
 
 class NodeApi(Protocol):
@@ -136,21 +166,63 @@ class NodeApi(Protocol):
     async def admin_add_learner(
         self, node_id: int, peer_url: str, client_url: str
     ) -> dict[str, Any]:
-        """Idempotent. Raises NotLeader, NoLeader, Timeout, NodeError."""
+        """Add a learner (`"changed": false` if it is a member with these addresses).
+        Raises NotLeader, NoLeader, Timeout, ChangePending, ChangeInvalid (the id is a
+        member with another address, or another member uses the address; see
+        `check_new_learner`)."""
         ...
 
     async def admin_promote(self, node_id: int) -> dict[str, Any]:
-        """Idempotent. Raises NotLeader, NotCaughtUp, NoLeader, Timeout."""
+        """Idempotent. Raises NotLeader, NotMember, NotCaughtUp, NoLeader, Timeout,
+        ChangePending."""
         ...
 
     async def admin_remove(self, node_id: int) -> dict[str, Any]:
-        """Idempotent. Raises NotLeader, NoLeader, Timeout."""
+        """Remove a member (`"changed": false` when it is not one). Raises NotLeader,
+        NoLeader, Timeout, ChangePending, ChangeInvalid (the last voter)."""
         ...
 
     async def admin_transfer_leadership(self, to: int | None) -> dict[str, Any]:
-        """Move leadership (to the most caught-up voter when `to` is None)."""
+        """Move leadership (to the most caught-up voter when `to` is None). Raises
+        NotLeader, TransferInvalid (not a voter, no other voter), Timeout."""
         ...
 
     async def admin_snapshot(self) -> dict[str, Any]:
-        """Take a snapshot now: `{"snapshot_index"}`."""
+        """Take a snapshot on the leader now: `{"snapshot_index"}`. Like every admin
+        call it is leader-only (a follower raises NotLeader and the HTTP layer
+        forwards it). Raises NotLeader, NoLeader."""
         ...
+
+
+def check_new_learner(
+    node_id: int,
+    peer_url: str,
+    client_url: str,
+    members: Mapping[int, tuple[str | None, str | None]],
+) -> bool:
+    """Whether adding learner ``node_id`` at ``peer_url`` / ``client_url`` is a no-op,
+    given ``members`` (id -> (peer address, client URL)) of the current membership.
+
+    Returns True when ``node_id`` already is a member with these addresses (an empty
+    ``client_url`` matches any). Raises ChangeInvalid when ``node_id`` is a member with
+    another address, or another member uses ``peer_url`` or ``client_url``: two members
+    on one address would make the leader reconnect to the wrong process forever.
+    """
+    known = members.get(node_id)
+    if known is not None:
+        peer, client = known
+        if peer == peer_url and (not client_url or client == client_url):
+            return True
+        raise ChangeInvalid(
+            f"node {node_id} is already a member with peer address {peer} and client URL "
+            f"{client}; remove it first to change its address",
+            member_id=node_id, peer_url=peer, client_url=client,
+        )  # fmt: skip
+    for other_id, (peer, client) in sorted(members.items()):
+        if peer == peer_url or (client_url and client == client_url):
+            used = peer_url if peer == peer_url else client_url
+            raise ChangeInvalid(
+                f"member {other_id} already uses {used}; each member needs its own addresses",
+                member_id=other_id, address=used,
+            )  # fmt: skip
+    return False

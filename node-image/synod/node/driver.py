@@ -37,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from synod.node.api import NodeError, NoLeader, NotLeader, Overloaded, Timeout
+from synod.node.api import NodeError, NoLeader, NotLeader, OutcomeUnknown, Overloaded, Timeout
 from synod.node.members import Member
 from synod.raft.core import RaftNode
 from synod.raft.types import (
@@ -265,15 +265,17 @@ class NodeDriver:
         return settled
 
     def fail_all(self, error: NodeError) -> list[Answer]:
-        """Stop: every waiter gets `error`."""
+        """Stop: every waiter gets `error`, except requests already proposed: they
+        may still commit, so theirs is OutcomeUnknown."""
+        unknown = OutcomeUnknown(f"{error}; the request was proposed and may still apply")
+        proposed: list[Answer] = [(w.token, unknown) for w in self._entry_waiters.values()]
         tokens: list[Token] = [token for token, _, _ in self._queued_writes]
-        tokens += [waiter.token for waiter in self._entry_waiters.values()]
         tokens += [token for _, token, _ in self._applied_waiters]
         for batch in [*self._read_batches.values(), self._queued_batch]:
             if batch is not None:
                 tokens += batch.reads + [token for token, _ in batch.keepalives]
         tokens += self._forced_snapshot + self._snapshot_waiters
-        answers: list[Answer] = [*self._settled, *((token, error) for token in tokens)]
+        answers: list[Answer] = [*self._settled, *proposed, *((token, error) for token in tokens)]
         self._queued_writes, self._entry_waiters, self._applied_waiters = [], {}, []
         self._read_batches, self._queued_batch = {}, None
         self._forced_snapshot, self._snapshot_waiters, self._settled = [], [], []
@@ -527,7 +529,7 @@ class NodeDriver:
         is unknown here, so the answer is indeterminate (retry through the session)."""
         for entry_index in [i for i in self._entry_waiters if i <= index]:
             waiter = self._entry_waiters.pop(entry_index)
-            error = Timeout("entry replaced by a snapshot; retry with the same session seq")
+            error = OutcomeUnknown("entry replaced by a snapshot; retry with the same session seq")
             self._settled.append((waiter.token, error))
 
     def _expire_waiters(self, now_ms: int) -> None:

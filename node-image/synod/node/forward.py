@@ -80,9 +80,12 @@ class HttpForwarder:
     ) -> web.StreamResponse:
         """Send ``request`` (with ``body``) to ``leader_url`` and stream the answer back.
 
-        Raises Problem no-leader (leader unreachable) or timeout (no answer in
-        ``timeout_ms``; the write may or may not have happened: retry with the same
-        session seq) before the answer starts; StreamAborted if it fails after.
+        Raises, before the answer starts, Problem ``no-leader`` when the connection to
+        the leader could not be made (nothing was sent: definitely not applied),
+        ``outcome-unknown`` when the request was (maybe partly) sent and the connection
+        was then lost, and ``timeout`` when no answer came in ``timeout_ms`` (both
+        indeterminate: retry with the same session seq to learn the outcome);
+        StreamAborted if it fails after the answer started.
         """
         assert leader_url and self._session is not None, "start() the forwarder first"
         url = leader_url.rstrip("/") + request.raw_path
@@ -93,10 +96,20 @@ class HttpForwarder:
             ) as upstream:
                 return await self._relay(request, upstream)
         except TimeoutError:
-            raise Problem("timeout", f"the leader at {leader_url} did not answer in time",
+            raise Problem("timeout", f"the leader at {leader_url} did not answer in time; "
+                          "retry with the same session seq to learn the outcome",
                           timeout_ms=self.timeout_ms) from None  # fmt: skip
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientConnectorError as exc:
+            # No connection was made, so no byte of the request left this node.
             raise Problem("no-leader", f"the leader at {leader_url} is unreachable: {exc}",
+                          leader_client_url=leader_url) from None  # fmt: skip
+        except aiohttp.ClientError as exc:
+            # The connection broke after (part of) the request went out: the leader may
+            # have applied it. A pooled connection the leader had closed lands here too;
+            # that is rare and "unknown" is still true of it.
+            raise Problem("outcome-unknown", f"the connection to the leader at {leader_url} "
+                          f"was lost mid-request ({type(exc).__name__}); the write may have "
+                          "been applied: retry with the same session seq to learn it",
                           leader_client_url=leader_url) from None  # fmt: skip
 
     async def _relay(

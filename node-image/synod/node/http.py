@@ -1,9 +1,10 @@
 """The client HTTP API (docs/api.md) on top of any :class:`~synod.node.api.NodeApi`.
 
 ``build_app(node)`` serves every route of :mod:`synod.node.routes`. A request goes
-through, outermost first: a tracing span, HTTP metrics, the problem renderer (every
-failure becomes an RFC 9457 document) and the pending-requests bound; then its
-handler reads the body within ``request_body_bytes_max``, parses strict JSON,
+through, outermost first: a tracing span, HTTP metrics and the problem renderer (every
+failure becomes an RFC 9457 document); then its handler reads the body within
+``request_body_bytes_max`` and ``request_body_read_timeout_ms`` (counted against
+``body_reads_max``), takes one of ``pending_requests_max`` slots, parses strict JSON,
 validates it against the route's schema, converts JSON strings to the services' bytes,
 builds the op with :mod:`synod.services.commands` and calls the node. Bad input is
 refused before the node is called, so it changes nothing. A node that is not the
@@ -12,12 +13,13 @@ leader raises NotLeader and the request is forwarded once to the leader.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +29,22 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from synod.node import watch_stream
 from synod.node.api import NodeApi, NodeError, NotLeader, Session
 from synod.node.forward import FORWARDED_HEADER, HttpForwarder, StreamAborted
-from synod.node.http_state import STATE, AppState, HttpLimits, header_for, json_response, jsonable
+from synod.node.http_state import (
+    STATE,
+    AppState,
+    HttpLimits,
+    header_for,
+    json_response,
+    jsonable,
+    server_options,
+)
 from synod.node.inputs import (
     SESSION_HEADERS,
+    client_url_from_json,
     delete_from_json,
     parse_query,
     parse_session,
+    peer_address_from_json,
     put_from_json,
     range_from_json,
     read_body,
@@ -59,6 +71,7 @@ __all__ = [
     "HttpLimits",
     "build_app",
     "jsonable",
+    "server_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -190,6 +203,14 @@ async def _session_open(call: Call) -> Answer:
     return _fields(await call.node.write(commands.session_open_op(nonce), None), "client_id")
 
 
+async def _session_close(call: Call) -> Answer:
+    # session_close ignores the seq (closing is not de-duplicated: a repeated close
+    # answers session-expired), but the envelope of a session command needs one >= 1.
+    session = Session(call.body["client_id"], seq=1, ack_seq=0)
+    fields, revision = _fields(await call.node.write(commands.session_close_op(), session))
+    return {**fields, "client_id": call.body["client_id"]}, revision
+
+
 def _node_answer(result: dict[str, Any]) -> Answer:
     """An admin answer: the node's document minus the service envelope."""
     if result.get("ok") is False:
@@ -198,10 +219,11 @@ def _node_answer(result: dict[str, Any]) -> Answer:
 
 
 async def _admin_add_learner(call: Call) -> Answer:
-    body = call.body
-    result = await call.node.admin_add_learner(body["id"], body["peer_url"],
-                                               body.get("client_url", ""))  # fmt: skip
-    return _node_answer(result)
+    # Checked here, before the node: a bad address in the membership would make the
+    # leader dial it forever.
+    peer = peer_address_from_json(call.body["peer_url"])
+    client = client_url_from_json(call.body.get("client_url", ""))
+    return _node_answer(await call.node.admin_add_learner(call.body["id"], peer, client))
 
 
 async def _admin_promote(call: Call) -> Answer:
@@ -236,6 +258,7 @@ _JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
     "leaseKeepalive": _lease_keepalive,
     "leaseTimeToLive": _lease_timetolive,
     "sessionOpen": _session_open,
+    "sessionClose": _session_close,
     "adminAddLearner": _admin_add_learner,
     "adminPromote": _admin_promote,
     "adminRemove": _admin_remove,
@@ -273,24 +296,45 @@ def _json_handler(spec: RouteSpec) -> Handler:
         if spec.query is None and request.query:
             raise Problem("invalid-argument", f"{spec.route_id} takes no query parameters")
         if spec.body is not None:
-            limits = state.limits
-            raw = await read_body(request, limits.request_body_bytes_max,
-                                  limits.request_body_read_timeout_ms)  # fmt: skip
-            # An empty body is the empty object: POST /v1/session/open needs no body.
-            body = parse_json(raw) if raw.strip() else {}
-            validate(body, spec.body)
-        else:
-            body = parse_query(request, spec) if spec.query is not None else {}
-        assert isinstance(body, dict)
-        session = parse_session(request) if spec.session else None
-        call = Call(state, request, body, session)
-        try:
-            fields, revision = await operation(call)
-        except NotLeader as error:
-            return await _forward(call, error, raw)
-        return json_response({"header": header_for(state.node, revision), **fields})
+            # Counted apart from the pending requests: clients that stall their bodies
+            # must not starve requests that are ready for the node.
+            with _slot(state, "body_reads", state.limits.body_reads_max, "body_reads_max"):
+                raw = await read_body(request, state.limits.request_body_bytes_max,
+                                      state.limits.request_body_read_timeout_ms)  # fmt: skip
+        with _slot(state, "pending_requests", state.limits.pending_requests_max,
+                   "pending_requests_max"):  # fmt: skip
+            if spec.body is not None:
+                # An empty body is the empty object: POST /v1/session/open needs no body.
+                body = parse_json(raw) if raw.strip() else {}
+                validate(body, spec.body)
+            else:
+                body = parse_query(request, spec) if spec.query is not None else {}
+            assert isinstance(body, dict)
+            session = parse_session(request) if spec.session else None
+            call = Call(state, request, body, session)
+            try:
+                fields, revision = await operation(call)
+            except NotLeader as error:
+                return await _forward(call, error, raw)
+            return json_response({"header": header_for(state.node, revision), **fields})
 
     return handler
+
+
+@contextlib.contextmanager
+def _slot(state: AppState, counter: str, bound: int, limit: str) -> Iterator[None]:
+    """Hold one of ``bound`` slots counted in ``state.<counter>`` (pending_requests or
+    body_reads). Raises Problem limit-exceeded when they are all taken."""
+    taken = getattr(state, counter)
+    if taken >= bound:
+        raise Problem("limit-exceeded", f"{limit}={bound} requests in flight",
+                      limit=limit, max=bound)  # fmt: skip
+    setattr(state, counter, taken + 1)
+    try:
+        yield
+    finally:
+        setattr(state, counter, getattr(state, counter) - 1)
+        assert getattr(state, counter) >= 0
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
@@ -327,13 +371,15 @@ _OTHER_HANDLERS: dict[str, Handler] = {
 
 def _problem_of_http_exception(exc: web.HTTPException) -> Problem:
     if exc.status == 404:
-        return Problem("not-found", "no such route", status=404)
+        return Problem("not-found", "no such route")
     if exc.status == 405:
         return Problem(
             "method-not-allowed", f"method not allowed; allowed: {exc.headers.get('Allow', '')}"
         )
+    if exc.status == 413:
+        return Problem("too-large", exc.reason or "request too large")
     code = "invalid-argument" if 400 <= exc.status < 500 else "internal"
-    return Problem(code, exc.reason or code, status=exc.status if exc.status >= 400 else 500)
+    return Problem(code, exc.reason or code)
 
 
 @web.middleware
@@ -356,25 +402,6 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("internal error serving %s %s", request.method, request.path)
         return Problem("internal", "internal error; see the node's log").response()
-
-
-@web.middleware
-async def pending_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bound concurrent /v1 requests by ``pending_requests_max`` (watch streams have
-    their own bound). Raises Problem limit-exceeded."""
-    state = request.app[STATE]
-    if not request.path.startswith("/v1/") or request.path == "/v1/watch":
-        return await handler(request)
-    bound = state.limits.pending_requests_max
-    if state.pending_requests >= bound:
-        raise Problem("limit-exceeded", f"pending_requests_max={bound} requests in flight",
-                      limit="pending_requests_max", max=bound)  # fmt: skip
-    state.pending_requests += 1
-    try:
-        return await handler(request)
-    finally:
-        state.pending_requests -= 1
-        assert state.pending_requests >= 0
 
 
 @web.middleware
@@ -447,8 +474,7 @@ def build_app(
         requests_total=total, request_duration_seconds=duration,
     )  # fmt: skip
     app = web.Application(
-        middlewares=[tracing_middleware(), metrics_middleware, problem_middleware,
-                     pending_middleware],
+        middlewares=[tracing_middleware(), metrics_middleware, problem_middleware],
         # Bodies are read through read_body's own bound; this only guards request.read().
         client_max_size=limits.request_body_bytes_max,
     )  # fmt: skip

@@ -19,7 +19,15 @@ from synod.node.routes import RouteSpec
 from synod.services import commands
 from synod.services.limits import ServiceLimits
 
-__all__ = ["STATE", "AppState", "HttpLimits", "header_for", "json_response", "jsonable"]
+__all__ = [
+    "STATE",
+    "AppState",
+    "HttpLimits",
+    "header_for",
+    "json_response",
+    "jsonable",
+    "server_options",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +38,19 @@ class HttpLimits:
     # JSON escaping can double a value (and \\u escapes sextuple it), so the body bound is
     # twice the largest command rather than the command bound itself.
     request_body_bytes_max: int = 2 * commands.COMMAND_BYTES_MAX
-    # A client trickling its body would hold a pending-request slot forever.
+    # A client that sends part of a request head and stops would hold its connection
+    # forever (aiohttp waits ~1 h by default). Enforced by aiohttp's keep-alive timer
+    # (see `server_options`), which also closes connections idle this long between
+    # requests: above aiohttp clients' own 15 s idle close, so the SDK's pooled
+    # connections are closed by the client first.
+    header_read_timeout_ms: int = 30_000
+    # A client trickling its body would hold a body-read slot forever.
     request_body_read_timeout_ms: int = 10_000
-    pending_requests_max: int = 1024  # concurrent non-streaming /v1 requests
+    pending_requests_max: int = 1024  # concurrent /v1 requests past their body read
+    # Concurrent request body reads, counted apart (a stalled body holds one for at most
+    # request_body_read_timeout_ms): bodies that never come must not starve requests
+    # whose body has arrived.
+    body_reads_max: int = 4096
     watch_streams_max: int = 10_000  # concurrent SSE streams (the hub has watchers_max)
     # Above the node's default request_timeout_ms (5 s), so the leader's own timeout
     # answer reaches the client rather than ours.
@@ -54,6 +72,15 @@ class HttpLimits:
             raise ValueError("session_nonce_bytes must be at most 64 (session_open bound)")
 
 
+def server_options(limits: HttpLimits) -> dict[str, Any]:
+    """Keyword arguments for ``web.AppRunner`` (or ``TestServer``) that enforce the
+    connection bounds of ``limits``. Raises nothing."""
+    # aiohttp arms its keep-alive timer when a connection opens and after each answer,
+    # and closes the connection when it fires while no complete request head has
+    # arrived: exactly a bound on reading a head (and on idling between requests).
+    return {"keepalive_timeout": limits.header_read_timeout_ms / 1000}
+
+
 @dataclass(slots=True)
 class AppState:
     """Per-app mutable state: the node, bounds, counters and instruments."""
@@ -66,6 +93,7 @@ class AppState:
     requests_total: Counter
     request_duration_seconds: Histogram
     pending_requests: int = 0
+    body_reads: int = 0
     watch_streams: int = 0
 
 

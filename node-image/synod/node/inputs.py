@@ -9,6 +9,9 @@ JSON keys and values are text; the services want bytes: they are UTF-8 encoded h
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import re
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -21,10 +24,12 @@ from synod.services import commands
 
 __all__ = [
     "SESSION_HEADERS",
+    "client_url_from_json",
     "compare_from_json",
     "delete_from_json",
     "parse_query",
     "parse_session",
+    "peer_address_from_json",
     "put_from_json",
     "range_from_json",
     "read_body",
@@ -34,6 +39,10 @@ __all__ = [
 SESSION_HEADERS = ("Synod-Client-Id", "Synod-Seq", "Synod-Ack-Seq")
 # Decimal digits of INT64_MAX: a longer value cannot be a valid number.
 _INT64_DIGITS_MAX = len(str(INT64_MAX))
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+HOSTNAME_BYTES_MAX = 253
+PORT_MAX = 65535
 
 
 async def read_body(request: web.Request, bytes_max: int, timeout_ms: int) -> bytes:
@@ -195,3 +204,66 @@ def txn_from_json(body: dict[str, Any]) -> dict[str, Any]:
             branch.append(_TXN_OPS[kind](op_body))
         branches.append(branch)
     return commands.txn_op(compares, branches[0], branches[1])
+
+
+# -- member addresses -----------------------------------------------------------------------
+
+
+def _host(host: str, what: str) -> str:
+    """``host`` normalised (lower case, IPv6 without brackets) if it is an IP address or
+    an RFC 1123 host name. Raises Problem invalid-argument."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    # "999.1.1.1" fits the label grammar but is a mistyped IP address, not a name.
+    if labels[-1].isdigit() or (host != bare or not host or len(host) > HOSTNAME_BYTES_MAX
+            or not all(_HOST_LABEL.fullmatch(label) for label in labels)):  # fmt: skip
+        raise Problem("invalid-argument", f"{what}: {host!r} is neither an IP address nor a "
+                      "host name")  # fmt: skip
+    return host.rstrip(".").lower()
+
+
+def _port(port: str, what: str) -> int:
+    """Raises Problem invalid-argument unless ``port`` is a decimal in 1..65535."""
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= PORT_MAX):
+        raise Problem("invalid-argument", f"{what}: port {port!r} must be in 1..{PORT_MAX}")
+    return int(port)
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def peer_address_from_json(text: str) -> str:
+    """The normalised ``HOST:PORT`` of a member's peer listener (IPv6 in brackets).
+
+    Raises Problem invalid-argument for anything else (a URL, no port, a bad host):
+    the peer transport dials exactly this, and could never reach a bad one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or "/" in text or "@" in text or (":" in host and not host.startswith("[")):
+        raise Problem("invalid-argument", f"peer_url {text!r} must be HOST:PORT "
+                      "(no scheme or path), e.g. 10.0.0.4:2380")  # fmt: skip
+    normal = _join(_host(host, "peer_url"), _port(port, "peer_url"))
+    assert normal.rpartition(":")[2].isdigit()
+    return normal
+
+
+def client_url_from_json(text: str) -> str:
+    """The normalised ``http(s)://HOST:PORT`` of a member's client API ("" stays "").
+
+    Raises Problem invalid-argument for another scheme, a path, a query or a bad
+    host or port."""
+    if not text:
+        return ""
+    what = "client_url"
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or parts.path not in ("", "/") or parts.query \
+            or parts.fragment or parts.username or parts.password:  # fmt: skip
+        raise Problem("invalid-argument", f"{what} {text!r} must be http(s)://HOST:PORT")
+    host, sep, port = parts.netloc.rpartition(":")
+    if not sep or host.endswith(":") or (":" in host and not host.startswith("[")):
+        raise Problem("invalid-argument", f"{what} {text!r} must name a port")
+    return f"{parts.scheme}://{_join(_host(host, what), _port(port, what))}"

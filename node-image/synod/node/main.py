@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from synod.node.config import ConfigError, NodeConfig, load_config
-from synod.node.http import HttpLimits, build_app
+from synod.node.http import HttpLimits, build_app, server_options
 from synod.node.server import RaftServer
 from synod.node.tracing import configure_tracing
 from synod.node.transport import split_host_port
@@ -30,7 +30,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
     await server.start()
     limits = HttpLimits(service=server.state.limits)  # One set of limits for both layers.
     app = build_app(server, limits=limits, registry=server.node_metrics.registry)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **server_options(limits))
     await runner.setup()
     host, port = split_host_port(config.listen_client)
     site = web.TCPSite(runner, host, port, reuse_address=True)

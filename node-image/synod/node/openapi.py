@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from synod.node.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TITLES, PROBLEM_TYPE_PREFIX
+from synod.codes import CODES
+from synod.node.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX
 from synod.node.routes import RouteSpec
 from synod.node.schema import Schema, integer, string
 
@@ -27,7 +28,7 @@ PROBLEM_SCHEMA: Schema = {
         "title": string(),
         "status": integer(minimum=400, maximum=599),
         "detail": string(),
-        "code": string("the stable machine code, e.g. " + ", ".join(PROBLEM_TITLES)),
+        "code": string("the stable machine code", enum=tuple(CODES)),
     },
     "required": ["type", "title", "status", "detail", "code"],
 }
@@ -67,7 +68,7 @@ def _responses(spec: RouteSpec) -> dict[str, Any]:
     }  # fmt: skip
     by_status: dict[int, list[str]] = {}
     for code in spec.all_errors:
-        by_status.setdefault(PROBLEM_TITLES[code][0], []).append(code)
+        by_status.setdefault(CODES[code].status, []).append(code)
     for status, codes in sorted(by_status.items()):
         responses[str(status)] = {
             "description": "problem: " + ", ".join(codes),
@@ -110,6 +111,13 @@ def openapi_document(specs: Sequence[RouteSpec]) -> dict[str, Any]:
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "paths": paths,
         "components": {"schemas": {"Problem": PROBLEM_SCHEMA}},
+        # Every problem code with its status and whether a write that failed with it
+        # was surely not applied ("definite") or may have been ("indeterminate").
+        "x-synod-problem-codes": {
+            entry.code: {"status": entry.status, "title": entry.title,
+                         "outcome": entry.outcome.value, "description": entry.description}
+            for entry in CODES.values()
+        },
     }  # fmt: skip
     assert sum(len(methods) for methods in paths.values()) == len(specs)
     return document

@@ -3,8 +3,8 @@
 A problem has a stable machine ``code`` (the last segment of its ``type`` URI, never
 renamed), an HTTP ``status``, a human ``detail`` and extension members (``limit``,
 ``max``, ``compact_revision``, ``leader_id``...). Service errors (``synod.services``)
-and node errors (``synod.node.api``) both become problems here, so the mapping from
-failures to answers lives in one place.
+and node errors (``synod.node.api``) both become problems here; every code's status,
+title and outcome are declared once, in :mod:`synod.codes`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from synod.codes import CODES, PROBLEM_TYPE_PREFIX
 from synod.node.api import NodeError
 from synod.services.errors import ServiceError
 
@@ -27,30 +28,13 @@ __all__ = [
     "problem_from_service_error",
 ]
 
-PROBLEM_TYPE_PREFIX = "https://synod.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # Members of the problem object itself; details may not shadow them.
 _RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code"})
 
-# code -> (status, title). The codes are public API (docs/api.md): never rename one.
+# code -> (status, title), from the one declaration of the codes (synod.codes).
 PROBLEM_TITLES: dict[str, tuple[int, str]] = {
-    "invalid-argument": (400, "Invalid argument"),
-    "future-revision": (400, "Revision is in the future"),
-    "not-found": (404, "Not found"),
-    "method-not-allowed": (405, "Method not allowed"),
-    "request-timeout": (408, "Request body not received in time"),
-    "already-exists": (409, "Already exists"),
-    "compare-failed": (409, "Compare failed"),
-    "not-caught-up": (409, "Learner not caught up"),
-    "compacted": (410, "Revision compacted"),
-    "session-expired": (410, "Session expired"),
-    "too-large": (413, "Too large"),
-    "not-leader": (421, "Not the leader"),
-    "limit-exceeded": (429, "Limit exceeded"),
-    "internal": (500, "Internal error"),
-    "no-leader": (503, "No leader"),
-    "timeout": (503, "Timeout"),
-    "not-ready": (503, "Not ready"),
+    name: (entry.status, entry.title) for name, entry in CODES.items()
 }
 
 
@@ -64,16 +48,17 @@ def _json_detail(value: Any) -> Any:
 class Problem(Exception):
     """An error answer. Raise it from a handler; the problem middleware renders it."""
 
-    def __init__(
-        self, code: str, detail: str, *, status: int | None = None, **extensions: Any
-    ) -> None:
-        """Build a problem; ``status`` defaults to the code's. Raises nothing."""
+    def __init__(self, code: str, detail: str, **extensions: Any) -> None:
+        """Build a problem; its status is the code's (synod.codes). Raises nothing: an
+        undeclared code (a bug) becomes ``internal`` naming it."""
         assert code and detail, "a problem needs a code and a human detail"
-        known_status, title = PROBLEM_TITLES.get(code, (500, code.replace("-", " ").capitalize()))
+        entry = CODES.get(code)
+        if entry is None:
+            detail, code, entry = f"[{code}] {detail}", "internal", CODES["internal"]
         super().__init__(detail)
         self.code = code
-        self.status = status if status is not None else known_status
-        self.title = title
+        self.status = entry.status
+        self.title = entry.title
         self.detail = detail
         self.extensions = {
             name: _json_detail(value)
@@ -110,9 +95,9 @@ def problem_from_result_error(error: dict[str, Any]) -> Problem:
     if not isinstance(code, str) or not isinstance(status, int) or not isinstance(message, str):
         return Problem("internal", f"malformed service error: {error!r}"[:500])
     details = {k: v for k, v in error.items() if k not in ("code", "status", "message")}
-    problem = Problem(code, message or code, status=status, **details)
-    assert problem.status == status
-    return problem
+    # The status is the code's: a result replicated by an older version with another
+    # status for the same code is answered with today's.
+    return Problem(code, message or code, **details)
 
 
 def problem_from_service_error(error: ServiceError) -> Problem:
@@ -122,6 +107,6 @@ def problem_from_service_error(error: ServiceError) -> Problem:
 
 def problem_from_node_error(error: NodeError) -> Problem:
     """The problem for a node error (NotLeader, NoLeader, Timeout...). Raises nothing."""
-    problem = Problem(error.code, str(error) or error.code, status=error.status, **error.details)
+    problem = Problem(error.code, str(error) or error.code, **error.details)
     assert problem.code == error.code
     return problem

@@ -28,7 +28,8 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 # Problem codes every /v1 route may answer (bad input, overload, bugs).
 _COMMON_ERRORS = ("invalid-argument", "limit-exceeded", "internal")
 # ... and every route that goes through the leader.
-_LEADER_ERRORS = ("not-leader", "no-leader", "timeout")
+# no-leader: nothing was sent; outcome-unknown and timeout: a write may have been applied.
+_LEADER_ERRORS = ("not-leader", "no-leader", "outcome-unknown", "timeout")
 _WRITE_ERRORS = (*_COMMON_ERRORS, *_LEADER_ERRORS, "too-large", "session-expired")
 # ... and every route with a request body (request_body_bytes_max, the read timeout).
 _BODY_ERRORS = ("too-large", "request-timeout")
@@ -335,32 +336,40 @@ def _watch_route(limits: ServiceLimits) -> RouteSpec:
 
 
 def _admin_routes() -> list[RouteSpec]:
-    url = string("a URL", min_length=1, bytes_max=URL_BYTES_MAX, limit="url_bytes_max")
-    errors = (*_COMMON_ERRORS, *_LEADER_ERRORS, "too-large", "not-found")
-    done = _open_answer({}, "what the node did")
+    errors = (*_COMMON_ERRORS, *_LEADER_ERRORS, "too-large")
+    change_errors = (*errors, "conf-change-pending", "conf-change-invalid")
+    done = _open_answer({}, "what the node did (`changed`; a no-op also says why in "
+                        "`message`)")  # fmt: skip
     return [
         RouteSpec(
             "adminAddLearner", "POST", "/v1/admin/members/add-learner", "Add a learner",
-            done, errors,
-            body=obj({"id": integer("member id", minimum=1), "peer_url": url,
-                      "client_url": url}, ("id", "peer_url")),
+            done, change_errors,
+            body=obj({"id": integer("member id", minimum=1),
+                      "peer_url": string("the peer listener, HOST:PORT", min_length=1,
+                                         bytes_max=URL_BYTES_MAX, limit="url_bytes_max"),
+                      "client_url": string("the client API, http(s)://HOST:PORT",
+                                           bytes_max=URL_BYTES_MAX, limit="url_bytes_max")},
+                     ("id", "peer_url")),
             example={"id": 4, "peer_url": "127.0.0.1:2680", "client_url": "http://127.0.0.1:2679"},
         ),
         RouteSpec(
             "adminPromote", "POST", "/v1/admin/members/promote", "Promote a learner to voter",
-            done, (*errors, "not-caught-up"), body=_id_body("member id"), example={"id": 4},
+            done, (*change_errors, "not-found", "not-caught-up"), body=_id_body("member id"),
+            example={"id": 4},
         ),
         RouteSpec(
             "adminRemove", "POST", "/v1/admin/members/remove", "Remove a member",
-            done, errors, body=_id_body("member id"), example={"id": 4},
+            done, change_errors, body=_id_body("member id"), example={"id": 4},
         ),
         RouteSpec(
             "adminTransferLeadership", "POST", "/v1/admin/leadership/transfer",
-            "Transfer leadership (to the most caught-up voter without `to`)", done, errors,
+            "Transfer leadership (to the most caught-up voter without `to`)", done,
+            (*errors, "transfer-invalid"),
             body=obj({"to": integer("member id", minimum=1)}), example={"to": 2},
         ),
         RouteSpec(
-            "adminSnapshot", "POST", "/v1/admin/snapshot", "Take a snapshot now",
+            "adminSnapshot", "POST", "/v1/admin/snapshot",
+            "The leader takes a snapshot now (followers forward it)",
             _open_answer({"snapshot_index": integer()}, "the snapshot taken"), errors,
             body=obj({}), example={},
         ),
@@ -403,6 +412,13 @@ def _cluster_routes() -> list[RouteSpec]:
             "sessionOpen", "POST", "/v1/session/open", "Open an exactly-once session",
             _answer({"client_id": integer()}), (*_WRITE_ERRORS,),
             body=obj({}), example={},
+        ),
+        RouteSpec(
+            "sessionClose", "POST", "/v1/session/close",
+            "Close a session (its cached answers are dropped; later writes in it answer "
+            "session-expired)",
+            _answer({"client_id": integer()}), _WRITE_ERRORS,
+            body=_id_body("the session to close", "client_id"), example={"client_id": 17},
         ),
         RouteSpec("clusterStatus", "GET", "/v1/cluster/status", "Role, term, leader, members",
                   status, _COMMON_ERRORS),

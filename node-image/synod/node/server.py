@@ -28,12 +28,16 @@ import msgpack
 from opentelemetry import trace
 
 from synod.node.api import (
+    ChangeInvalid,
+    ChangePending,
     NodeError,
     NoLeader,
     NotCaughtUp,
     NotMember,
     Session,
     Timeout,
+    TransferInvalid,
+    check_new_learner,
 )
 from synod.node.config import NodeConfig
 from synod.node.driver import (
@@ -52,13 +56,14 @@ from synod.node.transport import PeerTransport
 from synod.raft.core import Config, RaftNode
 from synod.raft.types import (
     ConfChange,
+    ConfChangeInvalid,
     ConfChangeKind,
+    ConfChangePending,
     ConfState,
     HardState,
     Message,
     MessageType,
     NodeId,
-    ProposalDropped,
     RaftError,
     Ready,
     Role,
@@ -600,8 +605,13 @@ class RaftServer:
     ) -> dict[str, Any]:
         """See `NodeApi.admin_add_learner`."""
         raft = self._require_leader()
-        if node_id in raft.conf.members():
-            return {"ok": True, "members": self._member_status(raft), "changed": False}
+        known: dict[int, tuple[str | None, str | None]] = {}
+        for member_id in raft.conf.members():
+            member = self.addresses.get(member_id) or self.config.member(member_id)
+            known[member_id] = (member.peer_address, member.client_url) if member else (None, None)
+        if check_new_learner(node_id, peer_url, client_url, known):
+            return {"ok": True, "members": self._member_status(raft), "changed": False,
+                    "message": f"node {node_id} is already a member at {peer_url}"}  # fmt: skip
         context = msgpack.packb({"peer": peer_url, "client": client_url}, use_bin_type=True)
         assert isinstance(context, bytes)
         self.addresses[node_id] = Member(node_id, peer_url, client_url)
@@ -612,9 +622,10 @@ class RaftServer:
         """See `NodeApi.admin_promote`."""
         raft = self._require_leader()
         if node_id in raft.conf.voters:
-            return {"ok": True, "members": self._member_status(raft), "changed": False}
+            return {"ok": True, "members": self._member_status(raft), "changed": False,
+                    "message": f"node {node_id} is already a voter"}  # fmt: skip
         progress = raft.progress.get(node_id)
-        if progress is None:
+        if progress is None or node_id not in raft.conf.learners:
             raise NotMember(f"node {node_id} is not a member; add it as a learner first")
         lag = raft.log.last_index() - progress.match
         contact_ms = self.transport.last_contact_ms(node_id)
@@ -637,7 +648,12 @@ class RaftServer:
         """See `NodeApi.admin_remove`."""
         raft = self._require_leader()
         if node_id not in raft.conf.members():
-            return {"ok": True, "members": self._member_status(raft), "changed": False}
+            return {"ok": True, "members": self._member_status(raft), "changed": False,
+                    "message": f"node {node_id} is not a member"}  # fmt: skip
+        if raft.conf.voters == {node_id}:
+            # Checked before any leadership move: nothing could take over.
+            raise ChangeInvalid(f"node {node_id} is the last voter; it cannot be removed",
+                                member_id=node_id)  # fmt: skip
         if node_id == self.member_id:
             await self.admin_transfer_leadership(None)
             raise self._not_leader_error()  # The new leader removes us.
@@ -649,11 +665,12 @@ class RaftServer:
         raft = self._require_leader()
         target = to if to is not None else self._best_transferee(raft)
         if target is None:
-            raise NodeError("no other voter to hand leadership to")
+            raise TransferInvalid("no other voter to hand leadership to")
         if target not in raft.conf.voters:
-            raise NodeError(f"node {target} is not a voter")
+            raise TransferInvalid(f"node {target} is not a voter", to=target)
         if target == self.member_id:
-            return {"ok": True, "leader_id": self.member_id, "changed": False}
+            return {"ok": True, "leader_id": self.member_id, "changed": False,
+                    "message": f"node {target} already leads"}  # fmt: skip
         raft.transfer_leadership(target)
         self._wakeup.set()
         deadline = time.monotonic() + 2 * self.config.election_timeout_ms / 1000
@@ -672,7 +689,9 @@ class RaftServer:
         return max(candidates)[1] if candidates else None
 
     async def admin_snapshot(self) -> dict[str, Any]:
-        """See `NodeApi.admin_snapshot`."""
+        """See `NodeApi.admin_snapshot`: leader-only like every admin call, so a
+        follower's HTTP layer forwards it (docs/api.md)."""
+        self._require_leader()
         driver = self._driver()
         result: dict[str, Any] = await self._submit(driver.request_snapshot)
         return result
@@ -684,12 +703,13 @@ class RaftServer:
 
 
 def _admin_error(error: RaftError) -> NodeError:
-    if isinstance(error, ProposalDropped):
-        return NoLeader(str(error))
-    node_error = NodeError(str(error))
-    node_error.code = error.code
-    node_error.status = 409
-    return node_error
+    """The node error of a refused membership change (all definite: nothing was
+    proposed)."""
+    if isinstance(error, ConfChangePending):
+        return ChangePending(f"{error}; retry once it has been applied")
+    if isinstance(error, ConfChangeInvalid):
+        return ChangeInvalid(str(error))
+    return NoLeader(str(error))
 
 
 def _span(name: str, entries: int) -> contextlib.AbstractContextManager[Any]:

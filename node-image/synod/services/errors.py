@@ -9,25 +9,9 @@ Inside the replicated state machine errors never escape ``apply``: they become a
 deterministic error *result* (see :meth:`ServiceError.to_dict`), identical on every
 replica, and the command changes no state.
 
-Code table:
-
-================== ====== ==============================================================
-code               status meaning
-================== ====== ==============================================================
-invalid-argument   400    malformed command, bad field type or value, unknown op kind
-future-revision    400    a revision newer than the store's current revision was asked
-not-found          404    the lease (or other named object) does not exist
-already-exists     409    e.g. granting a lease id that is already in use
-compare-failed     409    a compare-and-swap did not hold (txn reports it as a result)
-compacted          410    the revision asked for was compacted away; ``compact_revision``
-                          in the details is the oldest revision still readable
-session-expired    410    the client session (or the cached response for that sequence
-                          number) is gone; the client must open a new session and treat
-                          outstanding requests as of unknown outcome
-too-large          413    a key, value, command or request exceeds its byte bound
-limit-exceeded     429    a count bound (keys, leases, sessions, watchers, in-flight
-                          requests, ...) is full; ``limit`` names the bound
-================== ====== ==============================================================
+The codes, their HTTP statuses and what each one means are declared once, in
+:mod:`synod.codes` (and documented in docs/api.md); each class below names its code and
+takes the status from there.
 
 410 Gone was chosen for ``compacted`` because the history asked for existed once and has
 been removed on purpose, and retrying the same request can never succeed; the client must
@@ -37,6 +21,8 @@ re-read at a newer revision (etcd answers 400-ish ``ErrCompacted``; Gone is more
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from synod.codes import status_of
 
 __all__ = [
     "AlreadyExists",
@@ -60,7 +46,7 @@ class ServiceError(Exception):
     """Base of every typed service error; never raised itself."""
 
     code: ClassVar[str] = "internal"
-    http_status: ClassVar[int] = 500
+    http_status: ClassVar[int] = status_of("internal")
 
     def __init__(self, message: str, **details: DetailValue) -> None:
         """Build an error with a human ``message`` and scalar ``details``.
@@ -98,63 +84,63 @@ class InvalidArgument(ServiceError):
     """The command or a field of it is malformed, has the wrong type or value."""
 
     code = "invalid-argument"
-    http_status = 400
+    http_status = status_of(code)
 
 
 class FutureRevision(InvalidArgument):
     """A read, watch or compaction asked for a revision beyond the current one."""
 
     code = "future-revision"
-    http_status = 400
+    http_status = status_of(code)
 
 
 class NotFound(ServiceError):
     """A named object (a lease, a session) does not exist."""
 
     code = "not-found"
-    http_status = 404
+    http_status = status_of(code)
 
 
 class AlreadyExists(ServiceError):
     """An object with that id already exists (e.g. an explicit lease id)."""
 
     code = "already-exists"
-    http_status = 409
+    http_status = status_of(code)
 
 
 class CompareFailed(ServiceError):
     """A compare-and-swap did not hold. Transactions report this as a result instead."""
 
     code = "compare-failed"
-    http_status = 409
+    http_status = status_of(code)
 
 
 class Compacted(ServiceError):
     """The asked revision is older than the compaction point; details: compact_revision."""
 
     code = "compacted"
-    http_status = 410
+    http_status = status_of(code)
 
 
 class SessionExpired(ServiceError):
     """The client session or the cached response for that sequence number is gone."""
 
     code = "session-expired"
-    http_status = 410
+    http_status = status_of(code)
 
 
 class TooLarge(ServiceError):
     """A key, value, command or request exceeds a byte bound; details: limit, max."""
 
     code = "too-large"
-    http_status = 413
+    http_status = status_of(code)
 
 
 class LimitExceeded(ServiceError):
     """A count bound is full (keys, leases, sessions, watchers...); details: limit, max."""
 
     code = "limit-exceeded"
-    http_status = 429
+    http_status = status_of(code)
 
 
 _BY_CODE: dict[str, type[ServiceError]] = {
