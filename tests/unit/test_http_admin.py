@@ -181,6 +181,6 @@ def test_snapshot_is_leader_only(tmp_path: Path) -> None:
                 await server.admin_snapshot()
             refused = await client.post("/v1/admin/snapshot", json={})
             await problem(refused, 503, "no-leader")
-            assert server._last_snapshot_index == 0
+            assert server.status()["snapshot_index"] == 0
 
     run()
