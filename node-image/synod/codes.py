@@ -104,6 +104,9 @@ _TABLE = (
                 "no answer within request_timeout_ms; retry with the same session seq"),
     ProblemCode("not-ready", 503, "Not ready", _D,
                 "/readyz: no leader known or still catching up (reason)"),
+    ProblemCode("unhealthy", 503, "Unhealthy", _D,
+                "/healthz: the Raft loop is dead or has not turned within "
+                "loop_stall_ms_max (reason); restart the process"),
 )  # fmt: skip
 
 CODES: Mapping[str, ProblemCode] = MappingProxyType({entry.code: entry for entry in _TABLE})

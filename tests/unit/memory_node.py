@@ -150,6 +150,9 @@ class MemoryNode:
     def is_ready(self) -> tuple[bool, str]:
         return self.ready
 
+    def health(self) -> tuple[bool, str]:
+        return True, "in memory"
+
     def metrics(self) -> bytes:
         return generate_latest(self.registry)
 

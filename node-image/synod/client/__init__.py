@@ -33,6 +33,7 @@ from synod.client.errors import (
     TooLarge,
     TransferInvalid,
     Unavailable,
+    Unhealthy,
 )
 from synod.client.lease import LeaseKeepAlive
 from synod.client.sync import Client, SyncLeaseKeepAlive
@@ -93,6 +94,7 @@ __all__ = [
     "Txn",
     "TxnResult",
     "Unavailable",
+    "Unhealthy",
     "WatchEvent",
     "normalize_endpoints",
 ]

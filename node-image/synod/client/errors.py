@@ -18,7 +18,8 @@ Hierarchy (``except SynodError`` catches them all)::
     ├── NotLeader (421)
     ├── LimitExceeded (429)
     ├── Unavailable (503 / connection failures) ── NoLeader, OutcomeUnknown,
-    │                                               RequestTimeout, NotReady, BodyTimeout (408)
+    │                                               RequestTimeout, NotReady, Unhealthy,
+    │                                               BodyTimeout (408)
     └── ProtocolError (an answer that does not follow docs/api.md, e.g. a 404 from
                        something that is not a Synod node)
 
@@ -59,6 +60,7 @@ __all__ = [
     "TooLarge",
     "TransferInvalid",
     "Unavailable",
+    "Unhealthy",
     "error_from_problem",
 ]
 
@@ -269,6 +271,12 @@ class NotReady(Unavailable):
     code = "not-ready"
 
 
+class Unhealthy(Unavailable):
+    """The node's Raft loop is dead or stalled (`/healthz`); it needs a restart."""
+
+    code = "unhealthy"
+
+
 class BodyTimeout(Unavailable):
     """The node did not receive the request body in time (408); nothing was done."""
 
@@ -305,6 +313,7 @@ _BY_CODE: dict[str, type[SynodError]] = {
         OutcomeUnknown,
         RequestTimeout,
         NotReady,
+        Unhealthy,
         BodyTimeout,
     )
 }

@@ -159,6 +159,11 @@ class NodeApi(Protocol):
         """(ready, reason) for `/readyz`."""
         ...
 
+    def health(self) -> tuple[bool, str]:
+        """(healthy, reason) for `/healthz`: False when the member's loop is dead or
+        stalled and only a restart helps."""
+        ...
+
     def metrics(self) -> bytes:
         """Prometheus text exposition of this node's registry."""
         ...

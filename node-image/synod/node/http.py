@@ -338,7 +338,10 @@ def _slot(state: AppState, counter: str, bound: int, limit: str) -> Iterator[Non
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
-    return json_response({"status": "ok"})
+    healthy, reason = request.app[STATE].node.health()
+    if not healthy:
+        raise Problem("unhealthy", reason, reason=reason)
+    return json_response({"status": "ok", "reason": reason})
 
 
 async def _readyz(request: web.Request) -> web.StreamResponse:

@@ -207,9 +207,9 @@ class RaftServer:
                 await self.admin_transfer_leadership(None)
         self._stopping = True
         self._wakeup.set()
-        if self._loop_task is not None:
+        if self._loop_task is not None and not self._loop_task.done():
             with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+                await self._loop_task  # A loop that already died was logged as fatal.
         await self.transport.stop()
         if self.driver is not None:
             self._deliver(self.driver.fail_all(NoLeader("node is shutting down")))

@@ -112,6 +112,7 @@ class RaftNode:
         self.randomized_election_timeout_ticks = config.election_timeout_ticks
         self.lead_transferee: NodeId = NONE
         self.pending_conf_index = 0
+        self._heartbeat_round = 0  # Periodic heartbeats sent as leader (probe pacing).
         self.uncommitted_bytes = 0
         self._read_index_queue: dict[bytes, _ReadIndexStatus] = {}
         self._read_index_waiting: list[Message] = []  # Until a commit in our term.
@@ -520,6 +521,7 @@ class RaftNode:
             return
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks:
             self.heartbeat_elapsed_ticks = 0
+            self._heartbeat_round += 1  # Each follower in probe may get one more append.
             self.step(Message(MessageType.LOCAL_BEAT, source=self.id))
 
     # =========================================================================
@@ -588,14 +590,19 @@ class RaftNode:
             return True
         if self.id not in self.progress or self.lead_transferee != NONE:
             return False
-        entries = [self._screen_conf_change(entry) for entry in message.entries]
+        first_index = self.log.last_index() + 1
+        entries = [
+            self._screen_conf_change(entry, first_index + offset)
+            for offset, entry in enumerate(message.entries)
+        ]
         if not self._append_entries(entries):
             return False
         self._broadcast_append()
         return True
 
-    def _screen_conf_change(self, entry: Entry) -> Entry:
-        """Replace a conf change that is not allowed now by an empty entry (as etcd)."""
+    def _screen_conf_change(self, entry: Entry, index: int) -> Entry:
+        """Replace a conf change that is not allowed now by an empty entry (as etcd).
+        `index` is where this entry will land: a batch may carry it at any offset."""
         if entry.kind != EntryKind.CONF_CHANGE:
             return entry
         try:
@@ -606,7 +613,8 @@ class RaftNode:
         except (ValueError, ConfChangePending, ConfChangeInvalid):
             self.dropped_proposals.append(entry.data)
             return Entry(term=0, index=0)
-        self.pending_conf_index = self.log.last_index() + 1
+        self.pending_conf_index = index
+        assert self.pending_conf_index > self.log.last_index()
         return entry
 
     def _validate_conf_change(self, change: ConfChange) -> None:
@@ -730,7 +738,11 @@ class RaftNode:
 
     def _on_heartbeat_response(self, message: Message, progress: Progress) -> None:
         progress.recent_active = True
-        progress.probe_sent = False
+        if progress.probe_round != self._heartbeat_round:
+            # One probe per heartbeat round: a backlog of responses (ReadIndex rounds,
+            # a slow follower) must not each send another full-size append.
+            progress.probe_round = self._heartbeat_round
+            progress.probe_sent = False
         if progress.state == ProgressState.REPLICATE and progress.inflights.full():
             progress.inflights.free_first_one()
         if progress.match < self.log.last_index():

@@ -78,6 +78,7 @@ class Progress:
         "match",
         "next",
         "pending_snapshot",
+        "probe_round",
         "probe_sent",
         "recent_active",
         "state",
@@ -91,6 +92,7 @@ class Progress:
         self.pending_snapshot = 0
         self.recent_active = False
         self.probe_sent = False
+        self.probe_round = -1  # The leader's heartbeat round of the last probe unpause.
         self.is_learner = is_learner
         self.inflights = Inflights(inflight_messages_max)
 

@@ -205,7 +205,7 @@ class SimNode:
 
     def receive(self, message: Message) -> None:
         """A message from the network: queued, stepped on the next turn."""
-        assert message.to == self.id
+        assert message.to == self.id, message
         if self.paused:
             self._held.append(message)
             return

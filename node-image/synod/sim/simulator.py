@@ -325,7 +325,10 @@ class Simulation:
             copies = 2 if self.rng.random() < self.link.duplicate_probability else 1
             for _ in range(copies):
                 delay = self.rng.randint(self.link.delay_min_units, self.link.delay_max_units)
-                self._schedule(delay, functools.partial(self._deliver, message))
+                # Each copy is its own object, as on a wire: a core may re-address a
+                # message it forwards (READ_INDEX, PROPOSE).
+                copy = dataclasses.replace(message)
+                self._schedule(delay, functools.partial(self._deliver, copy))
 
     def _snapshot_sent(self, message: Message, *, ok: bool) -> None:
         """Like the peer transport: the sender learns whether a snapshot went out."""
