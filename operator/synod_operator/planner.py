@@ -23,9 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from synod.bounds import PROMOTE_LAG_ENTRIES_MAX
+
 # A learner is promoted only within this many entries of the commit index (the
 # node answers 409 not-caught-up otherwise; checking first keeps the API quiet).
-CAUGHT_UP_LAG_ENTRIES_MAX = 1000
+# The node refuses promotions beyond the same bound (one number, synod.bounds).
+CAUGHT_UP_LAG_ENTRIES_MAX = PROMOTE_LAG_ENTRIES_MAX
 # A step whose operation does not converge within this bound is reported as
 # Degraded; the planner's gates, not this timer, keep it from pressing on.
 STEP_CONVERGENCE_TIMEOUT_S = 300.0

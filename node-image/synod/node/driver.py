@@ -57,8 +57,6 @@ from synod.services.leases import LeaseClock
 from synod.services.state import ServiceStateMachine
 
 SNAPSHOT_FORMAT = 1
-# One bound for the node (refusing a promotion) and the operator (asking for one).
-PROMOTE_LAG_ENTRIES_MAX = 1000
 _CONTEXT = struct.Struct(">QQQ")  # member id, boot nonce, counter: unique across restarts
 
 Token = Hashable

@@ -27,6 +27,7 @@ from typing import Any
 import msgpack
 from opentelemetry import trace
 
+from synod.bounds import PROMOTE_LAG_ENTRIES_MAX
 from synod.node.api import (
     ChangeInvalid,
     ChangePending,
@@ -41,7 +42,6 @@ from synod.node.api import (
 )
 from synod.node.config import NodeConfig
 from synod.node.driver import (
-    PROMOTE_LAG_ENTRIES_MAX,
     DriverLimits,
     NodeDriver,
     SnapshotJob,
