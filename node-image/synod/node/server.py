@@ -36,7 +36,7 @@ from synod.node.api import (
 from synod.node.config import Member, NodeConfig
 from synod.node.metrics import NodeMetrics
 from synod.node.tracing import tracing_enabled
-from synod.node.transport import PeerTransport
+from synod.node.transport import CLUSTER_ID_FILE, PeerTransport, TransportLimits
 from synod.raft.core import Config, RaftNode
 from synod.raft.types import (
     ConfChange,
@@ -113,6 +113,9 @@ class RaftServer:
             self._on_peer_messages,
             self._on_unreachable,
             self._on_snapshot_sent,
+            TransportLimits.for_election_timeout(config.election_timeout_ms),
+            cluster_id=config.cluster_id,
+            cluster_id_file=f"{config.data_dir}/{CLUSTER_ID_FILE}",
         )
         self._inbox: list[Message] = []
         self._writes: list[_Write] = []
