@@ -349,6 +349,49 @@ def test_snapshot_over_the_receivers_bound_is_reported_failed() -> None:
     run(test)
 
 
+def test_snapshot_over_64_mib_with_a_cut_midway_arrives_whole() -> None:
+    """Before: a snapshot over FRAME_BYTES_MAX (64 MiB) went as one frame, which
+    every receiver refused, and the leader re-sent it forever."""
+
+    async def test() -> None:
+        addresses = addresses_for(1, 2)
+        one = Member(1, addresses)  # Default limits: 64 MiB frames, 1 MiB chunks.
+        two = Member(2, addresses, transport_class=CutAfterChunks)
+        await started(one, two)
+        try:
+            data = os.urandom(80 << 20)
+            assert len(data) > codec.FRAME_BYTES_MAX
+            message = snapshot_message(1, 2, data)
+            one.transport.send([message])
+            await wait_until(lambda: one.snapshots_sent == [(2, False)], "the cut")
+            one.transport.send([message])
+            await wait_until(lambda: len(one.snapshots_sent) == 2, "the second report")
+            assert one.snapshots_sent[1] == (2, True)
+            assert two.transport.stats.snapshot_resumes == 1
+            received = [m for m in two.received if m.type == MessageType.SNAPSHOT]
+            assert len(received) == 1 and received[0].snapshot is not None
+            assert received[0].snapshot.data == data
+        finally:
+            await stopped(one, two)
+
+    run(test)
+
+
+def test_snapshot_the_node_drops_is_reported_failed() -> None:
+    async def test() -> None:
+        addresses = addresses_for(1, 2)
+        one, two = Member(1, addresses), Member(2, addresses)
+        two.transport.on_messages = lambda messages: False  # An overloaded node.
+        await started(one, two)
+        try:
+            one.transport.send([snapshot_message(1, 2, os.urandom(4096))])
+            await wait_until(lambda: one.snapshots_sent == [(2, False)], "the refusal")
+        finally:
+            await stopped(one, two)
+
+    run(test)
+
+
 def test_a_new_snapshot_replaces_a_stale_partial() -> None:
     async def test() -> None:
         addresses = addresses_for(1, 2)

@@ -520,11 +520,12 @@ class RaftServer:
         member = self.addresses.get(node_id) or self.config.member(node_id)
         return member.peer_address if member else None
 
-    def _on_peer_messages(self, messages: list[Message]) -> None:
+    def _on_peer_messages(self, messages: list[Message]) -> bool:
         if len(self._inbox) + len(messages) > self.limits.inbox_messages_per_turn_max:
-            return  # Overloaded: Raft retransmits; dropping keeps memory bounded.
+            return False  # Overloaded: Raft retransmits; dropping keeps memory bounded.
         self._inbox.extend(messages)
         self._wakeup.set()
+        return True
 
     def _on_unreachable(self, node_id: NodeId) -> None:
         if self.raft is not None:

@@ -232,7 +232,8 @@ class PeerTransport:
 
     Public API: `start`, `stop`, `send`, `forget`, `last_contact_ms`, and the
     `stats`. Callbacks run on the event loop and must not block:
-    `on_messages(batch)` receives checked messages addressed to us,
+    `on_messages(batch)` receives checked messages addressed to us (returning
+    False says they were dropped: a snapshot is then reported refused),
     `on_unreachable(peer)` and `on_snapshot_sent(peer, ok)` report failures.
     """
 
@@ -241,7 +242,7 @@ class PeerTransport:
         node_id: NodeId,
         listen_address: str,
         resolve: Callable[[NodeId], str | None],
-        on_messages: Callable[[list[Message]], None],
+        on_messages: Callable[[list[Message]], bool | None],
         on_unreachable: Callable[[NodeId], None],
         on_snapshot_sent: Callable[[NodeId, bool], None],
         limits: TransportLimits | None = None,
@@ -781,14 +782,12 @@ class PeerTransport:
         if ok:
             header = inbound.header
             assert header.snapshot is not None
-            message = dataclasses.replace(
-                header, snapshot=Snapshot(header.snapshot.meta, snapshot_data)
-            )
-            self.stats.snapshots_received += 1
-            log.info(
-                "peer %d: received snapshot %s (%d bytes)", peer.node_id, key, len(snapshot_data)
-            )
-            self.on_messages([message])
+            snapshot = Snapshot(header.snapshot.meta, snapshot_data)
+            message = dataclasses.replace(header, snapshot=snapshot)
+            ok = self.on_messages([message]) is not False
+            log.info("peer %d: received snapshot %s (%d bytes)%s", peer.node_id, key,
+                     len(snapshot_data), "" if ok else ", but the node dropped it")  # fmt: skip
+            self.stats.snapshots_received += int(ok)
         else:
             log.warning("peer %d: snapshot %s fails its checksum; refused", peer.node_id, key)
         self._control(peer, FrameKind.SNAPSHOT_DONE, _SNAPSHOT_DONE.pack(*key, int(ok)))
