@@ -11,8 +11,12 @@ must keep its term and keep committing writes.
 
 from __future__ import annotations
 
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +24,10 @@ import msgpack
 import pytest
 
 from synod.node.config import CLUSTER_ID_BYTES, load_config
-from synod.node.transport import HELLO_MAGIC, FrameKind
+from synod.node.transport import CLUSTER_ID_FILE, HELLO_MAGIC, FrameKind
 from synod.raft import codec
 from synod.raft.types import MessageType
-from tests.cluster.harness import WAIT_S_MAX, Cluster, request_settled
+from tests.cluster.harness import WAIT_S_MAX, Cluster, free_port, request_settled
 
 TERM_2_64 = 2**64 - 1
 HELLO = struct.Struct(f">8s{CLUSTER_ID_BYTES}sQQ")
@@ -91,3 +95,31 @@ def test_forged_heartbeat_with_term_2_64_changes_nothing(cluster: Cluster) -> No
     assert max(after.values()) <= max(before.values()) + 3, (before, after)
     log = cluster.nodes[target].log_path.read_text()
     assert "refused peer connection" in log and "refused a frame" in log
+
+
+def test_member_refuses_to_start_on_another_clusters_data_dir(tmp_path: Path) -> None:
+    """The cluster id is pinned in the data dir at first start; a member started
+    later with another token (or membership) exits with a clear error."""
+    data_dir = tmp_path / "node-1"
+    peer, client = free_port(), free_port()
+    members = f"1=127.0.0.1:{peer}@http://127.0.0.1:{client}"
+    argv = [
+        sys.executable, "-m", "synod.node.main", "--id", "1", "--data-dir", str(data_dir),
+        "--listen-client", f"127.0.0.1:{client}", "--listen-peer", f"127.0.0.1:{peer}",
+        "--initial-cluster", members,
+    ]  # fmt: skip
+    first = subprocess.Popen([*argv, "--cluster-token", "team-a/demo/uid-1"])
+    try:
+        deadline = time.monotonic() + WAIT_S_MAX
+        while not (data_dir / CLUSTER_ID_FILE).exists():
+            assert time.monotonic() < deadline, "the first start pins the cluster id"
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=WAIT_S_MAX)
+    second = subprocess.run(
+        [*argv, "--cluster-token", "team-a/demo/uid-2"],
+        capture_output=True, text=True, timeout=WAIT_S_MAX, check=False,
+    )  # fmt: skip
+    assert second.returncode == 2, second.stderr
+    assert "belongs to cluster id" in second.stderr

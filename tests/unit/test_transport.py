@@ -299,7 +299,7 @@ class CutAfterChunks(PeerTransport):
     cut_after = 20
     chunks = 0
 
-    async def _on_snapshot_chunk(self, peer: object, body: bytes) -> None:
+    async def _on_snapshot_chunk(self, peer: object, body: bytes | bytearray) -> None:
         await super()._on_snapshot_chunk(peer, body)  # type: ignore[arg-type]
         self.chunks += 1
         if self.chunks == self.cut_after:

@@ -84,6 +84,7 @@ _SNAPSHOT_BEGIN = struct.Struct(">QQQI")  # snapshot term, index, total bytes, C
 _SNAPSHOT_AT = struct.Struct(">QQQ")  # snapshot term, index, offset (ACK and CHUNK)
 _SNAPSHOT_DONE = struct.Struct(">QQB")  # snapshot term, index, ok
 _CHECKSUM_IN_THREAD_BYTES_MIN = 1 << 20  # Larger buffers are checksummed off the loop.
+_READ_PIECE_BYTES = 1 << 20  # Larger frame bodies are read in pieces of this size.
 
 
 class FrameKind(enum.IntEnum):
@@ -411,13 +412,15 @@ class PeerTransport:
             await peer.wakeup.wait()
             peer.wakeup.clear()
             while self._current(peer) and (writer := peer.writer) is not None:
-                frame = await self._next_frame(peer)
+                frame = await self._next_frame(peer, writer)
                 if frame is None:
                     break
                 if not await self._write_frame(peer, writer, *frame):
                     break
 
-    async def _next_frame(self, peer: _Peer) -> tuple[FrameKind, list[bytes]] | None:
+    async def _next_frame(
+        self, peer: _Peer, writer: asyncio.StreamWriter
+    ) -> tuple[FrameKind, list[bytes]] | None:
         """The next frame for `peer`: control answers first, then Raft messages,
         then one snapshot chunk (so heartbeats flow during a long transfer)."""
         if peer.control:
@@ -430,10 +433,9 @@ class PeerTransport:
             return None
         if outbound.stage == _Stage.NEW:
             if outbound.crc is None:
-                crc = await _crc32(outbound.data)
-                if peer.outbound is not outbound:
-                    return await self._next_frame(peer)  # Superseded meanwhile.
-                outbound.crc = crc
+                outbound.crc = await _crc32(outbound.data)
+                if peer.outbound is not outbound or peer.writer is not writer:
+                    return None  # Superseded or reconnected meanwhile: look again.
             outbound.stage = _Stage.AWAIT_ACK
             outbound.deadline_monotonic_s = self._snapshot_deadline()
             term, index = outbound.key
@@ -660,7 +662,7 @@ class PeerTransport:
                 length, kind = _FRAME_HEADER.unpack(header)
                 if length > self.limits.frame_bytes_max:
                     raise _Refused(f"frame of {length} bytes exceeds frame_bytes_max")
-                body = await reader.readexactly(length)
+                body = await self._read_body(peer, reader, length)
                 now = time.monotonic()
                 peer.last_received_monotonic_s = peer.last_contact_monotonic_s = now
                 self.stats.frames_received += 1
@@ -674,7 +676,20 @@ class PeerTransport:
         finally:
             self._drop_connection(peer, writer)
 
-    async def _on_frame(self, peer: _Peer, kind: int, body: bytes) -> None:
+    async def _read_body(
+        self, peer: _Peer, reader: asyncio.StreamReader, length: int
+    ) -> bytes | bytearray:
+        """Read a frame body; a large one in pieces, each counting as a sign of
+        life, so a big frame on a slow link is not mistaken for a dead link."""
+        if length <= _READ_PIECE_BYTES:
+            return await reader.readexactly(length)
+        body = bytearray()
+        while len(body) < length:
+            body += await reader.readexactly(min(_READ_PIECE_BYTES, length - len(body)))
+            peer.last_received_monotonic_s = time.monotonic()
+        return body
+
+    async def _on_frame(self, peer: _Peer, kind: int, body: bytes | bytearray) -> None:
         """Handle one frame. Raises _Refused or CodecError for a bad one."""
         if kind == FrameKind.MESSAGES:
             messages = decode_messages(body)
@@ -713,7 +728,7 @@ class PeerTransport:
         peer.control.append((kind, body))
         peer.wakeup.set()
 
-    def _on_snapshot_begin(self, peer: _Peer, body: bytes) -> None:
+    def _on_snapshot_begin(self, peer: _Peer, body: bytes | bytearray) -> None:
         if len(body) < _SNAPSHOT_BEGIN.size:
             raise _Refused("short SNAPSHOT_BEGIN")
         term, index, total_bytes, crc = _SNAPSHOT_BEGIN.unpack_from(body)
@@ -761,7 +776,7 @@ class PeerTransport:
         log.info("peer %d: receiving snapshot %s of %d bytes", peer.node_id, key, total_bytes)
         self._control(peer, FrameKind.SNAPSHOT_ACK, _SNAPSHOT_AT.pack(*key, 0))
 
-    async def _on_snapshot_chunk(self, peer: _Peer, body: bytes) -> None:
+    async def _on_snapshot_chunk(self, peer: _Peer, body: bytes | bytearray) -> None:
         if len(body) < _SNAPSHOT_AT.size:
             raise _Refused("short SNAPSHOT_CHUNK")
         term, index, offset = _SNAPSHOT_AT.unpack_from(body)
@@ -792,7 +807,7 @@ class PeerTransport:
             log.warning("peer %d: snapshot %s fails its checksum; refused", peer.node_id, key)
         self._control(peer, FrameKind.SNAPSHOT_DONE, _SNAPSHOT_DONE.pack(*key, int(ok)))
 
-    def _on_snapshot_ack(self, peer: _Peer, body: bytes) -> None:
+    def _on_snapshot_ack(self, peer: _Peer, body: bytes | bytearray) -> None:
         if len(body) != _SNAPSHOT_AT.size:
             raise _Refused("malformed SNAPSHOT_ACK")
         term, index, offset = _SNAPSHOT_AT.unpack(body)
@@ -805,7 +820,7 @@ class PeerTransport:
         outbound.stage = _Stage.SENDING
         peer.wakeup.set()
 
-    def _on_snapshot_done(self, peer: _Peer, body: bytes) -> None:
+    def _on_snapshot_done(self, peer: _Peer, body: bytes | bytearray) -> None:
         if len(body) != _SNAPSHOT_DONE.size:
             raise _Refused("malformed SNAPSHOT_DONE")
         term, index, ok = _SNAPSHOT_DONE.unpack(body)

@@ -309,7 +309,7 @@ def encode_messages(messages: list[Message]) -> bytes:
     return frame
 
 
-def decode_messages(frame: bytes | memoryview) -> list[Message]:
+def decode_messages(frame: bytes | bytearray | memoryview) -> list[Message]:
     """Inverse of `encode_messages`.
 
     Raises CodecError on an empty or oversized frame, an unknown version, or
