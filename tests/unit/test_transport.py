@@ -440,11 +440,17 @@ def test_forgotten_member_is_dropped_and_its_hellos_refused() -> None:
 # -- cluster id ------------------------------------------------------------------
 def test_cluster_id_is_pinned_at_first_start(tmp_path: Path) -> None:
     path = str(tmp_path / "data" / "cluster-id")
-    pin_cluster_id(path, CLUSTER_ID)
-    pin_cluster_id(path, CLUSTER_ID)  # Same id: fine.
+    assert pin_cluster_id(path, CLUSTER_ID) == CLUSTER_ID
+    assert pin_cluster_id(path, CLUSTER_ID) == CLUSTER_ID  # Same id: fine.
     with pytest.raises(ClusterIdMismatch, match="belongs to cluster id"):
         pin_cluster_id(path, bytes(CLUSTER_ID_BYTES))
+    # An id derived from the initial membership (no token): a restarted member
+    # ignores the initial membership, so the pinned id wins.
+    assert pin_cluster_id(path, bytes(CLUSTER_ID_BYTES), adopt_pinned=True) == CLUSTER_ID
     assert Path(path).read_text().strip() == CLUSTER_ID.hex()
+    Path(path).write_text("garbage")
+    with pytest.raises(ClusterIdMismatch, match="does not hold a cluster id"):
+        pin_cluster_id(path, CLUSTER_ID, adopt_pinned=True)
 
 
 def test_transport_refuses_to_start_on_another_clusters_data(tmp_path: Path) -> None:

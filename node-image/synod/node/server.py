@@ -116,6 +116,7 @@ class RaftServer:
             TransportLimits.for_election_timeout(config.election_timeout_ms),
             cluster_id=config.cluster_id,
             cluster_id_file=f"{config.data_dir}/{CLUSTER_ID_FILE}",
+            adopt_pinned_cluster_id=not config.cluster_token,
         )
         self._inbox: list[Message] = []
         self._writes: list[_Write] = []

@@ -250,9 +250,13 @@ class PeerTransport:
         *,
         cluster_id: bytes,
         cluster_id_file: str | None = None,
+        adopt_pinned_cluster_id: bool = False,
     ) -> None:
         """`cluster_id` names the cluster in every hello; with `cluster_id_file`,
-        `start` pins it there. Raises ValueError on inconsistent `limits`."""
+        `start` pins it there at first start. `adopt_pinned_cluster_id` says
+        `cluster_id` was derived from the initial membership, which a restarted
+        member ignores: the id pinned at its first start is used instead of
+        refusing to start. Raises ValueError on inconsistent `limits`."""
         assert 1 <= node_id <= NODE_ID_MAX, node_id
         assert len(cluster_id) == CLUSTER_ID_BYTES, "cluster ids are CLUSTER_ID_BYTES long"
         self.node_id = node_id
@@ -265,6 +269,7 @@ class PeerTransport:
         self.limits.validate()
         self.cluster_id = cluster_id
         self.cluster_id_file = cluster_id_file
+        self.adopt_pinned_cluster_id = adopt_pinned_cluster_id
         self.peers: dict[NodeId, _Peer] = {}
         self.stats = TransportStats()
         self._forgotten: set[NodeId] = set()
@@ -279,7 +284,12 @@ class PeerTransport:
         Raises ClusterIdMismatch if the data dir belongs to another cluster id,
         OSError if the address is taken or the id cannot be written."""
         if self.cluster_id_file is not None:
-            await asyncio.to_thread(pin_cluster_id, self.cluster_id_file, self.cluster_id)
+            self.cluster_id = await asyncio.to_thread(
+                pin_cluster_id,
+                self.cluster_id_file,
+                self.cluster_id,
+                adopt_pinned=self.adopt_pinned_cluster_id,
+            )
         host, port = split_host_port(self.listen_address)
         self._server = await asyncio.start_server(self._accept, host, port)
         self._spawn(self._housekeeping_loop())
@@ -890,11 +900,13 @@ async def _crc32(data: bytes) -> int:
     return await asyncio.to_thread(zlib.crc32, data)
 
 
-def pin_cluster_id(path: str, cluster_id: bytes) -> None:
-    """Record `cluster_id` at `path` on first start; afterwards insist on it.
+def pin_cluster_id(path: str, cluster_id: bytes, *, adopt_pinned: bool = False) -> bytes:
+    """Record `cluster_id` at `path` on first start; afterwards insist on it, or
+    with `adopt_pinned` use the pinned one. Returns the cluster id to use.
 
     Raises ClusterIdMismatch when `path` holds another id (the data dir belongs
-    to another cluster, or the token changed), OSError if it cannot be written.
+    to another cluster, or the token changed) or an unreadable one, OSError if
+    it cannot be read or written.
     """
     assert len(cluster_id) == CLUSTER_ID_BYTES
     try:
@@ -914,15 +926,23 @@ def pin_cluster_id(path: str, cluster_id: bytes) -> None:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
-        return
+        return cluster_id
     except UnicodeDecodeError:
         pinned = "(unreadable)"
-    if pinned != cluster_id.hex():
-        raise ClusterIdMismatch(
-            f"this data dir belongs to cluster id {pinned} ({path}), but the configuration "
-            f"gives {cluster_id.hex()}: check --cluster-token and --initial-cluster, or use "
-            "another --data-dir"
-        )
+    try:
+        pinned_id = bytes.fromhex(pinned)
+    except ValueError:
+        pinned_id = b""
+    if len(pinned_id) != CLUSTER_ID_BYTES:
+        raise ClusterIdMismatch(f"{path} does not hold a cluster id ({pinned!r:.60}); "
+                                "restore it or remove it to pin the configured one")  # fmt: skip
+    if pinned_id == cluster_id or adopt_pinned:
+        return pinned_id
+    raise ClusterIdMismatch(
+        f"this data dir belongs to cluster id {pinned} ({path}), but --cluster-token "
+        f"gives {cluster_id.hex()}: start with the token it was created with, or use "
+        "another --data-dir"
+    )
 
 
 def split_host_port(address: str) -> tuple[str, int]:
