@@ -427,10 +427,14 @@ def test_forgotten_member_is_dropped_and_its_hellos_refused() -> None:
             one.transport.send([heartbeat(1, 2)])  # 1 re-dials and is refused.
             await wait_until(lambda: two.transport.stats.hellos_refused >= 1, "the refusal")
             assert len(two.received) == 1
-            two.transport.send([heartbeat(2, 1)])  # Added back: sending to it again.
+            two.transport.readmit(1)  # Added back to the membership (ids are reused).
+            one.transport.send([heartbeat(1, 2)])
+            await wait_until(lambda: len(two.received) == 2, "1 re-dials and is accepted")
+            two.transport.forget(1)
+            two.transport.send([heartbeat(2, 1)])  # Sending to it again readmits it too.
             await wait_until(lambda: len(one.received) == 1, "the link again")
             one.transport.send([heartbeat(1, 2)])
-            await wait_until(lambda: len(two.received) == 2, "both ways")
+            await wait_until(lambda: len(two.received) == 3, "both ways")
         finally:
             await stopped(one, two)
 

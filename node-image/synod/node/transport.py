@@ -231,8 +231,8 @@ class TransportStats:
 class PeerTransport:
     """Carries Raft messages between members.
 
-    Public API: `start`, `stop`, `send`, `forget`, `last_contact_ms`, and the
-    `stats`. Callbacks run on the event loop and must not block:
+    Public API: `start`, `stop`, `send`, `forget`, `readmit`,
+    `last_contact_ms`, and the `stats`. Callbacks run on the event loop and must not block:
     `on_messages(batch)` receives checked messages addressed to us (returning
     False says they were dropped: a snapshot is then reported refused),
     `on_unreachable(peer)` and `on_snapshot_sent(peer, ok)` report failures.
@@ -336,9 +336,9 @@ class PeerTransport:
 
     def forget(self, node_id: NodeId) -> None:
         """Drop a removed member: close its link, discard its queues and partial
-        snapshots, and refuse its hellos until we send to it again (ids may be
-        reused: a StatefulSet scaled down and up adds the same id back).
-        Raises nothing; forgetting an unknown id only records it."""
+        snapshots, and refuse its hellos until `readmit` (or a `send` to it).
+        Call when a REMOVE of `node_id` is applied. Raises nothing; forgetting an
+        unknown id only records it."""
         self._forgotten.add(node_id)
         peer = self.peers.pop(node_id, None)
         if peer is None:
@@ -352,6 +352,12 @@ class PeerTransport:
         peer.wakeup.set()  # Its loops see they are no longer current and end.
         peer.lost.set()
         log.info("peer %d forgotten (removed from the membership)", node_id)
+
+    def readmit(self, node_id: NodeId) -> None:
+        """Accept `node_id` again after `forget`: ids are reused (a StatefulSet
+        scaled down and up adds the same id back). Call when an ADD_LEARNER or
+        ADD_VOTER of `node_id` is applied. Raises nothing."""
+        self._forgotten.discard(node_id)
 
     # -- sending -----------------------------------------------------------------
     def send(self, messages: list[Message]) -> None:
