@@ -226,7 +226,11 @@ def test_frames_respect_frame_bytes_max_on_the_sending_side() -> None:
 
     async def test() -> None:
         addresses = addresses_for(1, 2)
-        limits = TransportLimits(frame_bytes_max=256 * 1024, snapshot_chunk_bytes=64 * 1024)
+        limits = TransportLimits(
+            frame_bytes_max=256 * 1024,
+            send_frame_bytes_max=256 * 1024,
+            snapshot_chunk_bytes=64 * 1024,
+        )
         one, two = Member(1, addresses, limits), Member(2, addresses, limits)
         await started(one)
         try:
@@ -238,6 +242,30 @@ def test_frames_respect_frame_bytes_max_on_the_sending_side() -> None:
             assert two.received == batch
             assert two.transport.stats.frames_refused == 0
             assert two.transport.stats.frames_received >= 8  # At least 2 MiB / 256 KiB.
+        finally:
+            await stopped(one, two)
+
+    run(test)
+
+
+def test_a_message_over_the_batch_bound_goes_alone_and_one_over_a_frame_is_dropped() -> None:
+    async def test() -> None:
+        addresses = addresses_for(1, 2)
+        limits = TransportLimits(
+            frame_bytes_max=512 * 1024, send_frame_bytes_max=64 * 1024, snapshot_chunk_bytes=1024
+        )
+        one, two = Member(1, addresses, limits), Member(2, addresses, limits)
+        await started(one, two)
+        try:
+            big = append(1, 2, 1, 256 * 1024)  # Over the batch bound, under the frame bound.
+            huge = append(1, 2, 2, 1024 * 1024)  # Over the frame bound: the peer would refuse it.
+            small = heartbeat(1, 2)
+            one.transport.send([small, big, huge, small])
+            await wait_until(lambda: len(two.received) == 3, "all but the huge one")
+            assert two.received == [small, big, small]
+            assert one.transport.stats.messages_dropped == 1
+            await wait_until(lambda: 2 in one.unreachable, "the drop reported")
+            assert two.transport.stats.frames_refused == 0
         finally:
             await stopped(one, two)
 
@@ -265,7 +293,9 @@ def test_send_queue_bytes_are_bounded_dropping_the_oldest() -> None:
 
 
 # -- snapshots -----------------------------------------------------------------
-SMALL_FRAMES = TransportLimits(frame_bytes_max=64 * 1024, snapshot_chunk_bytes=16 * 1024)
+SMALL_FRAMES = TransportLimits(
+    frame_bytes_max=64 * 1024, send_frame_bytes_max=64 * 1024, snapshot_chunk_bytes=16 * 1024
+)
 
 
 def snapshot_message(source: int, to: int, data: bytes, index: int = 100) -> Message:
@@ -479,4 +509,8 @@ def test_limits_tie_dead_link_detection_to_the_election_timeout() -> None:
     with pytest.raises(ValueError, match="keepalive_interval_ms"):
         TransportLimits(keepalive_interval_ms=5000, peer_dead_ms=1000).validate()
     with pytest.raises(ValueError, match="snapshot_chunk_bytes"):
-        TransportLimits(frame_bytes_max=1024, snapshot_chunk_bytes=1024).validate()
+        TransportLimits(
+            frame_bytes_max=1024, send_frame_bytes_max=1024, snapshot_chunk_bytes=1024
+        ).validate()
+    with pytest.raises(ValueError, match="send_frame_bytes_max"):
+        TransportLimits(frame_bytes_max=1 << 20, send_frame_bytes_max=2 << 20).validate()

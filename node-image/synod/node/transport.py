@@ -112,9 +112,12 @@ class TransportLimits:
     """Every bound of the transport, by name. `validate` says which one is wrong."""
 
     send_queue_messages_max: int = 10_000  # Per peer.
-    send_queue_bytes_max: int = 64 * 1024 * 1024  # Per peer, by `message_bytes_bound`.
+    send_queue_bytes_max: int = 16 * 1024 * 1024  # Per peer, by `message_bytes_bound`.
     frame_messages_max: int = 4096
-    frame_bytes_max: int = FRAME_BYTES_MAX  # A frame's body, sent and received.
+    frame_bytes_max: int = FRAME_BYTES_MAX  # A frame's body: refused above, never sent above.
+    # Frames we build batch messages up to this (a single larger message still goes
+    # alone, up to frame_bytes_max): bigger batches buy no throughput, only memory.
+    send_frame_bytes_max: int = 4 * 1024 * 1024
     snapshot_chunk_bytes: int = 1024 * 1024
     snapshot_bytes_max: int = SNAPSHOT_BYTES_MAX  # Partial inbound snapshots, all peers.
     snapshot_ack_timeout_ms: int = 30_000  # BEGIN -> ACK, last CHUNK -> DONE.
@@ -151,8 +154,10 @@ class TransportLimits:
             raise ValueError("keepalive_interval_ms must be below peer_dead_ms")
         if self.dial_backoff_ms_min > self.dial_backoff_ms_max:
             raise ValueError("dial_backoff_ms_min must not exceed dial_backoff_ms_max")
-        if self.snapshot_chunk_bytes + _SNAPSHOT_AT.size > self.frame_bytes_max:
-            raise ValueError("snapshot_chunk_bytes must fit in frame_bytes_max")
+        if self.send_frame_bytes_max > self.frame_bytes_max:
+            raise ValueError("send_frame_bytes_max must not exceed frame_bytes_max")
+        if self.snapshot_chunk_bytes + _SNAPSHOT_AT.size > self.send_frame_bytes_max:
+            raise ValueError("snapshot_chunk_bytes must fit in send_frame_bytes_max")
         if self.frame_bytes_max >= 2**32:
             raise ValueError("frame_bytes_max must fit the 4-byte length")
 
@@ -473,8 +478,10 @@ class PeerTransport:
         return time.monotonic() + self.limits.snapshot_ack_timeout_ms / 1000
 
     def _take_batch(self, peer: _Peer) -> bytes:
-        """Encode queued messages into one frame body of at most frame_bytes_max."""
-        budget = self.limits.frame_bytes_max - FRAME_OVERHEAD_BYTES_MAX
+        """Encode queued messages into one frame body: a batch of at most
+        send_frame_bytes_max, or one message of at most frame_bytes_max."""
+        budget = self.limits.send_frame_bytes_max - FRAME_OVERHEAD_BYTES_MAX
+        alone_max = self.limits.frame_bytes_max - FRAME_OVERHEAD_BYTES_MAX
         batch: list[Message] = []
         batch_bytes = 0
         while peer.queue and len(batch) < self.limits.frame_messages_max:
@@ -483,7 +490,7 @@ class PeerTransport:
                 break
             message = peer.queue.popleft()
             peer.queued_bytes -= size
-            if size > budget:
+            if size > alone_max:
                 # The core bounds appends far below this; refuse rather than build
                 # a frame the receiver must refuse.
                 log.warning("peer %d: %s message of %d bytes exceeds frame_bytes_max; dropped",
@@ -493,6 +500,8 @@ class PeerTransport:
                 continue
             batch.append(message)
             batch_bytes += size
+            if batch_bytes > budget:
+                break  # A large message goes alone.
         payload = encode_messages(batch) if batch else b""
         assert len(payload) <= self.limits.frame_bytes_max, "message_bytes_bound is an upper bound"
         return payload
