@@ -12,10 +12,12 @@ Wire format (all integers big-endian):
   (or a member of another cluster) never gets a message stepped and never
   replaces a live link.
 * Then frames: a 4-byte body length, a 1-byte kind (`FrameKind`), the body.
-  MESSAGES carries `codec.encode_messages` (every message queued for that peer
-  since the last write, bounded by `frame_messages_max` and `frame_bytes_max`);
+  MESSAGES carries `codec.encode_messages` (messages queued for that peer since
+  the last write, batched up to `frame_messages_max` and `send_frame_bytes_max`;
+  a larger single message goes alone up to `frame_bytes_max`);
   PING/PONG keep an idle link provably alive; the SNAPSHOT_* kinds stream an
-  InstallSnapshot in `snapshot_chunk_bytes` chunks (below).
+  InstallSnapshot in `snapshot_chunk_bytes` chunks (below). A SNAPSHOT message
+  is never sent inline.
 
 Every frame is checked before anything is stepped: its length against
 `frame_bytes_max`, every field against the codec's bounds, each message's `to`
@@ -36,7 +38,10 @@ reconnect), the sender streams SNAPSHOT_CHUNKs from there, and the receiver
 answers SNAPSHOT_DONE (ok or refused) once it has handed the whole, checked
 message to `on_messages`. `on_snapshot_sent(peer, ok)` reports exactly that
 answer; a lost connection or a missing answer within `snapshot_ack_timeout_ms`
-reports failure.
+reports failure. The receiver keeps one partial transfer per peer, keyed by
+(snapshot term, index, size, CRC32), all peers' together within
+`snapshot_bytes_max`; a BEGIN for another snapshot or `snapshot_partial_ttl_ms`
+without a chunk drops it.
 
 Send queues are bounded in messages and bytes: when a peer is slow or away,
 the oldest messages are dropped (Raft retransmits what matters) and the core is
