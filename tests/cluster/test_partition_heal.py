@@ -9,8 +9,10 @@ The cluster runs inside a network namespace of the test's own (`unshare -n`):
 iptables DROP on its loopback isolates member 3's peer port (member 3 has the
 highest id, so every one of its peer links is on that port) and touches nothing
 else. Assertions are on events: member 3 declares its links dead during the
-partition, and after the heal and the leader's kill a write commits within the
-harness's bounded wait. The outage is printed for the record, not asserted.
+partition, and after the heal and an immediate kill of the leader a write commits
+within the harness's bounded wait. The outage (kill to first committed write) is
+printed for the record, not asserted: with SYNOD_TEST_PARTITION_S=30 on the
+development machine, 1.8 s, against 27.8 s with the transport before the fix.
 """
 
 from __future__ import annotations
@@ -65,6 +67,14 @@ def child(root: str) -> None:
     cluster = Cluster(Path(root), 3)
     try:
         cluster.start_all()
+        # Leadership visits 1 and 2, so both have dialled member 3 (the lower id dials):
+        # the links that the partition then black-holes all exist.
+        for target in (1, 2):
+            leader = cluster.wait_for_leader()
+            if leader != target:
+                url = cluster.nodes[leader].url
+                request(url, "POST", "/v1/admin/leadership/transfer", {"to": target})
+            cluster.wait_until(lambda t=target: cluster.wait_for_leader() == t, f"{target} leads")
         leader = cluster.wait_for_leader()
         assert _write_until_committed(cluster, [leader], "before") < WAIT_S_MAX
         port = cluster.nodes[ISOLATED].peer_port
@@ -75,12 +85,10 @@ def child(root: str) -> None:
             "member 3 to declare its black-holed links dead",
         )
         time.sleep(max(0.0, PARTITION_S - 2.0))  # The partition itself, not a wait.
-        _isolate(port, "-D")
         leader = cluster.wait_for_leader(exclude={ISOLATED})
-        cluster.wait_until(
-            lambda: (cluster.status(ISOLATED) or {}).get("leader_id") == leader,
-            "member 3 to follow the leader again",
-        )
+        _isolate(port, "-D")
+        # At once, as in the report: the two survivors must elect over links that
+        # were black-holed a moment ago.
         cluster.kill(leader)
         survivors = [node_id for node_id in cluster.nodes if node_id != leader]
         outage_s = _write_until_committed(cluster, survivors, "after")
