@@ -325,7 +325,13 @@ class PeerTransport:
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # A bug (or a callback's): say so loudly rather than go quiet on a peer.
+            log.error("transport task %s failed", task.get_coro(), exc_info=error)
 
     def _peer(self, node_id: NodeId) -> _Peer:
         peer = self.peers.get(node_id)
