@@ -180,6 +180,28 @@ def test_bad_frame_on_a_valid_link_is_refused(
     assert why in caplog.text
 
 
+def test_connections_that_never_say_hello_are_bounded() -> None:
+    async def test() -> None:
+        addresses = addresses_for(1, 2)
+        two = Member(2, addresses, TransportLimits(hellos_pending_max=2))
+        await started(two)
+        host, port = split_host_port(addresses[2])
+        silent = [await asyncio.open_connection(host, port) for _ in range(3)]
+        try:
+            await wait_until(lambda: two.transport.stats.hellos_refused == 1, "the third refused")
+            try:
+                answer = await asyncio.wait_for(silent[2][0].read(), 10.0)
+            except ConnectionError:
+                answer = b""  # Reset rather than closed: refused all the same.
+            assert answer == b""
+        finally:
+            for _, writer in silent:
+                writer.close()
+            await stopped(two)
+
+    run(test)
+
+
 def test_transfer_leader_names_the_transferee_as_source() -> None:
     async def test() -> None:
         addresses = addresses_for(1, 2)

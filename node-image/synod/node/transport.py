@@ -131,6 +131,7 @@ class TransportLimits:
     dial_backoff_ms_max: int = 1000
     dial_timeout_ms: int = 2000
     hello_timeout_ms: int = 2000
+    hellos_pending_max: int = 64  # Accepted connections still waiting for their hello.
     keepalive_interval_ms: int = 200  # Ping a link we have not written to for this long.
     peer_dead_ms: int = 2000  # A link silent for this long is declared dead.
 
@@ -283,6 +284,7 @@ class PeerTransport:
         self.peers: dict[NodeId, _Peer] = {}
         self.stats = TransportStats()
         self._forgotten: set[NodeId] = set()
+        self._hellos_pending = 0
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -594,6 +596,15 @@ class PeerTransport:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         remote = writer.get_extra_info("peername")
+        if self._hellos_pending >= self.limits.hellos_pending_max:
+            # Connections that never say hello must not pile up (each waits up to
+            # hello_timeout_ms); members retry with backoff.
+            self.stats.hellos_refused += 1
+            log.warning("refused peer connection from %s: %d hellos pending (hellos_pending_max)",
+                        remote, self._hellos_pending)  # fmt: skip
+            writer.transport.abort()
+            return
+        self._hellos_pending += 1
         try:
             hello = await asyncio.wait_for(
                 reader.readexactly(_HELLO.size), self.limits.hello_timeout_ms / 1000
@@ -610,6 +621,8 @@ class PeerTransport:
             log.warning("refused peer connection from %s: %s", remote, error)
             writer.transport.abort()
             return
+        finally:
+            self._hellos_pending -= 1
         if self._closing:
             writer.transport.abort()
             return
