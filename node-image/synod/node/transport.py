@@ -227,6 +227,8 @@ class TransportStats:
 
     frames_sent: int = 0
     frames_received: int = 0
+    bytes_sent: int = 0  # Frame headers and bodies.
+    bytes_received: int = 0
     frames_refused: int = 0  # Closed the connection: malformed or forged frame.
     hellos_refused: int = 0  # Accepted or dialled connections refused at the hello.
     connections: int = 0  # Links established (both hellos matched).
@@ -538,6 +540,7 @@ class PeerTransport:
             return False
         peer.last_sent_monotonic_s = time.monotonic()
         self.stats.frames_sent += 1
+        self.stats.bytes_sent += _FRAME_HEADER.size + body_bytes
         return True
 
     # -- connecting --------------------------------------------------------------
@@ -715,6 +718,7 @@ class PeerTransport:
                 now = time.monotonic()
                 peer.last_received_monotonic_s = peer.last_contact_monotonic_s = now
                 self.stats.frames_received += 1
+                self.stats.bytes_received += _FRAME_HEADER.size + length
                 await self._on_frame(peer, kind, body)
         except (OSError, asyncio.IncompleteReadError) as error:
             log.info("peer %d: connection lost: %r", peer.node_id, error)
