@@ -47,6 +47,7 @@ MANAGER = "synod-operator"
 ENV_INITIAL_REPLICAS = "SYNOD_INITIAL_REPLICAS"
 ENV_JOIN = "SYNOD_JOIN"
 LIFETIME_KEYS = (ENV_INITIAL_REPLICAS, ENV_JOIN)
+ENV_CLUSTER_TOKEN = "SYNOD_CLUSTER_TOKEN"
 
 # Only a leader moves leadership away before stopping; a follower stopping must
 # not disturb the leader. The node also transfers on SIGTERM (docs/node.md);
@@ -81,6 +82,11 @@ class Owner:
             "controller": True,
             "blockOwnerDeletion": True,
         }
+
+
+def cluster_token(spec: ClusterSpec, owner: Owner) -> str:
+    """SYNOD_CLUSTER_TOKEN of the members: unique per ConsensusCluster object."""
+    return f"{spec.namespace}/{owner.name}/{owner.uid}"
 
 
 def peers_service_name(name: str) -> str:
@@ -374,6 +380,11 @@ def build_stateful_set(
     }
     if spec.storage.storage_class_name:
         claim_spec["storageClassName"] = spec.storage.storage_class_name
+    template = build_pod_template(spec, data)
+    # The peer hello's cluster id (docs/node.md): fixed for this ConsensusCluster's
+    # life, so a member never talks to a namesake's leftover pods or volumes.
+    token = {"name": ENV_CLUSTER_TOKEN, "value": cluster_token(spec, owner)}
+    template["spec"]["containers"][0]["env"].append(token)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -390,7 +401,7 @@ def build_stateful_set(
                 "whenScaled": "Retain",
             },
             "selector": {"matchLabels": selector_labels(spec.name)},
-            "template": build_pod_template(spec, data),
+            "template": template,
             "volumeClaimTemplates": [
                 {
                     "apiVersion": "v1",

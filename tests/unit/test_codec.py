@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from synod.raft import codec
 from synod.raft.codec import CodecError
 from synod.raft.types import (
+    LOCAL_MESSAGES,
     ConfState,
     Entry,
     EntryKind,
@@ -25,6 +26,11 @@ from synod.raft.types import (
 uint64 = st.integers(min_value=0, max_value=2**64 - 1)
 small_bytes = st.binary(max_size=64)
 node_ids = st.integers(min_value=1, max_value=2**64 - 1)
+# What a peer may send: fields within the codec's bounds, no LOCAL_* type.
+terms = st.integers(min_value=0, max_value=codec.TERM_MAX)
+indexes = st.integers(min_value=0, max_value=codec.INDEX_MAX)
+peer_ids = st.integers(min_value=1, max_value=codec.NODE_ID_MAX)
+peer_entries = st.builds(Entry, terms, indexes, st.sampled_from(EntryKind), small_bytes)
 
 entries = st.builds(Entry, uint64, uint64, st.sampled_from(EntryKind), small_bytes)
 hard_states = st.builds(HardState, uint64, uint64, uint64)
@@ -39,19 +45,31 @@ def conf_states(draw: st.DrawFn) -> ConfState:
 
 metas = st.builds(SnapshotMeta, uint64, uint64, conf_states())
 snapshots = st.builds(Snapshot, metas, small_bytes)
+
+
+@st.composite
+def peer_conf_states(draw: st.DrawFn) -> ConfState:
+    voters = draw(st.frozensets(peer_ids, max_size=5))
+    learners = draw(st.frozensets(peer_ids, max_size=3)) - voters
+    return ConfState(voters, learners)
+
+
+peer_snapshots = st.builds(
+    Snapshot, st.builds(SnapshotMeta, indexes, terms, peer_conf_states()), small_bytes
+)
 messages = st.builds(
     Message,
-    type=st.sampled_from(MessageType),
-    to=uint64,
-    source=uint64,
-    term=uint64,
-    log_term=uint64,
-    index=uint64,
-    entries=st.lists(entries, max_size=5),
-    commit=uint64,
+    type=st.sampled_from([kind for kind in MessageType if kind not in LOCAL_MESSAGES]),
+    to=peer_ids,
+    source=peer_ids,
+    term=terms,
+    log_term=terms,
+    index=indexes,
+    entries=st.lists(peer_entries, max_size=5),
+    commit=indexes,
     reject=st.booleans(),
-    reject_hint=uint64,
-    snapshot=st.none() | snapshots,
+    reject_hint=indexes,
+    snapshot=st.none() | peer_snapshots,
     context=small_bytes,
 )
 
@@ -109,17 +127,50 @@ def _frame(value: object) -> bytes:
         (b"\x09\x90", "version 9"),
         (_frame({"a": 1}), "expected an array"),
         (_frame([[99, 0, 0, 0, 0, 0, [], 0, False, 0, None, b""]]), "unknown type"),
-        (_frame([[3, -1, 0, 0, 0, 0, [], 0, False, 0, None, b""]]), "to: expected an unsigned"),
-        (_frame([[3, 0, 0, 0, 0, 0, [1, 2, 0], 0, False, 0, None, b""]]), "multiple of 4"),
-        (_frame([[3, 0, 0, 0, 0, 0, [1, 2, 7, b""], 0, False, 0, None, b""]]), "unknown kind"),
-        (_frame([[3, 0, 0, 0, 0, 0, [], 0, 1, 0, None, b""]]), "reject must be a bool"),
-        (_frame([[3, 0, 0, 0, 0, 0, [], 0, False, 0, None, "text"]]), "context: expected bytes"),
-        (_frame([[3, 0, 0, 0, 0, 0, [], 0, False, 0]]), "expected 12 fields"),
-        (_frame([[9, 0, 0, 0, 0, 0, [], 0, False, 0, [[1, 1, [2], [2]], b""], b""]]), "both"),
-        (_frame([[9, 0, 0, 0, 0, 0, [], 0, False, 0, [[1, 1, [0], []], b""], b""]]), "reserved"),
+        (_frame([[3, -1, 1, 0, 0, 0, [], 0, False, 0, None, b""]]), "to: expected an unsigned"),
+        (_frame([[3, 2, 1, 0, 0, 0, [1, 2, 0], 0, False, 0, None, b""]]), "multiple of 4"),
+        (_frame([[3, 2, 1, 0, 0, 0, [1, 2, 7, b""], 0, False, 0, None, b""]]), "unknown kind"),
+        (_frame([[3, 2, 1, 0, 0, 0, [], 0, 1, 0, None, b""]]), "reject must be a bool"),
+        (_frame([[3, 2, 1, 0, 0, 0, [], 0, False, 0, None, "text"]]), "context: expected bytes"),
+        (_frame([[3, 2, 1, 0, 0, 0, [], 0, False, 0]]), "expected 12 fields"),
+        (_frame([[9, 2, 1, 0, 0, 0, [], 0, False, 0, [[1, 1, [2], [2]], b""], b""]]), "both"),
+        (_frame([[9, 2, 1, 0, 0, 0, [], 0, False, 0, [[1, 1, [0], []], b""], b""]]), "reserved"),
         (_frame([]) + b"\x00", "malformed"),
     ],
 )
 def test_bad_frames_are_named(frame: bytes, complaint: str) -> None:
     with pytest.raises(CodecError, match=complaint):
         codec.decode_messages(frame)
+
+
+@pytest.mark.parametrize(
+    ("fields", "complaint"),
+    [
+        ({3: 2**64 - 1}, "term: 18446744073709551615 exceeds"),  # The frame that bricked a cluster.
+        ({3: codec.TERM_MAX + 1}, "term: .* exceeds"),
+        ({4: codec.TERM_MAX + 1}, "log term: .* exceeds"),
+        ({5: codec.INDEX_MAX + 1}, "index: .* exceeds"),
+        ({7: codec.INDEX_MAX + 1}, "commit: .* exceeds"),
+        ({9: codec.INDEX_MAX + 1}, "reject hint: .* exceeds"),
+        ({1: codec.NODE_ID_MAX + 1}, "to: .* exceeds"),
+        ({2: 0}, "source: node id 0 is reserved"),
+        ({0: int(MessageType.LOCAL_HUP)}, "never leaves a node"),
+        ({11: bytes(codec.CONTEXT_BYTES_MAX + 1)}, "context: .* exceeds"),
+        ({6: [codec.TERM_MAX + 1, 1, 0, b""]}, "out of bounds"),
+        ({0: 9, 10: [[1, 1, [2**63], []], b""]}, "snapshot member: .* exceeds"),
+    ],
+)
+def test_out_of_bounds_fields_are_refused(fields: dict[int, object], complaint: str) -> None:
+    message: list[object] = [int(MessageType.HEARTBEAT), 2, 1, 5, 0, 0, [], 0, False, 0, None, b""]
+    for position, value in fields.items():
+        message[position] = value
+    with pytest.raises(CodecError, match=complaint):
+        codec.decode_messages(_frame([message]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(messages, min_size=1, max_size=6))
+def test_message_bytes_bound_is_an_upper_bound(batch: list[Message]) -> None:
+    encoded = codec.encode_messages(batch)
+    bound = codec.FRAME_OVERHEAD_BYTES_MAX + sum(codec.message_bytes_bound(m) for m in batch)
+    assert len(encoded) <= bound

@@ -7,6 +7,7 @@ from reading the optional TOML file and `socket.gethostname()`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import socket
 import tomllib
@@ -18,6 +19,8 @@ from synod.raft.types import NodeId
 
 ENV_PREFIX = "SYNOD_"
 MEMBERS_MAX = 64  # Entries of --initial-cluster / --initial-replicas.
+CLUSTER_ID_BYTES = 16
+CLUSTER_TOKEN_BYTES_MAX = 256
 _HOSTNAME_ORDINAL = re.compile(r"^(?P<name>.+)-(?P<ordinal>\d+)$")
 
 
@@ -47,7 +50,26 @@ class NodeConfig:
     snapshot_catchup_entries: int = 5000
     request_timeout_ms: int = 5000
     log_level: str = "info"
+    cluster_token: str = ""  # Names the cluster on the peer wire; "" derives it (cluster_id)
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cluster_id(self) -> bytes:
+        """The id every member's peer hello carries (CLUSTER_ID_BYTES bytes).
+
+        From `cluster_token` when one is set (the operator sets one per
+        ConsensusCluster; members that join later get the same token). Without
+        a token, from the initial membership (ids and peer addresses), which
+        every member of a `synod dev` or `--initial-cluster` cluster shares,
+        like etcd's default token. `load_config` refuses a `--join` without
+        either, so this never derives an id from nothing.
+        """
+        if self.cluster_token:
+            seed = b"synod-cluster-token\0" + self.cluster_token.encode()
+        else:
+            members = sorted((m.node_id, m.peer_address) for m in self.initial_members)
+            seed = b"synod-initial-members\0" + repr(members).encode()
+        return hashlib.sha256(seed).digest()[:CLUSTER_ID_BYTES]
 
     @property
     def heartbeat_interval_ticks(self) -> int:
@@ -121,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--snapshot-catchup-entries")
     add("--request-timeout-ms")
     add("--log-level")
+    add("--cluster-token")
     return parser
 
 
@@ -203,6 +226,7 @@ def load_config(
         snapshot_catchup_entries=_int(settings, "snapshot_catchup_entries", 5000, minimum=0),
         request_timeout_ms=_int(settings, "request_timeout_ms", 5000),
         log_level=settings.get("log_level", "info"),
+        cluster_token=settings.get("cluster_token", ""),
     )
     _validate(config)
     return config
@@ -229,4 +253,8 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError("log_level must be debug, info, warning or error")
     if not config.join and not config.initial_members:
         raise ConfigError("give --initial-cluster or --peer-dns (or --join to be added later)")
+    if not config.cluster_token and not config.initial_members:
+        raise ConfigError("--join without --initial-cluster or --peer-dns needs --cluster-token")
+    if len(config.cluster_token.encode()) > CLUSTER_TOKEN_BYTES_MAX:
+        raise ConfigError(f"cluster_token must be at most {CLUSTER_TOKEN_BYTES_MAX} bytes")
     assert config.node_id >= 1

@@ -113,6 +113,7 @@ class TurnDone:
     snapshot: SnapshotJob | None = None
     applied_entries: int = 0
     leader_changed: bool = False
+    membership_changed: bool = False  # Conf changes applied or a snapshot restored.
 
 
 @dataclass(slots=True)
@@ -171,6 +172,7 @@ class NodeDriver:
         self._snapshot_waiters: list[Token] = []
         self._durable_vote = (raft.term, raft.vote)  # (term, vote) known to be on disk
         self._term_seen = raft.term
+        self._conf_seen = raft.conf
         self._was_leader = False
         self.dropped_messages = 0
 
@@ -188,14 +190,15 @@ class NodeDriver:
                     self.raft.propose(encode_command(lease_expire_op(expired)))
         self._expire_waiters(now_ms)
 
-    def receive(self, messages: list[Message]) -> None:
-        """Queue peer messages for the next turn (dropped past `inbox_messages_max`:
-        Raft retransmits what matters, and memory stays bounded)."""
+    def receive(self, messages: list[Message]) -> bool:
+        """Queue peer messages for the next turn. Returns False when they were dropped
+        (past `inbox_messages_max`: Raft retransmits what matters, memory stays bounded)."""
         if len(self._inbox) + len(messages) > self.limits.inbox_messages_max:
             self.dropped_messages += len(messages)
-            return
+            return False
         self._inbox.extend(messages)
         assert len(self._inbox) <= self.limits.inbox_messages_max
+        return True
 
     def report_unreachable(self, node_id: NodeId) -> None:
         """The transport could not reach `node_id` (stepped on the next turn)."""
@@ -342,6 +345,8 @@ class NodeDriver:
             self._answer_reads(ready, now_ms)
             self._release_applied_waiters()
         done.leader_changed = self._after_advance(now_ms)
+        done.membership_changed = self.raft.conf != self._conf_seen
+        self._conf_seen = self.raft.conf
         done.answers = self.take_answers()
         done.snapshot = self._snapshot_job()
         assert self._turn is None

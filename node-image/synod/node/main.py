@@ -71,6 +71,9 @@ async def _main(config: NodeConfig) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await serve(config, stop)
+    except ConfigError as error:  # E.g. the data dir belongs to another cluster id.
+        print(f"synod node: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         print(f"synod node: {error}", file=sys.stderr)
         return 1

@@ -52,7 +52,7 @@ from synod.node.driver import (
 from synod.node.members import Member
 from synod.node.metrics import NodeMetrics
 from synod.node.tracing import tracing_enabled
-from synod.node.transport import PeerTransport
+from synod.node.transport import CLUSTER_ID_FILE, PeerTransport, TransportLimits
 from synod.raft.core import Config, RaftNode
 from synod.raft.types import (
     ConfChange,
@@ -130,6 +130,10 @@ class RaftServer:
             self._on_peer_messages,
             self._on_unreachable,
             self._on_snapshot_sent,
+            TransportLimits.for_election_timeout(config.election_timeout_ms),
+            cluster_id=config.cluster_id,
+            cluster_id_file=f"{config.data_dir}/{CLUSTER_ID_FILE}",
+            adopt_pinned_cluster_id=not config.cluster_token,
         )
         self._on_fatal = on_fatal
         self._wakeup = asyncio.Event()
@@ -329,10 +333,24 @@ class RaftServer:
         if done.leader_changed:
             metrics.is_leader.set(1 if raft.role == Role.LEADER else 0)
             metrics.leader_changes.inc()
+        if done.membership_changed:
+            self._sync_peers(raft)
         metrics.term.set(raft.term)
         metrics.commit_index.set(raft.log.committed)
         metrics.applied_index.set(raft.log.applied)
         metrics.proposals_pending.set(self._driver().pending())
+
+    def _sync_peers(self, raft: RaftNode) -> None:
+        """Removed members lose their peer link (and cannot reconnect); members added
+        again (ids are reused) are accepted again."""
+        members = raft.conf.members()
+        for node_id in list(self.transport.peers):
+            if node_id not in members:
+                self.transport.forget(node_id)
+        for node_id in members:
+            self.transport.readmit(node_id)
+        log.info("membership: voters %s learners %s", sorted(raft.conf.voters),
+                 sorted(raft.conf.learners))  # fmt: skip
 
     async def _write_snapshot(self, job: SnapshotJob) -> None:
         driver = self._driver()
@@ -368,14 +386,17 @@ class RaftServer:
         """The member address book (initial members, conf changes, snapshots)."""
         return self._driver().addresses
 
-    def _on_peer_messages(self, messages: list[Message]) -> None:
+    def _on_peer_messages(self, messages: list[Message]) -> bool:
+        """False when the driver's inbox is full (the messages are dropped: Raft
+        retransmits, and a snapshot is then reported to its sender as failed)."""
         if self.driver is None:
-            return
+            return False
         for message in messages:
             if message.type == MessageType.HEARTBEAT_RESPONSE:
                 self._observe_round_trip(message.source)
-        self.driver.receive(messages)
+        accepted = self.driver.receive(messages)
         self._wakeup.set()
+        return accepted
 
     def _observe_round_trip(self, node_id: NodeId) -> None:
         sent = self._heartbeat_sent_s.pop(node_id, None)

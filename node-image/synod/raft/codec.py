@@ -10,7 +10,10 @@ snapshot files carry their own format version in their headers, so their
 payloads use the bare `encode_*`/`decode_*` functions.
 
 Decoding never trusts its input: every field is type- and range-checked, and
-any problem raises `CodecError` (a `ValueError`) naming what was wrong.
+any problem raises `CodecError` (a `ValueError`) naming what was wrong. A peer
+frame is held to the named bounds below (terms, indexes, node ids, sizes), so
+that no value a peer sends can overflow arithmetic or encodings downstream (a
+term of 2^64-1 once made every `term + 1` fail and bricked a cluster).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import msgpack
 
 from synod.raft.types import (
+    LOCAL_MESSAGES,
     NONE,
     ConfState,
     Entry,
@@ -34,12 +38,23 @@ from synod.raft.types import (
 FRAME_VERSION = 1
 FRAME_BYTES_MAX = 64 * 1024 * 1024  # A frame larger than this is refused, not decoded.
 SNAPSHOT_BYTES_MAX = 4 * 1024 * 1024 * 1024  # Bound on a snapshot file's body.
+# Bounds of a peer message's fields. Terms and indexes stay exact as JSON numbers
+# (doubles: the HTTP API reports them) and far from uint64 overflow when the core
+# adds to them; at a million entries a second an index reaches this in 285 years.
+TERM_MAX = 2**53 - 1
+INDEX_MAX = 2**53 - 1
+NODE_ID_MAX = 2**63 - 1  # Fits a signed 64-bit integer (Kubernetes, Prometheus labels).
+CONTEXT_BYTES_MAX = 64 * 1024  # ReadIndex / campaign context of one message.
+CONF_MEMBERS_MAX = 1024  # Voters plus learners in a snapshot's membership.
 
 _ENTRY_FIELDS = 4
 _MESSAGE_FIELDS = 12
 _META_FIELDS = 4
 _ENTRY_KIND_BY_VALUE = {int(kind): kind for kind in EntryKind}
 _MESSAGE_TYPES = frozenset(int(kind) for kind in MessageType)
+# LOCAL_* messages never leave a node: one arriving from a peer (a forged
+# LOCAL_HUP would force an election) is refused.
+_PEER_MESSAGE_TYPES = frozenset(int(kind) for kind in MessageType if kind not in LOCAL_MESSAGES)
 
 
 class CodecError(ValueError):
@@ -52,6 +67,22 @@ def _uint(value: Any, what: str) -> int:
     if type(value) is not int or value < 0:
         raise CodecError(f"{what}: expected an unsigned integer, got {value!r:.40}")
     return value
+
+
+def _bounded(value: Any, maximum: int, what: str) -> int:
+    """`value` if it is an unsigned integer at most `maximum`, else CodecError."""
+    number = _uint(value, what)
+    if number > maximum:
+        raise CodecError(f"{what}: {number} exceeds the bound {maximum}")
+    return number
+
+
+def _node_id(value: Any, what: str) -> int:
+    """A real node id: 1..NODE_ID_MAX. Raises CodecError."""
+    node_id = _bounded(value, NODE_ID_MAX, what)
+    if node_id == NONE:
+        raise CodecError(f"{what}: node id {NONE} is reserved")
+    return node_id
 
 
 def _bytes(value: Any, what: str) -> bytes:
@@ -215,6 +246,7 @@ def decode_snapshot(data: bytes, bytes_max: int = SNAPSHOT_BYTES_MAX) -> Snapsho
 # -- messages ----------------------------------------------------------------
 def pack_message(message: Message) -> tuple[Any, ...]:
     """One message as a 12-field array in `Message` field order."""
+    assert message.term <= TERM_MAX and message.index <= INDEX_MAX, message.type
     snapshot = None if message.snapshot is None else pack_snapshot(message.snapshot)
     return (
         int(message.type), message.to, message.source, message.term, message.log_term,
@@ -224,22 +256,49 @@ def pack_message(message: Message) -> tuple[Any, ...]:
 
 
 def unpack_message(value: Any) -> Message:
-    """Inverse of `pack_message`. Raises CodecError."""
+    """Inverse of `pack_message` for a message from a peer. Raises CodecError.
+
+    Beyond the types, every field is held to its bound (TERM_MAX, INDEX_MAX,
+    NODE_ID_MAX, CONTEXT_BYTES_MAX, CONF_MEMBERS_MAX), `to` and `source` must be
+    real node ids, and LOCAL_* types are refused: they never leave a node.
+    """
     (kind, to, source, term, log_term, index, entries, commit, reject, reject_hint, snapshot,
      context) = _array(value, _MESSAGE_FIELDS, "message")  # fmt: skip
     if type(kind) is not int or kind not in _MESSAGE_TYPES:
         raise CodecError(f"message: unknown type {kind!r:.40}")
+    if kind not in _PEER_MESSAGE_TYPES:
+        raise CodecError(f"message: type {MessageType(kind).name} never leaves a node")
     if type(reject) is not bool:
         raise CodecError(f"message: reject must be a bool, got {type(reject).__name__}")
-    return Message(
-        type=MessageType(kind), to=_uint(to, "to"), source=_uint(source, "source"),
-        term=_uint(term, "term"), log_term=_uint(log_term, "log term"),
-        index=_uint(index, "index"), entries=unpack_entries(entries),
-        commit=_uint(commit, "commit"), reject=reject,
-        reject_hint=_uint(reject_hint, "reject hint"),
+    context = _bytes(context, "context")
+    if len(context) > CONTEXT_BYTES_MAX:
+        raise CodecError(f"context: {len(context)} bytes exceeds {CONTEXT_BYTES_MAX}")
+    message = Message(
+        type=MessageType(kind), to=_node_id(to, "to"), source=_node_id(source, "source"),
+        term=_bounded(term, TERM_MAX, "term"), log_term=_bounded(log_term, TERM_MAX, "log term"),
+        index=_bounded(index, INDEX_MAX, "index"), entries=unpack_entries(entries),
+        commit=_bounded(commit, INDEX_MAX, "commit"), reject=reject,
+        reject_hint=_bounded(reject_hint, INDEX_MAX, "reject hint"),
         snapshot=None if snapshot is None else unpack_snapshot(snapshot),
-        context=_bytes(context, "context"),
+        context=context,
     )  # fmt: skip
+    for entry in message.entries:
+        if entry.term > TERM_MAX or entry.index > INDEX_MAX:
+            raise CodecError(f"entry ({entry.term}, {entry.index}): term or index out of bounds")
+    if message.snapshot is not None:
+        _check_peer_snapshot_meta(message.snapshot.meta)
+    return message
+
+
+def _check_peer_snapshot_meta(meta: SnapshotMeta) -> None:
+    """Hold a snapshot's metadata from a peer to the message bounds. Raises CodecError."""
+    _bounded(meta.term, TERM_MAX, "snapshot term")
+    _bounded(meta.index, INDEX_MAX, "snapshot index")
+    members = meta.conf.members()
+    if len(members) > CONF_MEMBERS_MAX:
+        raise CodecError(f"snapshot meta: {len(members)} members exceeds {CONF_MEMBERS_MAX}")
+    for node_id in members:
+        _node_id(node_id, "snapshot member")
 
 
 def encode_messages(messages: list[Message]) -> bytes:
@@ -250,11 +309,12 @@ def encode_messages(messages: list[Message]) -> bytes:
     return frame
 
 
-def decode_messages(frame: bytes) -> list[Message]:
+def decode_messages(frame: bytes | bytearray | memoryview) -> list[Message]:
     """Inverse of `encode_messages`.
 
     Raises CodecError on an empty or oversized frame, an unknown version, or
-    any malformed message (the whole frame is refused: frames are atomic).
+    any malformed or out-of-bounds message (the whole frame is refused: frames
+    are atomic).
     """
     if not frame:
         raise CodecError("frame: empty")
@@ -264,3 +324,24 @@ def decode_messages(frame: bytes) -> list[Message]:
     messages = [unpack_message(value) for value in packed]
     assert len(messages) == len(packed)
     return messages
+
+
+def message_bytes_bound(message: Message) -> int:
+    """An upper bound of `message`'s share of an encoded frame, without encoding it.
+
+    msgpack spends at most 9 bytes on an integer and 5 on a bin header: an entry
+    costs at most its data plus 24 bytes (`Entry.size_bytes`), the fixed fields
+    and headers of a message at most `_MESSAGE_OVERHEAD_BYTES_MAX`.
+    """
+    size = _MESSAGE_OVERHEAD_BYTES_MAX + len(message.context)
+    for entry in message.entries:
+        size += entry.size_bytes()
+    if message.snapshot is not None:
+        conf = message.snapshot.meta.conf
+        size += len(message.snapshot.data) + 64 + 9 * (len(conf.voters) + len(conf.learners))
+    return size
+
+
+# 12 fields of at most 9 bytes, the array headers and a context bin header.
+_MESSAGE_OVERHEAD_BYTES_MAX = 12 * 9 + 16
+FRAME_OVERHEAD_BYTES_MAX = 1 + 5  # Version byte and the outer array header.

@@ -1,0 +1,61 @@
+"""Two or more real PeerTransports on loopback, for the transport tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+
+from synod.node.transport import PeerTransport, TransportLimits
+from synod.raft.types import Message, NodeId
+
+CLUSTER_ID = bytes(range(16))
+WAIT_S_MAX = 20.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class Member:
+    """One transport and everything its callbacks saw."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        addresses: dict[NodeId, str],
+        limits: TransportLimits | None = None,
+        cluster_id: bytes = CLUSTER_ID,
+        transport_class: type[PeerTransport] = PeerTransport,
+    ) -> None:
+        self.received: list[Message] = []
+        self.unreachable: list[NodeId] = []
+        self.snapshots_sent: list[tuple[NodeId, bool]] = []
+        self.transport = transport_class(
+            node_id,
+            addresses[node_id],
+            addresses.get,
+            self.received.extend,
+            self.unreachable.append,
+            lambda peer, ok: self.snapshots_sent.append((peer, ok)),
+            limits,
+            cluster_id=cluster_id,
+        )
+
+
+def addresses_for(*node_ids: NodeId, host: str = "127.0.0.1") -> dict[NodeId, str]:
+    return {node_id: f"{host}:{free_port(host)}" for node_id in node_ids}
+
+
+async def wait_until(
+    predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_S_MAX
+) -> None:
+    """Poll `predicate` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
