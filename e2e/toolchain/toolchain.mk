@@ -7,7 +7,7 @@
 #   make images                   build synod/node, synod/operator, synod/chaos-tools; kind load them
 #   make envtest                  kube-apiserver + etcd for control-plane tests; prints KUBEBUILDER_ASSETS
 #   make helm                     helm (chart and RBAC tests, chart-lint); cached by version
-#   make test-tools               everything pytest needs so that no test skips: envtest, helm, openssl
+#   make test-tools               everything pytest needs so that no test skips: envtest, helm, Debian tools
 #   make test-controlplane        tests/controlplane against a real kube-apiserver
 #   make e2e-smoke                smoke test on the cluster (runs kind-up and images first)
 #   make toolchain                build every binary and image without creating a cluster
@@ -51,8 +51,16 @@ helm:
 
 # The tools tests skip without (see the skip conditions in tests/): with these, a skip
 # in `make pytest-all` means a bug, and CI=true makes it fail.
+# Debian tools the tests call: openssl (controlplane tokens), unshare + ip + iptables
+# (black-holed peer links inside a private network namespace).
+TEST_DEBIAN_PACKAGES := openssl util-linux iproute2 iptables
+
 test-tools: envtest helm
-	@command -v openssl >/dev/null || { echo "openssl is needed (tests/controlplane signs service-account tokens)" >&2; exit 1; }
+	@missing=$$(for tool in openssl unshare ip iptables; do command -v $$tool >/dev/null || echo $$tool; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing $(TEST_DEBIAN_PACKAGES) (missing: $$missing)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBIAN_PACKAGES) >/dev/null; \
+	fi
 
 test-controlplane: venv envtest helm
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests/controlplane

@@ -185,3 +185,36 @@ def test_bad_input_answers_4xx_and_changes_nothing(
     _, after = request(leader, "POST", "/v1/kv/range", {"key": "k"})
     assert after["header"]["revision"] == before["header"]["revision"]
     assert after["kvs"] == before["kvs"]
+
+
+def test_a_follower_catches_up_from_a_snapshot_larger_than_a_frame(
+    cluster_factory: list[Cluster], tmp_path: Path
+) -> None:
+    """A snapshot above the 64 MiB frame bound used to be re-sent forever; now it is
+    written by a forked child, streamed in chunks, and installed."""
+    args = ["--snapshot-entries", "40", "--snapshot-catchup-entries", "5"]
+    cluster = make(cluster_factory, tmp_path, 3, extra_args=args)
+    leader_id = cluster.wait_for_leader()
+    lagging = next(n for n in cluster.nodes if n != leader_id)
+    cluster.kill(lagging)
+    leader = cluster.nodes[leader_id].url
+    value = "v" * (900 * 1024)
+    keys = 80  # 80 x 900 KiB: about 70 MiB of state, above FRAME_BYTES_MAX.
+    for i in range(keys):
+        status, _ = request(leader, "POST", "/v1/kv/put", {"key": f"big{i}", "value": value})
+        assert status == 200
+    status, snap = request(leader, "POST", "/v1/admin/snapshot", {})
+    assert status == 200 and snap["snapshot_index"] > keys
+    assert max(path.stat().st_size for path in (tmp_path / f"node-{leader_id}").rglob("*.snap")) > (
+        64 * 1024 * 1024
+    )
+    cluster.start(lagging)
+
+    def caught_up() -> bool:
+        state = cluster.status(lagging)
+        return bool(state and state["applied_index"] >= snap["snapshot_index"])
+
+    cluster.wait_until(caught_up, "the lagging follower to install a >64 MiB snapshot")
+    body = {"key": "big", "prefix": True, "serializable": True, "count_only": True}
+    status, counted = request(cluster.nodes[lagging].url, "POST", "/v1/kv/range", body)
+    assert status == 200 and counted["count"] == keys

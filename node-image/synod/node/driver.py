@@ -43,6 +43,7 @@ from synod.raft.core import RaftNode
 from synod.raft.types import (
     ConfChange,
     ConfChangeKind,
+    ConfState,
     Entry,
     EntryKind,
     Message,
@@ -96,11 +97,12 @@ class Turn:
 
 @dataclass(slots=True)
 class SnapshotJob:
-    """A snapshot the shell should write: data at `index` with membership `conf`."""
+    """A snapshot the shell should write now: `snapshot_payload()` as of `index` (the
+    state is at exactly `index` until the shell's next `begin()`), with membership
+    `conf`. Then `snapshot_saved` or `snapshot_failed`."""
 
     index: int
-    conf: Any  # ConfState of exactly `index`
-    data: bytes
+    conf: ConfState
     forced: bool = False
 
 
@@ -586,7 +588,8 @@ class NodeDriver:
         elif applied - self.snapshot_index < self.limits.snapshot_entries:
             return None
         self._snapshot_in_flight = True
-        return SnapshotJob(applied, raft.conf, self.snapshot_payload(), forced)
+        assert self.state.applied_index == applied
+        return SnapshotJob(applied, raft.conf, forced)
 
     def snapshot_payload(self) -> bytes:
         """The snapshot data: services and the member address book."""

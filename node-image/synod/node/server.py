@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from synod.node.tracing import tracing_enabled
 from synod.node.transport import CLUSTER_ID_FILE, PeerTransport, TransportLimits
 from synod.raft.core import Config, RaftNode
 from synod.raft.types import (
+    Compacted,
     ConfChange,
     ConfChangeInvalid,
     ConfChangeKind,
@@ -74,8 +76,9 @@ from synod.services.commands import encode_command
 from synod.services.errors import ServiceError
 from synod.services.state import ServiceStateMachine
 from synod.services.watch import Watcher
-from synod.storage.durable import DurableStorage
+from synod.storage.durable import DurableStorage, StorageCorruption
 from synod.storage.fs import OsFileSystem
+from synod.storage.snapfile import SnapshotCorruption
 
 log = logging.getLogger("synod.node")
 tracer = trace.get_tracer("synod.node")
@@ -95,6 +98,7 @@ class ServerLimits:
     ready_lag_entries_max: int = 1000  # /readyz: applied within this of the commit index.
     promote_lag_entries_max: int = PROMOTE_LAG_ENTRIES_MAX  # Closer learners may be promoted.
     loop_stall_ms_max: int = 10_000  # /healthz: 503 when the last loop turn is older.
+    snapshot_in_child_process: bool = True  # Serialise snapshots in a forked child.
     watch_events_per_message_max: int = 1000
     watch_progress_interval_s: float = 5.0
 
@@ -143,6 +147,7 @@ class RaftServer:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_sent_s: dict[NodeId, float] = {}
         self._last_turn_ms = _now_ms()
+        self._background: set[asyncio.Task[None]] = set()
 
     # =========================================================================
     # Lifecycle
@@ -214,6 +219,8 @@ class RaftServer:
         if self._loop_task is not None and not self._loop_task.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task  # A loop that already died was logged as fatal.
+        if self._background:  # Snapshot writers: let them finish with the files they own.
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.transport.stop()
         if self.driver is not None:
             self._deliver(self.driver.fail_all(NoLeader("node is shutting down")))
@@ -284,7 +291,7 @@ class RaftServer:
             self._deliver(done.answers)
             self._after_turn(done)
             if done.snapshot is not None:
-                await self._write_snapshot(done.snapshot)
+                self._start_snapshot(done.snapshot)
         self._wakeup.set()  # More work remains: come back without waiting.
 
     async def _persist(self, turn: Turn) -> None:
@@ -352,21 +359,75 @@ class RaftServer:
         log.info("membership: voters %s learners %s", sorted(raft.conf.voters),
                  sorted(raft.conf.learners))  # fmt: skip
 
-    async def _write_snapshot(self, job: SnapshotJob) -> None:
+    def _start_snapshot(self, job: SnapshotJob) -> None:
+        """Begin writing the snapshot of `job` while the loop keeps turning.
+
+        The payload must be taken before the loop applies anything more, so the
+        child process is forked (or, without a child, the payload built) right here;
+        everything after it runs in the background task `_finish_snapshot`."""
         driver = self._driver()
+        try:
+            meta = self.storage.snapshot_meta(job.index, job.conf)
+            if self.limits.snapshot_in_child_process:
+                writer: int | Snapshot = self._fork_snapshot_writer(meta)
+            else:
+                writer = Snapshot(meta, driver.snapshot_payload())
+        except (OSError, Compacted) as error:
+            self._snapshot_failed(job, error)
+            return
+        task = asyncio.create_task(self._finish_snapshot(job, meta, writer))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _fork_snapshot_writer(self, meta: SnapshotMeta) -> int:
+        """Redis's BGSAVE: a forked child sees a copy-on-write image of the state as of
+        `meta.index`, serialises it and writes the snapshot file, while this process
+        goes on serving. Returns the child's pid. Raises OSError."""
+        driver, storage = self._driver(), self.storage
+        pid = os.fork()
+        if pid != 0:
+            return pid
+        code = 1  # The child: no logging, no imports, no event loop; only the file.
+        try:
+            signal.set_wakeup_fd(-1)  # Signals must not reach the parent's loop.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            storage.save_snapshot_file(Snapshot(meta, driver.snapshot_payload()))
+            code = 0
+        finally:
+            os._exit(code)
+
+    async def _finish_snapshot(
+        self, job: SnapshotJob, meta: SnapshotMeta, writer: int | Snapshot
+    ) -> None:
+        driver, storage = self._driver(), self.storage
         started = time.perf_counter()
         try:
+            if isinstance(writer, Snapshot):
+                snapshot = writer
+                await asyncio.to_thread(storage.save_snapshot_file, snapshot)
+            else:
+                _, status = await asyncio.to_thread(os.waitpid, writer, 0)
+                if os.waitstatus_to_exitcode(status) != 0:
+                    raise OSError(f"snapshot writer {writer} failed (wait status {status})")
+                # Read back and verified: the leader sends these bytes to followers.
+                snapshot = await asyncio.to_thread(storage.load_snapshot_file, meta)
             async with self._storage_lock:
-                snapshot = await asyncio.to_thread(
-                    self.storage.write_snapshot, job.index, job.conf, job.data
-                )
-                self.storage.install_snapshot(snapshot)
-        except OSError as error:
-            log.error("snapshot at %d failed: %s", job.index, error)
-            driver.snapshot_failed(NodeError(f"snapshot at {job.index} failed: {error}"))
-        else:
-            driver.snapshot_saved(job.index)
-            self.node_metrics.snapshot_save_seconds.observe(time.perf_counter() - started)
+                if meta.index <= storage.memory.snapshot().meta.index:
+                    raise Compacted(f"a newer snapshot was installed meanwhile ({meta.index})")
+                await asyncio.to_thread(storage.commit_snapshot_file, meta)
+                storage.install_snapshot(snapshot)
+        except (OSError, Compacted, StorageCorruption, SnapshotCorruption) as error:
+            self._snapshot_failed(job, error)
+            return
+        driver.snapshot_saved(job.index)
+        self.node_metrics.snapshot_save_seconds.observe(time.perf_counter() - started)
+        self._deliver(driver.take_answers())
+
+    def _snapshot_failed(self, job: SnapshotJob, error: Exception) -> None:
+        log.error("snapshot at %d failed: %s", job.index, error)
+        driver = self._driver()
+        driver.snapshot_failed(NodeError(f"snapshot at {job.index} failed: {error}"))
         self._deliver(driver.take_answers())
 
     async def _submit(self, submit: Callable[[asyncio.Future[Any]], None]) -> Any:

@@ -305,7 +305,8 @@ class SimNode:
         self._answer(done.answers)
         if done.snapshot is not None:
             assert self.storage is not None
-            self.storage.save_snapshot(done.snapshot.index, done.snapshot.conf, done.snapshot.data)
+            job = done.snapshot
+            self.storage.save_snapshot(job.index, job.conf, driver.snapshot_payload())
             driver.snapshot_saved(done.snapshot.index)
             self._answer(driver.take_answers())
 

@@ -44,9 +44,15 @@ from synod.raft.types import (
     SnapshotMeta,
 )
 from synod.storage.fs import FileSystem
-from synod.storage.snapfile import SNAPSHOTS_KEPT_MAX_DEFAULT, SnapshotProblem, SnapshotStore
+from synod.storage.snapfile import (
+    SNAPSHOTS_KEPT_MAX_DEFAULT,
+    SnapshotProblem,
+    SnapshotStore,
+    snapshot_name,
+)
 from synod.storage.wal import SEGMENT_BYTES_MAX_DEFAULT, SnapshotMarker, Wal, WalRepair, WalState
 
+SNAP_DIR = "snap"  # Snapshot files, beside the WAL directory.
 ENTRIES_KEPT_AFTER_SNAPSHOT_DEFAULT = 5000  # Followers this close catch up without a snapshot.
 PENDING_READIES_MAX = 1024  # Bound on Readies persisted but not yet synced.
 
@@ -107,7 +113,7 @@ class DurableStorage:
         assert self._wal is None, "load() once per DurableStorage"
         self._fs.makedirs(self._directory)
         self._snapshots = SnapshotStore(
-            self._fs, self._path("snap"), snapshots_kept_max=self._snapshots_kept_max
+            self._fs, self._path(SNAP_DIR), snapshots_kept_max=self._snapshots_kept_max
         )
         self._wal, state = Wal.open(
             self._fs, self._path("wal"), segment_bytes_max=self._segment_bytes_max
@@ -236,17 +242,43 @@ class DurableStorage:
     def write_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
         """The durable half of `save_snapshot`: snapshot file, WAL marker, fsync. It only
         reads `memory`, so it may run in a worker thread. Raises as `save_snapshot`."""
-        wal, snapshots = self._opened()
-        assert not self._pending, "save_snapshot() between persist() and sync()"
+        snapshot = Snapshot(self.snapshot_meta(index, conf), data)
+        self.save_snapshot_file(snapshot)
+        self.commit_snapshot_file(snapshot.meta)
+        return snapshot
+
+    def snapshot_meta(self, index: int, conf: ConfState) -> SnapshotMeta:
+        """The metadata of a new snapshot at `index` (<= applied). Raises Compacted
+        when a snapshot at or after `index` exists."""
         if index <= self.memory.snapshot().meta.index:
             raise Compacted(f"snapshot at {index}: have one at {self.memory.snapshot().meta.index}")
-        snapshot = Snapshot(
-            SnapshotMeta(index=index, term=self.memory.term(index), conf=conf), data
-        )
-        snapshots.save(snapshot)
-        wal.write(None, [], SnapshotMarker(index, snapshot.meta.term))
-        wal.sync()
+        return SnapshotMeta(index=index, term=self.memory.term(index), conf=conf)
+
+    def save_snapshot_file(self, snapshot: Snapshot) -> str:
+        """Write only the snapshot file (tmp, fsync, rename): touches neither the WAL
+        nor `memory`, so a forked child process may do it. Returns its path.
+        Raises OSError."""
+        _, snapshots = self._opened()
+        return snapshots.save(snapshot)
+
+    def load_snapshot_file(self, meta: SnapshotMeta) -> Snapshot:
+        """Read back and verify the file `save_snapshot_file` wrote for `meta`.
+        Raises SnapshotCorruption, OSError."""
+        _, snapshots = self._opened()
+        path = self._path(posixpath.join(SNAP_DIR, snapshot_name(meta.term, meta.index)))
+        snapshot = snapshots.load(path)
+        if snapshot.meta != meta:
+            raise StorageCorruption(f"{path}: holds {snapshot.meta}, expected {meta}")
         return snapshot
+
+    def commit_snapshot_file(self, meta: SnapshotMeta) -> None:
+        """Make a written snapshot file the one recovery starts from: WAL marker, fsync.
+        Call it between Readies (never between persist() and sync()).
+        Raises OSError, WalError."""
+        wal, _ = self._opened()
+        assert not self._pending, "a snapshot between persist() and sync()"
+        wal.write(None, [], SnapshotMarker(meta.index, meta.term))
+        wal.sync()
 
     def install_snapshot(self, snapshot: Snapshot) -> None:
         """The memory half of `save_snapshot`: adopt it, compact, release old files."""
