@@ -58,6 +58,7 @@ from synod.services.leases import LeaseClock
 from synod.services.state import ServiceStateMachine
 
 SNAPSHOT_FORMAT = 1
+_TRANSFER = "transfer"  # A queued leadership transfer among the local reports.
 _CONTEXT = struct.Struct(">QQQ")  # member id, boot nonce, counter: unique across restarts
 
 Token = Hashable
@@ -161,7 +162,8 @@ class NodeDriver:
         self._boot_nonce = boot_nonce
         self._context_counter = 0
         self._inbox: list[Message] = []
-        self._reports: list[tuple[NodeId, bool | None]] = []  # (peer, snapshot ok / None)
+        # Local events for the core, stepped at the next turn: (peer, what).
+        self._reports: list[tuple[NodeId, bool | str | None]] = []
         self._queued_writes: list[tuple[Token, bytes, int]] = []
         self._queued_batch: _ReadBatch | None = None
         self._read_batches: dict[bytes, _ReadBatch] = {}
@@ -210,6 +212,11 @@ class NodeDriver:
         """The transport delivered a snapshot to `node_id`, or gave up on it. Without a
         report the leader would wait on that follower forever."""
         self._reports.append((node_id, ok))
+
+    def transfer_leadership(self, node_id: NodeId) -> None:
+        """Hand leadership to `node_id` (stepped on the next turn; ignored by the core
+        when impossible). Callers watch `raft.role` / `raft.leader` for the result."""
+        self._reports.append((node_id, _TRANSFER))
 
     def submit_write(self, token: Token, data: bytes, now_ms: int) -> None:
         """Queue an encoded command. Raises NotLeader / NoLeader (nothing was
@@ -296,11 +303,13 @@ class NodeDriver:
         for message in inbox:
             raft.step(message)
         reports, self._reports = self._reports, []
-        for node_id, snapshot_ok in reports:  # Bounded: one per sent message at most.
-            if snapshot_ok is None:
+        for node_id, what in reports:  # Bounded: one per sent message or admin call.
+            if what is None:
                 raft.report_unreachable(node_id)
+            elif what == _TRANSFER:
+                raft.transfer_leadership(node_id)
             else:
-                raft.report_snapshot(node_id, failed=not snapshot_ok)
+                raft.report_snapshot(node_id, failed=not what)
         answers = self.take_answers()
         self._propose_writes(answers)
         self._request_read_index(answers)

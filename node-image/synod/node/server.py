@@ -753,7 +753,7 @@ class RaftServer:
         if target == self.member_id:
             return {"ok": True, "leader_id": self.member_id, "changed": False,
                     "message": f"node {target} already leads"}  # fmt: skip
-        raft.transfer_leadership(target)
+        self._driver().transfer_leadership(target)
         self._wakeup.set()
         deadline = time.monotonic() + 2 * self.config.election_timeout_ms / 1000
         while time.monotonic() < deadline and self._raft().role == Role.LEADER:

@@ -546,7 +546,8 @@ class Simulation:
         voters = sorted(leader.raft.conf.voters - {leader.id})
         if voters:
             target = self.rng.choice(voters)
-            leader.raft.transfer_leadership(target)
+            assert leader.driver is not None
+            leader.driver.transfer_leadership(target)
             self._log(f"transfer leadership n{leader.id} -> n{target}")
             leader.pump()
 
