@@ -13,7 +13,6 @@ SMALL = ServiceLimits(
     ops_per_txn_max=4,
     keys_per_lease_max=4,
     events_per_revision_max=4,
-    history_events_max=1_000,
     watch_events_buffered_max=4,
     watchers_max=2,
 )
@@ -121,7 +120,7 @@ def test_oversized_watch_key_is_too_large() -> None:
     [
         {"keys_max": 0},
         {"ops_per_txn_max": 20_000},
-        {"history_events_max": 10},
+        {"history_bytes_max": 10},
         {"watch_events_buffered_max": 10},
         {"lease_ttl_ms_min": 10, "lease_ttl_ms_max": 5},
     ],
