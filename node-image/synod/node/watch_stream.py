@@ -99,6 +99,11 @@ class WatchStreams:
         self.wakeups = 0
         state.watches.wake = self._wake
 
+    @property
+    def parked(self) -> int:
+        """Number of streams waiting idle. Raises nothing."""
+        return len(self._parked)
+
     def watch(
         self, key: bytes, range_end: bytes, start_revision: int
     ) -> AsyncIterator[dict[str, Any]]:
