@@ -1,7 +1,7 @@
 """Process-cluster tier: watches on a follower of real `synod node` processes.
 
-A follower's Raft traffic (heartbeats every 100 ms) must neither keep an idle stream
-from getting its progress message nor keep the watcher of a client that left.
+Writes to other keys and Raft traffic must neither keep an idle stream from getting
+its progress message nor keep the watcher of a client that left.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ import json
 import re
 import socket
 import struct
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import WAIT_S_MAX, Cluster, request_settled
+from tests.cluster.harness import WAIT_S_MAX, Cluster, request, request_settled
 
 pytestmark = pytest.mark.slow
 
@@ -75,10 +76,24 @@ def test_idle_follower_stream_gets_progress_and_leaving_clients_free_watchers(
     status, _ = request_settled(url, "POST", "/v1/kv/put", {"key": "other", "value": "v"})
     assert status == 200
     idle = open_watch(port, "idle")
-    # Before, every Ready (heartbeats included) woke the stream and restarted its
-    # progress timer, so this never came.
-    event, data = next_sse(idle)
-    assert event == "progress" and isinstance(data["revision"], int) and data["revision"] >= 2
+    progressed = threading.Event()
+
+    def write_elsewhere() -> None:
+        # Paced writes to another key: before, each applied entry woke every stream and
+        # restarted its progress timer, so the progress never came.
+        for i in range(int(WAIT_S_MAX / 0.1)):
+            if progressed.wait(0.1):
+                return
+            request(url, "POST", "/v1/kv/put", {"key": "other", "value": str(i)})
+
+    writer = threading.Thread(target=write_elsewhere, daemon=True)
+    writer.start()
+    try:
+        event, data = next_sse(idle)
+    finally:
+        progressed.set()
+        writer.join(timeout=WAIT_S_MAX)
+    assert event == "progress" and isinstance(data["revision"], int) and data["revision"] >= 3
     fin, rst = open_watch(port, "fin"), open_watch(port, "rst")
     cluster.wait_until(lambda: live_watchers(url) == 3, "three watchers")
     fin.close()  # FIN

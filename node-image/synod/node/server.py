@@ -140,6 +140,8 @@ class RaftServer:
                 self.limits.watch_events_per_message_max, self.limits.watch_progress_interval_ms
             ),
         )
+        # Read at scrape time: exact even on a node that runs no turns (an idle follower).
+        self.node_metrics.watchers.set_function(lambda: len(self.state.watches))
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_sent_s: dict[NodeId, float] = {}
