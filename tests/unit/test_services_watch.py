@@ -245,3 +245,28 @@ def test_indexed_delivery_matches_a_scan(
     for watcher, *_ in watchers:
         hub.cancel(watcher.watch_id)
     assert len(hub) == 0 and not hub._by_key and not hub._by_prefix and not hub._prefix_lengths
+
+
+def test_history_compacted_by_bytes_refuses_an_old_start_and_a_late_resume() -> None:
+    limits = ServiceLimits(key_bytes_max=8, value_bytes_max=100, history_bytes_max=2_000,
+                           ops_per_txn_max=4, keys_per_lease_max=4, events_per_revision_max=4,
+                           watch_events_buffered_max=4)  # fmt: skip
+    kv, hub = setup(limits)
+    slow = hub.watch(b"k", b"l")
+    lagging = hub.watch(b"k", b"l")
+    for i in range(6):
+        kv.put(PutRequest(b"k%d" % i, b"x" * 100))  # 358 bytes each: 6 exceed 2,000
+        hub.notify()  # as apply does, after every entry
+        lagging.poll(10)
+    assert slow.cancel_reason == "overflow" and slow.resume_revision == 6
+    assert kv.compact_revision == 3  # revisions 3..7 (5 x 358 bytes) are kept
+    resumed = hub.watch(b"k", b"l", start_revision=slow.resume_revision)
+    assert [e.revision for e in resumed.poll(10)] == [6, 7]
+    for i in range(6):
+        kv.put(PutRequest(b"k%d" % i, b""))
+    hub.notify()  # late: the revisions since the last notify were partly compacted
+    with pytest.raises(Compacted) as info:
+        hub.watch(b"k", b"l", start_revision=6)
+    assert info.value.details["compact_revision"] == kv.compact_revision > 6
+    assert lagging.cancel_reason == "compacted" == resumed.cancel_reason
+    assert lagging.compact_revision == kv.compact_revision and len(hub) == 0
