@@ -358,8 +358,7 @@ async def _stream(
                                            "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})  # fmt: skip
     await response.prepare(request)
-    # Created once per stream, not per message: an idle stream owns no timer and no task
-    # besides the node's pending item.
+    # Created once per stream, not once per message: relaying costs no task per item.
     stop = asyncio.ensure_future(request.app[_STREAMS].wait())
     gone = request.app[_DISCONNECTS].gone(request)
     write_timeout_s = state.limits.watch_write_timeout_ms / 1000

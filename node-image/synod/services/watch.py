@@ -195,7 +195,6 @@ class WatchHub:
                     self._remove(watcher)
                 if watcher.cancelled or watcher.pending != before:
                     touched[watcher.watch_id] = watcher
-            self._delivered_revision = revision
         self._delivered_revision = self.kv.revision
         woken = [touched[watch_id] for watch_id in sorted(touched)]
         self._wake_all(woken)
