@@ -1,28 +1,24 @@
 """A single-member NodeApi over a real ServiceStateMachine, for HTTP-tier tests.
 
 Writes are encoded with the real command envelope and applied at increasing log
-indexes, reads are served from the applied state, watches from the state machine's
-watch hub: everything but Raft itself is the production code path. Knobs let a test
+indexes, reads are served from the applied state, watches through the node's own
+``WatchStreams``: everything but Raft itself is the production code path. Knobs let a test
 make the node refuse as a follower (``not_leader``) or fail with any NodeError.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from synod.node.api import NodeError, NotLeader, Session
+from synod.node.watch_stream import WatchStreamLimits, WatchStreams
 from synod.services.commands import encode_command
 from synod.services.errors import NotFound, ServiceError
 from synod.services.limits import ServiceLimits
 from synod.services.state import ServiceStateMachine
-from synod.services.watch import Watcher
-
-# Events taken from a watcher per message.
-WATCH_EVENTS_PER_MESSAGE_MAX = 1000
 
 
 class MemoryNode:
@@ -33,18 +29,19 @@ class MemoryNode:
         member_id: int = 1,
         limits: ServiceLimits | None = None,
         progress_interval_ms: int = 200,
+        events_per_message_max: int = 1000,
     ) -> None:
         self.member_id = member_id
         self.machine = ServiceStateMachine(limits)
         self.registry = CollectorRegistry()
-        self.progress_interval_ms = progress_interval_ms
+        limits_of_streams = WatchStreamLimits(events_per_message_max, progress_interval_ms)
+        self.streams = WatchStreams(self.machine, limits_of_streams)
         self.index = 0
         self.not_leader: NotLeader | None = None  # raise it from leader-only calls
         self.fail_with: NodeError | None = None  # raise it from every call
         self.writes: list[dict[str, Any]] = []
         self.admin_calls: list[tuple[str, Any]] = []
         self.ready = (True, "leader known, caught up")
-        self._changed = asyncio.Event()
 
     @property
     def revision(self) -> int:
@@ -66,9 +63,7 @@ class MemoryNode:
         client_id, seq, ack_seq = (0, 0, 0) if session is None else (
             session.client_id, session.seq, session.ack_seq)  # fmt: skip
         self.index += 1
-        result = self.machine.apply(self.index, encode_command(op, client_id, seq, ack_seq))
-        self._changed.set()
-        return result
+        return self.machine.apply(self.index, encode_command(op, client_id, seq, ack_seq))
 
     async def write(self, op: dict[str, Any], session: Session | None) -> dict[str, Any]:
         self._check(leader_only=True)
@@ -108,33 +103,7 @@ class MemoryNode:
     ) -> AsyncIterator[dict[str, Any]]:
         """Registers the watcher now, so refusals raise synchronously."""
         self._check(leader_only=False)
-        watcher = self.machine.watches.watch(key, range_end, start_revision)
-        return self._stream(watcher)
-
-    async def _stream(self, watcher: Watcher) -> AsyncIterator[dict[str, Any]]:
-        try:
-            while True:
-                self.machine.watches.notify()
-                if watcher.pending:
-                    events = watcher.poll(WATCH_EVENTS_PER_MESSAGE_MAX)
-                    yield {"events": [e.to_dict() for e in events],
-                           "revision": events[-1].revision}  # fmt: skip
-                    continue
-                if watcher.cancelled:
-                    yield {"cancel": watcher.cancel_reason,
-                           "resume_revision": watcher.resume_revision,
-                           "compact_revision": watcher.compact_revision,
-                           "message": watcher.cancel_message()}  # fmt: skip
-                    return
-                self._changed.clear()
-                try:
-                    async with asyncio.timeout(self.progress_interval_ms / 1000):
-                        await self._changed.wait()
-                except TimeoutError:
-                    yield {"progress": self.revision}
-        finally:
-            if not watcher.cancelled:
-                self.machine.watches.cancel(watcher.watch_id)
+        return self.streams.watch(key, range_end, start_revision)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 
-from synod.node.http import HttpLimits
+from synod.node.http import HttpLimits, build_app
 from synod.services.commands import compact_op, delete_op, put_op
 from synod.services.errors import Compacted
 from synod.services.limits import ServiceLimits
@@ -58,7 +61,8 @@ async def test_live_events_and_progress() -> None:
         await client.post("/v1/kv/put", json={"key": "b", "value": "x"})
         await client.post("/v1/kv/delete", json={"key": "a/1"})
         event, data = await next_non_progress(stream)
-        assert event == "events" and data["header"]["revision"] == 2
+        # The header has the revision the node is at when it sends (as etcd), >= the event.
+        assert event == "events" and 2 <= data["header"]["revision"] <= node.revision
         (put,) = data["events"]
         assert put == {"type": "put", "prev_kv": None, "kv": {
             "key": "a/1", "value": "x", "create_revision": 2, "mod_revision": 2,
@@ -193,3 +197,59 @@ async def test_a_watch_the_node_ends_ends_the_stream() -> None:
         one = await client.get("/v1/watch?key=k")
         assert (await next_message(one))[0] == "progress"
         assert await one.content.read() == b""
+
+
+async def open_raw_watch(host: str, port: int, key: str) -> tuple[asyncio.StreamReader, Any]:
+    """A watch over a raw TCP connection (so the test decides how it closes), read up to
+    the end of the response headers."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /v1/watch?key={key} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return reader, writer
+
+
+async def watchers_drop_to(node: MemoryNode, count: int) -> None:
+    """Poll the live watcher count with a bounded deadline."""
+    async with asyncio.timeout(5):
+        while len(node.machine.watches) != count:
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def serve_as_main(node: MemoryNode, limits: HttpLimits) -> AsyncIterator[tuple[str, int]]:
+    """Serve ``build_app(node)`` on loopback the way synod.node.main does: unlike
+    aiohttp's TestServer, without cancelling a handler whose client left."""
+    runner = web.AppRunner(build_app(node, registry=node.registry, limits=limits),
+                           access_log=None, handle_signals=False)  # fmt: skip
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield str(host), int(port)
+    finally:
+        await runner.cleanup()
+
+
+@async_test
+async def test_a_client_that_leaves_an_idle_stream_frees_its_watcher() -> None:
+    # Progress never comes, so only the disconnect check can notice (before, the watcher
+    # stayed until a matching key was written).
+    node = MemoryNode(progress_interval_ms=3_600_000)
+    limits = HttpLimits(watch_disconnect_check_interval_ms=20)
+    async with serve_as_main(node, limits) as (host, port):
+        _reader, fin = await open_raw_watch(host, port, "a")
+        _reader, rst = await open_raw_watch(host, port, "b")
+        _reader, stays = await open_raw_watch(host, port, "c")
+        await watchers_drop_to(node, 3)
+        fin.close()  # an orderly close: FIN
+        await watchers_drop_to(node, 2)
+        sock = rst.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        rst.close()  # linger 0: the close sends RST
+        await watchers_drop_to(node, 1)
+        assert [w.key for w in node.machine.watches._watchers.values()] == [b"c"]
+        stays.close()
+        await watchers_drop_to(node, 0)

@@ -22,7 +22,7 @@ from synod.services.kv import (
     parse_txn,
     prefix_end,
 )
-from synod.services.limits import ServiceLimits
+from synod.services.limits import ServiceLimits, history_event_bytes
 
 
 def put(store: KVStore, key: bytes, value: bytes = b"v", lease: int = 0) -> int:
@@ -226,16 +226,86 @@ def test_compaction_errors_and_reads_at_the_compaction_point() -> None:
     assert [rev for rev, _ in store.history(3)] == [3, 4]
 
 
-def test_history_is_auto_compacted_at_its_bound() -> None:
-    limits = ServiceLimits(history_events_max=200, events_per_revision_max=200,
-                           keys_per_lease_max=100, watch_events_buffered_max=200)  # fmt: skip
-    store = KVStore(limits)
-    for i in range(250):
-        put(store, b"k", b"%d" % i)
-    assert sum(len(evs) for _, evs in store.history(store.compact_revision)) == 200
-    assert store.compact_revision == store.revision - 199
+# One put of a 1-byte key with a 10-byte value over a previous 10-byte value.
+PUT_BYTES = history_event_bytes(b"k", b"0123456789", b"k", b"0123456789")
+SMALL_HISTORY = ServiceLimits(key_bytes_max=8, value_bytes_max=100,
+                              history_bytes_max=max(20 * PUT_BYTES, 472))  # fmt: skip
+
+
+def test_history_is_auto_compacted_at_its_byte_bound() -> None:
+    store = KVStore(SMALL_HISTORY)
+    put(store, b"k", b"0123456789")  # the first put has no previous version
+    for _ in range(50):
+        put(store, b"k", b"0123456789")
+    kept = list(store.history(store.compact_revision))
+    # Exactly the newest revisions that fit are kept, and the bytes are accounted.
+    assert len(kept) == SMALL_HISTORY.history_bytes_max // PUT_BYTES == 20
+    assert store.history_bytes == 20 * PUT_BYTES <= SMALL_HISTORY.history_bytes_max
+    assert store.compact_revision == kept[0][0] == store.revision - 19
+    assert store.get(b"k", store.compact_revision) is not None
     with pytest.raises(Compacted):
         store.get(b"k", store.compact_revision - 1)
+    with pytest.raises(Compacted):
+        store.history(store.compact_revision - 1)
+
+
+def test_history_bound_counts_bytes_not_events() -> None:
+    store = KVStore(SMALL_HISTORY)
+    for i in range(20):
+        put(store, b"k%d" % i, b"x" * 100)  # twenty big first puts: some are compacted
+    big_revisions = len(list(store.history(store.compact_revision)))
+    store = KVStore(SMALL_HISTORY)
+    for i in range(20):
+        put(store, b"k%d" % i, b"")  # twenty small first puts: all fit
+    assert store.compact_revision == 0 and len(list(store.history(2))) == 20
+    assert big_revisions < 20 and store.history_bytes < SMALL_HISTORY.history_bytes_max
+
+
+def test_the_newest_revision_is_kept_even_beyond_the_bound() -> None:
+    limits = ServiceLimits(key_bytes_max=8, value_bytes_max=100, history_bytes_max=472,
+                           ops_per_txn_max=2, events_per_revision_max=2,
+                           keys_per_lease_max=2, watch_events_buffered_max=2)  # fmt: skip
+    store = KVStore(limits)
+    puts = [PutRequest(b"a", b"x" * 100), PutRequest(b"b", b"x" * 100)]
+    store.txn([], list(puts), [])
+    store.txn([], list(puts), [])  # 2 events of 2 x 101 bytes each: beyond 472 alone
+    assert store.history_bytes > limits.history_bytes_max
+    assert store.compact_revision == store.revision == 3
+    assert [rev for rev, _ in store.history(3)] == [3]
+    assert store.get(b"a", 3) is not None
+    put(store, b"c", b"")  # the next revision pushes it out
+    assert store.compact_revision == 4 and store.history_bytes <= limits.history_bytes_max
+
+
+def test_snapshot_carries_only_the_kept_history() -> None:
+    store = KVStore(SMALL_HISTORY)
+    for _ in range(50):
+        put(store, b"k", b"0123456789")
+    snapshot = store.to_snapshot()
+    assert [rev for rev, _ in snapshot["history"]] == list(
+        range(store.compact_revision, store.revision + 1)
+    )
+    other = KVStore(SMALL_HISTORY)
+    other.restore(snapshot)
+    assert other.history_bytes == store.history_bytes
+    assert other.to_snapshot() == snapshot
+    put(store, b"k", b"0123456789")
+    put(other, b"k", b"0123456789")
+    assert other.to_snapshot() == store.to_snapshot()  # both compact the same way
+
+
+def test_snapshot_with_a_malformed_history_is_refused() -> None:
+    store = KVStore()
+    put(store, b"a")
+    put(store, b"b")
+    good = store.to_snapshot()
+    gap = {**good, "history": [*good["history"][1:], [9, good["history"][0][1]]]}
+    wrong_revision = {**good, "history": [[3, good["history"][0][1]], good["history"][1]]}
+    for bad in (gap, wrong_revision):
+        other = KVStore()
+        with pytest.raises(InvalidArgument):
+            other.restore(bad)
+        assert other.revision == 1 and len(other) == 0
 
 
 def test_delete_range_beyond_events_per_revision_is_refused_atomically() -> None:

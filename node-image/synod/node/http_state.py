@@ -61,6 +61,10 @@ class HttpLimits:
     # A client that does not read its stream for this long is dropped: it would
     # otherwise hold a watcher and a connection forever.
     watch_write_timeout_ms: int = 10_000
+    # aiohttp tells a handler that its client left only when it writes, so one timer
+    # checks the connections of all open streams this often; an idle stream whose
+    # client is gone is then closed and its watcher freed.
+    watch_disconnect_check_interval_ms: int = 1_000
     session_nonce_bytes: int = 16
 
     def __post_init__(self) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import os
 import secrets
@@ -54,6 +53,7 @@ from synod.node.members import Member
 from synod.node.metrics import NodeMetrics
 from synod.node.tracing import tracing_enabled
 from synod.node.transport import CLUSTER_ID_FILE, PeerTransport, TransportLimits
+from synod.node.watch_stream import WatchStreamLimits, WatchStreams
 from synod.raft.core import Config, RaftNode
 from synod.raft.types import (
     Compacted,
@@ -75,7 +75,6 @@ from synod.raft.types import (
 from synod.services.commands import encode_command
 from synod.services.errors import ServiceError
 from synod.services.state import ServiceStateMachine
-from synod.services.watch import Watcher
 from synod.storage.durable import DurableStorage, StorageCorruption
 from synod.storage.fs import OsFileSystem
 from synod.storage.snapfile import SnapshotCorruption
@@ -100,7 +99,7 @@ class ServerLimits:
     loop_stall_ms_max: int = 10_000  # /healthz: 503 when the last loop turn is older.
     snapshot_in_child_process: bool = True  # Serialise snapshots in a forked child.
     watch_events_per_message_max: int = 1000
-    watch_progress_interval_s: float = 5.0
+    watch_progress_interval_ms: int = 5_000
 
 
 def _exit_process(code: int) -> None:
@@ -142,7 +141,15 @@ class RaftServer:
         self._on_fatal = on_fatal
         self._wakeup = asyncio.Event()
         self._storage_lock = asyncio.Lock()
-        self._applied_event = asyncio.Event()
+        self._applied_event = asyncio.Event()  # Set when entries were applied (admin waits).
+        self._watch_streams = WatchStreams(
+            self.state,
+            WatchStreamLimits(
+                self.limits.watch_events_per_message_max, self.limits.watch_progress_interval_ms
+            ),
+        )
+        # Read at scrape time: exact even on a node that runs no turns (an idle follower).
+        self.node_metrics.watchers.set_function(lambda: len(self.state.watches))
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_sent_s: dict[NodeId, float] = {}
@@ -570,38 +577,8 @@ class RaftServer:
     def watch(
         self, key: bytes, range_end: bytes, start_revision: int
     ) -> AsyncIterator[dict[str, Any]]:
-        """See `NodeApi.watch`. The watcher is registered before this returns, so a
-        compacted start revision or a full watcher table raises here."""
-        watcher = self.state.watches.watch(key, range_end, start_revision)
-        return self._watch_stream(watcher)
-
-    async def _watch_stream(self, watcher: Watcher) -> AsyncIterator[dict[str, Any]]:
-        try:
-            for _ in itertools.count():  # Ends when the client goes or the watch is cancelled.
-                events = watcher.poll(self.limits.watch_events_per_message_max)
-                if events:
-                    yield {
-                        "events": [event.to_dict() for event in events],
-                        "revision": self.state.kv.revision,
-                    }
-                    continue
-                if watcher.cancelled:
-                    yield {
-                        "cancel": watcher.cancel_reason,
-                        "resume_revision": watcher.resume_revision,
-                        "message": watcher.cancel_message(),
-                    }
-                    return
-                try:
-                    await asyncio.wait_for(
-                        self._applied_event.wait(), self.limits.watch_progress_interval_s
-                    )
-                except TimeoutError:
-                    yield {"progress": self.state.kv.revision}
-        finally:
-            if not watcher.cancelled:
-                with contextlib.suppress(ServiceError):
-                    self.state.watches.cancel(watcher.watch_id)
+        """See `NodeApi.watch`; streams wake only on their own events (see WatchStreams)."""
+        return self._watch_streams.watch(key, range_end, start_revision)
 
     def status(self) -> dict[str, Any]:
         """See `NodeApi.status`."""

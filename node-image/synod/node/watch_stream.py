@@ -1,4 +1,9 @@
-"""``GET /v1/watch``: a node watch as a Server-Sent Events stream.
+"""Watch streams: the node side (:class:`WatchStreams`) and ``GET /v1/watch`` as a
+Server-Sent Events stream (:func:`handle_watch`).
+
+The node side costs nothing while a watcher is idle: a stream parks on a future that
+only the watch hub (when the watcher got events or was cancelled) or the one shared
+progress timer resolves, so writes to other keys and Raft traffic wake no stream.
 
 The node's ``watch()`` yields ``{"events": [...], "revision": R}``, ``{"progress": R}``
 while idle and finally ``{"cancel": reason, "resume_revision": R, "message"}``. They
@@ -6,7 +11,9 @@ become ``event: events``, ``event: progress`` and ``event: cancel`` messages (da
 one line of JSON). A refusal (compacted start revision, too many watchers) must be a
 problem document with its status, so the stream starts only once the node has
 accepted the watch: the first item is awaited for up to ``watch_start_wait_ms``
-(enough for a watch that refuses synchronously or on its first step).
+(enough for a watch that refuses synchronously or on its first step). A client that
+leaves (FIN or RST) while its stream is idle is noticed within
+``watch_disconnect_check_interval_ms`` and its watcher freed.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -26,8 +34,20 @@ from synod.node.inputs import parse_query
 from synod.node.problems import Problem
 from synod.services.errors import ServiceError
 from synod.services.kv import prefix_end
+from synod.services.state import ServiceStateMachine
+from synod.services.watch import Watcher
 
-__all__ = ["CANCEL_REASONS", "close_streams", "handle_watch", "install", "sse_message", "to_sse"]
+__all__ = [
+    "CANCEL_REASONS",
+    "DisconnectCheck",
+    "WatchStreamLimits",
+    "WatchStreams",
+    "close_streams",
+    "handle_watch",
+    "install",
+    "sse_message",
+    "to_sse",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +55,184 @@ log = logging.getLogger(__name__)
 CANCEL_REASONS = {"overflow": "too-slow", "compacted": "compacted", "client": "cancelled",
                   "restored": "restored"}  # fmt: skip
 _STREAMS = web.AppKey("synod_watch_stopping", asyncio.Event)
+
+
+# -- the node side ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WatchStreamLimits:
+    """Bounds of the node's watch streams."""
+
+    events_per_message_max: int = 1000
+    # An idle stream gets a progress message this often (clients drop a stream that
+    # stays silent for their read timeout, 30 s by default in the SDK).
+    progress_interval_ms: int = 5_000
+
+    def __post_init__(self) -> None:
+        """Raises ValueError naming a bound that is not positive."""
+        for name in self.__slots__:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+
+class WatchStreams:
+    """The node's watch streams over one state machine's watch hub (``NodeApi.watch``).
+
+    Each stream parks, while idle, on a future of its own. The hub's ``wake`` hook
+    resolves it when the watcher got events or was cancelled; one shared timer resolves
+    it when a progress message is due. Nothing else wakes a stream, so ``wakeups`` (the
+    number of times a parked stream resumed) stays at zero for idle watchers whatever
+    else the node does. Must be used from one event loop.
+    """
+
+    def __init__(self, state: ServiceStateMachine, limits: WatchStreamLimits | None = None) -> None:
+        """Serve watches of ``state`` (takes over its hub's ``wake`` hook). Raises nothing."""
+        self._state = state
+        self.limits = limits or WatchStreamLimits()
+        self._parked: dict[int, asyncio.Future[bool]] = {}  # watch_id -> resolves to "progress due"
+        # watch_id -> loop time a progress is due. Every entry is now + the one interval
+        # when (re)inserted, so insertion order is deadline order: the timer looks only at
+        # the front.
+        self._progress_due: dict[int, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self.wakeups = 0
+        state.watches.wake = self._wake
+
+    @property
+    def parked(self) -> int:
+        """Number of streams waiting idle. Raises nothing."""
+        return len(self._parked)
+
+    def watch(
+        self, key: bytes, range_end: bytes, start_revision: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """See ``NodeApi.watch``. The watcher is registered before this returns, so a
+        compacted start revision or a full watcher table raises here."""
+        watcher = self._state.watches.watch(key, range_end, start_revision)
+        return self._stream(watcher)
+
+    async def _stream(self, watcher: Watcher) -> AsyncIterator[dict[str, Any]]:
+        watch_id = watcher.watch_id
+        try:
+            self._progress_sent(watch_id)
+            while True:
+                events = watcher.poll(self.limits.events_per_message_max)
+                if events:
+                    self._progress_sent(watch_id)
+                    yield {"events": [event.to_dict() for event in events],
+                           "revision": self._state.kv.revision}  # fmt: skip
+                elif watcher.cancelled:
+                    yield {"cancel": watcher.cancel_reason,
+                           "resume_revision": watcher.resume_revision,
+                           "compact_revision": watcher.compact_revision,
+                           "message": watcher.cancel_message()}  # fmt: skip
+                    return
+                elif await self._park(watch_id) and not watcher.pending and not watcher.cancelled:
+                    # Nothing is buffered, and the hub is fed in apply, so every event up
+                    # to the current revision has been sent: the client may skip past it.
+                    self._progress_sent(watch_id)
+                    yield {"progress": self._state.kv.revision}
+        finally:
+            self._parked.pop(watch_id, None)
+            self._progress_due.pop(watch_id, None)
+            if not watcher.cancelled:
+                self._state.watches.cancel(watch_id)
+            assert watch_id not in self._parked
+
+    async def _park(self, watch_id: int) -> bool:
+        """Wait for the hub or the progress timer; True if a progress is due."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._parked[watch_id] = future
+        if watch_id not in self._progress_due:
+            self._progress_sent(watch_id)  # the timer dropped it while we were busy
+        try:
+            progress_due = await future
+        finally:
+            if self._parked.get(watch_id) is future:
+                del self._parked[watch_id]
+        self.wakeups += 1
+        return progress_due
+
+    def _wake(self, watcher: Watcher) -> None:
+        """The hub's hook: the watcher got events or was cancelled. Raises nothing."""
+        future = self._parked.pop(watcher.watch_id, None)
+        if future is not None and not future.done():
+            future.set_result(False)
+
+    def _progress_sent(self, watch_id: int) -> None:
+        """The stream just sent (or started): its next progress is one interval away."""
+        loop = asyncio.get_running_loop()
+        self._progress_due.pop(watch_id, None)
+        self._progress_due[watch_id] = loop.time() + self.limits.progress_interval_ms / 1000
+        if self._timer is None:
+            self._timer = loop.call_at(self._progress_due[watch_id], self._on_timer)
+
+    def _on_timer(self) -> None:
+        """Wake the parked streams whose progress is due; re-arm for the next one."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._progress_due:
+            watch_id, due = next(iter(self._progress_due.items()))
+            if due > now:
+                self._timer = loop.call_at(due, self._on_timer)
+                break
+            del self._progress_due[watch_id]
+            # A stream that is not parked is sending; it re-arms when it parks again.
+            future = self._parked.pop(watch_id, None)
+            if future is not None and not future.done():
+                future.set_result(True)
+
+
+# -- the HTTP side ------------------------------------------------------------------------
+
+
+class DisconnectCheck:
+    """Notices streams whose client went away. aiohttp reports a closed connection to a
+    handler only when it writes, and an idle stream does not write; so one timer per
+    app looks at every open stream's connection each ``interval_ms`` (a cheap attribute
+    check, no task wake-up) and resolves the future of each stream whose peer is gone.
+    """
+
+    def __init__(self, interval_ms: int) -> None:
+        """Raises nothing; the timer starts with the first stream."""
+        assert interval_ms >= 1
+        self.interval_ms = interval_ms
+        self._streams: dict[asyncio.Future[None], web.BaseRequest] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        """Number of streams watched. Raises nothing."""
+        return len(self._streams)
+
+    def gone(self, request: web.BaseRequest) -> asyncio.Future[None]:
+        """A future resolved once ``request``'s connection is closed; cancel it when the
+        stream ends. Raises nothing."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._streams[future] = request
+        future.add_done_callback(self._forget)
+        if self._timer is None:
+            self._timer = loop.call_later(self.interval_ms / 1000, self._check)
+        return future
+
+    def _forget(self, future: asyncio.Future[None]) -> None:
+        self._streams.pop(future, None)
+
+    def _check(self) -> None:
+        self._timer = None
+        for future, request in list(self._streams.items()):
+            transport = request.transport
+            if (transport is None or transport.is_closing()) and not future.done():
+                future.set_result(None)
+        if self._streams:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.interval_ms / 1000, self._check)
+
+
+_DISCONNECTS = web.AppKey("synod_watch_disconnects", DisconnectCheck)
 
 
 def sse_message(event: str, data: dict[str, Any]) -> bytes:
@@ -160,13 +358,17 @@ async def _stream(
                                            "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})  # fmt: skip
     await response.prepare(request)
-    stopping = request.app[_STREAMS]
+    # Created once per stream, not once per message: relaying costs no task per item.
+    stop = asyncio.ensure_future(request.app[_STREAMS].wait())
+    gone = request.app[_DISCONNECTS].gone(request)
     write_timeout_s = state.limits.watch_write_timeout_ms / 1000
     try:
         while True:
-            stop = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait({pending, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
+            waiting: set[asyncio.Future[Any]] = {pending, stop, gone}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if gone.done():
+                log.info("watch stream closed: the client went away")
+                break
             if not pending.done():
                 break  # the server is shutting down
             message, last = _message_of(state, pending)
@@ -180,6 +382,8 @@ async def _stream(
     except (ConnectionError, TimeoutError) as exc:
         log.info("watch stream closed: %s", type(exc).__name__)
     finally:
+        stop.cancel()
+        gone.cancel()
         await _stop(pending)
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
@@ -193,7 +397,9 @@ async def close_streams(app: web.Application) -> None:
 
 
 def install(app: web.Application) -> None:
-    """Give ``app`` the shutdown signal the streams wait on. Raises nothing."""
+    """Give ``app`` the shutdown signal and the disconnect check the streams wait on
+    (after ``app[STATE]`` is set). Raises nothing."""
     app[_STREAMS] = asyncio.Event()
+    app[_DISCONNECTS] = DisconnectCheck(app[STATE].limits.watch_disconnect_check_interval_ms)
     app.on_shutdown.append(close_streams)
     assert _STREAMS in app

@@ -6,16 +6,18 @@
 * Per key: ``create_revision`` (revision of the put that created it since it last did
   not exist), ``mod_revision`` (last change), ``version`` (puts since creation, 1 after
   the first) and ``lease`` (0 = none).
-* History: every revision since ``compact_revision`` is kept as its list of events, so
+* History: every revision since ``compact_revision`` is kept as its tuple of events, so
   reads at an old revision and watch catch-up work. Reads below ``compact_revision``
   raise ``Compacted``; beyond the current revision ``FutureRevision``. History beyond
-  ``history_events_max`` events is compacted automatically and deterministically.
+  ``history_bytes_max`` (charged by ``history_event_bytes``) is compacted automatically
+  and deterministically, oldest revision first; the newest revision is always kept.
 * Every write is all-or-nothing: on any error the changes already made are undone.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from synod.services.errors import (
     NotFound,
     TooLarge,
 )
-from synod.services.limits import ServiceLimits
+from synod.services.limits import ServiceLimits, history_event_bytes
 
 __all__ = [
     "Compare",
@@ -348,10 +350,11 @@ class KVStore:
         self._live: dict[bytes, KeyValue] = {}
         self._sorted_keys: list[bytes] = []
         self._keys_by_lease: dict[int, set[bytes]] = {}
-        # (revision, events) for every revision >= compact_revision that had events;
-        # revisions are contiguous, so position = revision - first revision.
-        self._changelog: deque[tuple[int, tuple[Event, ...]]] = deque()
-        self._history_events = 0
+        # The events of every revision >= compact_revision that had events, oldest
+        # first; revisions are contiguous, so position = revision - first revision. A
+        # revision is its events' (shared) revision: no per-revision record is kept.
+        self._changelog: deque[tuple[Event, ...]] = deque()
+        self._history_bytes = 0  # sum of _revision_bytes over _changelog
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -414,8 +417,8 @@ class KVStore:
     def _overrides_after(self, revision: int) -> dict[bytes, KeyValue | None]:
         """The state at ``revision`` of every key changed after it: undo newer events."""
         overrides: dict[bytes, KeyValue | None] = {}
-        for rev, events in reversed(self._changelog):
-            if rev <= revision:
+        for events in reversed(self._changelog):
+            if events[0].revision <= revision:
                 break
             for event in reversed(events):
                 overrides[event.kv.key] = event.prev_kv
@@ -447,16 +450,16 @@ class KVStore:
         return self._history_from(start_revision)
 
     def _history_from(self, start_revision: int) -> Iterator[tuple[int, tuple[Event, ...]]]:
-        if not self._changelog:
+        if not self._changelog or start_revision > self.revision:
             return
-        first = self._changelog[0][0]
-        skip = max(0, start_revision - first)
-        # Index from the right: a watcher usually wants the last few revisions, and a
-        # deque walks from its nearer end, so this costs O(revisions delivered).
-        changelog = self._changelog
-        for position in range(skip, len(changelog)):
-            revision, events = changelog[position]
-            assert revision == first + position, "changelog revisions are contiguous"
+        first = self._changelog[0][0].revision
+        wanted = len(self._changelog) - max(0, start_revision - first)
+        # Take from the right: a watcher usually wants the last few revisions, so this
+        # costs O(revisions delivered), not O(history).
+        newest = list(itertools.islice(reversed(self._changelog), wanted))
+        for position, events in enumerate(reversed(newest)):
+            revision = events[0].revision
+            assert revision == self.revision - wanted + 1 + position, "contiguous revisions"
             yield revision, events
 
     # -- writes ---------------------------------------------------------------------------
@@ -561,10 +564,10 @@ class KVStore:
         if revision <= self.compact_revision:
             raise Compacted(f"revision {revision} is already compacted",
                             compact_revision=self.compact_revision)  # fmt: skip
-        while self._changelog and self._changelog[0][0] < revision:
-            self._history_events -= len(self._changelog.popleft()[1])
+        while self._changelog and self._changelog[0][0].revision < revision:
+            self._history_bytes -= _revision_bytes(self._changelog.popleft())
         self.compact_revision = revision
-        assert self._history_events >= 0
+        assert self._history_bytes >= 0
 
     # -- write internals ------------------------------------------------------------------
 
@@ -646,12 +649,23 @@ class KVStore:
             return
         self.revision += 1
         assert all(e.revision == self.revision for e in events)
-        self._changelog.append((self.revision, tuple(events)))
-        self._history_events += len(events)
-        while self._history_events > self.limits.history_events_max:
-            self._history_events -= len(self._changelog.popleft()[1])
-            self.compact_revision = self._changelog[0][0]
-        assert self._changelog, "the newest revision always fits (limits checked)"
+        self._changelog.append(tuple(events))
+        self._history_bytes += _revision_bytes(self._changelog[-1])
+        self._trim_history()
+
+    def _trim_history(self) -> None:
+        """Compact the oldest revisions while the history exceeds history_bytes_max,
+        keeping at least the newest revision (watchers are fed from it)."""
+        while self._history_bytes > self.limits.history_bytes_max and len(self._changelog) > 1:
+            self._history_bytes -= _revision_bytes(self._changelog.popleft())
+            self.compact_revision = self._changelog[0][0].revision
+        assert self._history_bytes >= 0
+
+    @property
+    def history_bytes(self) -> int:
+        """The bytes the kept history is charged (see ``history_event_bytes``). Raises
+        nothing."""
+        return self._history_bytes
 
     # -- snapshot -------------------------------------------------------------------------
 
@@ -665,7 +679,9 @@ class KVStore:
             "revision": self.revision,
             "compact_revision": self.compact_revision,
             "live": [self._live[key].to_list() for key in self._sorted_keys],
-            "history": [[rev, [e.to_list() for e in events]] for rev, events in self._changelog],
+            "history": [
+                [events[0].revision, [e.to_list() for e in events]] for events in self._changelog
+            ],
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -680,16 +696,40 @@ class KVStore:
             revision, compact_revision = int(data["revision"]), int(data["compact_revision"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"malformed kv snapshot: {exc}") from None
+        _check_history(history, revision)
         fresh = KVStore(self.limits, self._lease_exists)
         for kv in live:
             fresh._set(kv.key, kv)
         fresh.revision, fresh.compact_revision = revision, compact_revision
-        fresh._changelog = deque(history)
-        fresh._history_events = sum(len(events) for _, events in history)
+        fresh._changelog = deque(events for _, events in history)
+        fresh._history_bytes = sum(_revision_bytes(events) for _, events in history)
+        fresh._trim_history()  # a no-op for a snapshot taken under the same limits
         if len(fresh._live) != len(live) or len(live) > self.limits.keys_max:
             raise InvalidArgument("kv snapshot has duplicate keys or exceeds keys_max")
         self.__dict__.update(fresh.__dict__)
         assert len(self._sorted_keys) == len(self._live)
+
+
+_NO_VERSION = KeyValue(b"", b"", 0, 0, 0)  # charges nothing for an absent previous version
+
+
+def _revision_bytes(events: tuple[Event, ...]) -> int:
+    """What one revision of history is charged against history_bytes_max."""
+    total = 0
+    for event in events:
+        prev = event.prev_kv or _NO_VERSION
+        total += history_event_bytes(event.kv.key, event.kv.value, prev.key, prev.value)
+    return total
+
+
+def _check_history(history: list[tuple[int, tuple[Event, ...]]], revision: int) -> None:
+    """A snapshot's history must be contiguous revisions up to ``revision``, each with
+    events of that revision. Raises InvalidArgument."""
+    for position, (rev, events) in enumerate(history):
+        if not events or any(e.revision != rev for e in events):
+            raise InvalidArgument(f"kv snapshot history revision {rev} is malformed")
+        if rev != revision - len(history) + 1 + position:
+            raise InvalidArgument("kv snapshot history is not contiguous up to its revision")
 
 
 def _target(kv: KeyValue, target: str) -> bytes | int:

@@ -10,7 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ServiceLimits"]
+__all__ = ["HISTORY_EVENT_OVERHEAD_BYTES", "ServiceLimits", "history_event_bytes"]
+
+# What one history event is charged beyond the bytes of its keys and values: roughly the
+# Python objects holding it (the event, its versions, their integers). It decides the
+# automatic compaction point, so it is part of the replicated state transition: every
+# replica must use the same value.
+HISTORY_EVENT_OVERHEAD_BYTES = 256
+
+
+def history_event_bytes(key: bytes, value: bytes, prev_key: bytes, prev_value: bytes) -> int:
+    """The bytes one history event is charged: its new version's and its previous
+    version's key and value (what a snapshot carries) plus the object overhead.
+    Raises nothing."""
+    return HISTORY_EVENT_OVERHEAD_BYTES + len(key) + len(value) + len(prev_key) + len(prev_value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +40,11 @@ class ServiceLimits:
     # One revision may not produce more events than this (a big delete_range must be
     # chunked), so a watcher buffer of at least this size can always take a revision.
     events_per_revision_max: int = 10_000
-    # History kept for reads at old revisions and watch catch-up; older revisions are
-    # compacted automatically (deterministically, in apply) beyond this many events.
-    history_events_max: int = 1_000_000
+    # History kept (in memory and in snapshots) for reads at old revisions and watch
+    # catch-up, charged by history_event_bytes; the oldest revisions are compacted
+    # automatically (deterministically, in apply) beyond it. The newest revision is
+    # always kept, even if alone it is larger (its versions are mostly the live ones).
+    history_bytes_max: int = 64 * 1024 * 1024
     # leases (replicated)
     leases_max: int = 100_000
     keys_per_lease_max: int = 10_000
@@ -51,8 +66,11 @@ class ServiceLimits:
                 raise ValueError(f"{name} must be positive")
         if self.events_per_revision_max < max(self.ops_per_txn_max, self.keys_per_lease_max):
             raise ValueError("events_per_revision_max must cover a txn and a lease's keys")
-        if self.history_events_max < self.events_per_revision_max:
-            raise ValueError("history_events_max must hold at least one revision")
+        largest_put = history_event_bytes(b"", b"", b"", b"") + 2 * (
+            self.key_bytes_max + self.value_bytes_max
+        )
+        if self.history_bytes_max < largest_put:
+            raise ValueError("history_bytes_max must hold a put of the largest key and value")
         if self.watch_events_buffered_max < self.events_per_revision_max:
             raise ValueError("watch_events_buffered_max must hold at least one revision")
         if self.lease_ttl_ms_min > self.lease_ttl_ms_max:

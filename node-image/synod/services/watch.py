@@ -8,15 +8,21 @@ compaction point raises ``Compacted``. Each watcher buffers at most
 take the next revision is cancelled with reason ``overflow`` and ``resume_revision`` =
 that revision, so the client drains what is buffered and re-watches from there without
 a gap or a duplicate.
+
+Idle watchers cost nothing per write: watchers are indexed by exact key and by prefix,
+so a revision is offered only to the watchers it can match (plus those over arbitrary
+ranges, scanned), and only the watchers that got events or were cancelled are handed to
+the ``wake`` hook, which the node uses to resume exactly those streams.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from synod.services.errors import Compacted, LimitExceeded, NotFound, TooLarge
-from synod.services.kv import Event, KVStore, in_range
+from synod.services.kv import Event, KVStore, in_range, prefix_end
 from synod.services.limits import ServiceLimits
 
 __all__ = ["CANCEL_REASONS", "WatchHub", "Watcher"]
@@ -33,7 +39,9 @@ class Watcher:
     watch_id: int
     key: bytes
     range_end: bytes
-    next_revision: int  # the first revision not yet taken into the buffer
+    # The first revision not yet taken into the buffer, or earlier: the hub offers a
+    # watcher only revisions that may match it (see WatchHub.next_revision_of).
+    next_revision: int
     events_buffered_max: int
     cancel_reason: str | None = None
     resume_revision: int = 0  # where to re-watch from after a cancellation
@@ -86,15 +94,28 @@ class Watcher:
 
 
 class WatchHub:
-    """Registry of live watchers over one KVStore; call :meth:`notify` after each apply."""
+    """Registry of live watchers over one KVStore; call :meth:`notify` after each apply.
+
+    ``wake``, if set, is called with every watcher that :meth:`notify` gave events or
+    cancelled and every watcher :meth:`reset` cancelled; it runs inside the state
+    machine's apply, so it must be quick and must not raise.
+    """
 
     def __init__(self, kv: KVStore, limits: ServiceLimits | None = None) -> None:
         """Create an empty hub following ``kv``. Raises nothing."""
         self.kv = kv
         self.limits = limits or ServiceLimits()
+        self.wake: Callable[[Watcher], None] | None = None
         self._watchers: dict[int, Watcher] = {}
+        # Indexes of _watchers: by exact key, by prefix (with how many prefixes of each
+        # length there are, so a key is looked up once per length in use), and the rest.
+        self._by_key: dict[bytes, dict[int, Watcher]] = {}
+        self._by_prefix: dict[bytes, dict[int, Watcher]] = {}
+        self._prefix_lengths: dict[int, int] = {}
+        self._over_ranges: dict[int, Watcher] = {}
         self._next_id = 1
         self._delivered_revision = kv.revision
+        self.offers = 0  # revisions offered to watchers: what notify costs, for tests
         assert self.limits.watch_events_buffered_max >= self.limits.events_per_revision_max
 
     def __len__(self) -> int:
@@ -126,16 +147,21 @@ class WatchHub:
             if watcher.cancelled:
                 return watcher  # overflowed during catch-up: drain, then resume
         watcher.next_revision = max(start, self.kv.revision + 1)
-        self._watchers[watcher.watch_id] = watcher
+        self._add(watcher)
         assert len(self._watchers) <= self.limits.watchers_max
         return watcher
 
+    def next_revision_of(self, watcher: Watcher) -> int:
+        """The first revision a live watcher has not been given (every revision up to
+        the last notify was offered to it if it could match). Raises nothing."""
+        return max(watcher.next_revision, self._delivered_revision + 1)
+
     def cancel(self, watch_id: int) -> Watcher:
         """Cancel a watcher on the client's request. Raises NotFound if not live."""
-        watcher = self._watchers.pop(watch_id, None)
+        watcher = self._watchers.get(watch_id)
         if watcher is None:
             raise NotFound(f"watch {watch_id} not found", watch=watch_id)
-        watcher._cancel("client", resume_revision=watcher.next_revision)
+        self._drop(watcher, "client", 0)
         assert watch_id not in self._watchers
         return watcher
 
@@ -159,17 +185,20 @@ class WatchHub:
                 touched[watcher.watch_id] = watcher
             history = iter(())
         for revision, events in history:
-            for watcher in list(self._watchers.values()):
+            for watcher in self._candidates(events):
                 if revision < watcher.next_revision:
                     continue  # a future start revision not reached yet
+                self.offers += 1
                 before = watcher.pending
                 watcher._offer(revision, events)
                 if watcher.cancelled:
-                    del self._watchers[watcher.watch_id]
+                    self._remove(watcher)
                 if watcher.cancelled or watcher.pending != before:
                     touched[watcher.watch_id] = watcher
         self._delivered_revision = self.kv.revision
-        return [touched[watch_id] for watch_id in sorted(touched)]
+        woken = [touched[watch_id] for watch_id in sorted(touched)]
+        self._wake_all(woken)
+        return woken
 
     def reset(self) -> list[Watcher]:
         """The kv state was replaced (snapshot installed): cancel every watcher with
@@ -178,9 +207,66 @@ class WatchHub:
         for watcher in cancelled:
             self._drop(watcher, "restored", 0)
         self._delivered_revision = self.kv.revision
-        assert not self._watchers
+        assert not self._watchers and not self._prefix_lengths
+        self._wake_all(cancelled)
         return cancelled
 
-    def _drop(self, watcher: Watcher, reason: str, compact_revision: int) -> None:
+    def _wake_all(self, watchers: list[Watcher]) -> None:
+        if self.wake is not None:
+            for watcher in watchers:
+                self.wake(watcher)
+
+    def _candidates(self, events: tuple[Event, ...]) -> list[Watcher]:
+        """The live watchers that one of ``events`` may match, each once."""
+        found: dict[int, Watcher] = {}
+        for event in events:
+            key = event.kv.key
+            found.update(self._by_key.get(key, ()))
+            for length in self._prefix_lengths:
+                if length <= len(key):
+                    found.update(self._by_prefix.get(key[:length], ()))
+        for watch_id, watcher in self._over_ranges.items():
+            if any(in_range(e.kv.key, watcher.key, watcher.range_end) for e in events):
+                found[watch_id] = watcher
+        return list(found.values())
+
+    def _index_of(self, watcher: Watcher) -> dict[bytes, dict[int, Watcher]] | None:
+        """The index a watcher lives in under its key; None for an arbitrary range."""
+        if not watcher.range_end:
+            return self._by_key
+        if watcher.range_end == prefix_end(watcher.key):
+            return self._by_prefix  # [key, prefix_end(key)) is "starts with key"
+        return None
+
+    def _add(self, watcher: Watcher) -> None:
+        self._watchers[watcher.watch_id] = watcher
+        index = self._index_of(watcher)
+        if index is None:
+            self._over_ranges[watcher.watch_id] = watcher
+            return
+        index.setdefault(watcher.key, {})[watcher.watch_id] = watcher
+        if index is self._by_prefix:
+            length = len(watcher.key)
+            self._prefix_lengths[length] = self._prefix_lengths.get(length, 0) + 1
+
+    def _remove(self, watcher: Watcher) -> None:
         del self._watchers[watcher.watch_id]
-        watcher._cancel(reason, watcher.next_revision, compact_revision)
+        index = self._index_of(watcher)
+        if index is None:
+            del self._over_ranges[watcher.watch_id]
+            return
+        same_key = index[watcher.key]
+        del same_key[watcher.watch_id]
+        if not same_key:
+            del index[watcher.key]
+        if index is self._by_prefix:
+            length = len(watcher.key)
+            self._prefix_lengths[length] -= 1
+            if not self._prefix_lengths[length]:
+                del self._prefix_lengths[length]
+        assert watcher.watch_id not in self._watchers
+
+    def _drop(self, watcher: Watcher, reason: str, compact_revision: int) -> None:
+        resume_revision = self.next_revision_of(watcher)
+        self._remove(watcher)
+        watcher._cancel(reason, resume_revision, compact_revision)
