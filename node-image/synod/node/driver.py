@@ -30,6 +30,7 @@ Answers are `(token, outcome)` pairs: `token` is whatever the shell passed in
 from __future__ import annotations
 
 import contextlib
+import enum
 import struct
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
@@ -58,7 +59,17 @@ from synod.services.leases import LeaseClock
 from synod.services.state import ServiceStateMachine
 
 SNAPSHOT_FORMAT = 1
-_TRANSFER = "transfer"  # A queued leadership transfer among the local reports.
+
+
+class _Local(enum.Enum):
+    """Events the shell reports about a peer, stepped into the core at the next turn."""
+
+    UNREACHABLE = "unreachable"
+    SNAPSHOT_SENT = "snapshot-sent"
+    SNAPSHOT_FAILED = "snapshot-failed"
+    TRANSFER = "transfer"  # Hand leadership to this peer.
+
+
 _CONTEXT = struct.Struct(">QQQ")  # member id, boot nonce, counter: unique across restarts
 
 Token = Hashable
@@ -162,8 +173,7 @@ class NodeDriver:
         self._boot_nonce = boot_nonce
         self._context_counter = 0
         self._inbox: list[Message] = []
-        # Local events for the core, stepped at the next turn: (peer, what).
-        self._reports: list[tuple[NodeId, bool | str | None]] = []
+        self._reports: list[tuple[NodeId, _Local]] = []
         self._queued_writes: list[tuple[Token, bytes, int]] = []
         self._queued_batch: _ReadBatch | None = None
         self._read_batches: dict[bytes, _ReadBatch] = {}
@@ -206,17 +216,17 @@ class NodeDriver:
 
     def report_unreachable(self, node_id: NodeId) -> None:
         """The transport could not reach `node_id` (stepped on the next turn)."""
-        self._reports.append((node_id, None))
+        self._reports.append((node_id, _Local.UNREACHABLE))
 
     def report_snapshot(self, node_id: NodeId, *, ok: bool) -> None:
         """The transport delivered a snapshot to `node_id`, or gave up on it. Without a
         report the leader would wait on that follower forever."""
-        self._reports.append((node_id, ok))
+        self._reports.append((node_id, _Local.SNAPSHOT_SENT if ok else _Local.SNAPSHOT_FAILED))
 
     def transfer_leadership(self, node_id: NodeId) -> None:
         """Hand leadership to `node_id` (stepped on the next turn; ignored by the core
         when impossible). Callers watch `raft.role` / `raft.leader` for the result."""
-        self._reports.append((node_id, _TRANSFER))
+        self._reports.append((node_id, _Local.TRANSFER))
 
     def submit_write(self, token: Token, data: bytes, now_ms: int) -> None:
         """Queue an encoded command. Raises NotLeader / NoLeader (nothing was
@@ -226,8 +236,9 @@ class NodeDriver:
         self._queued_writes.append((token, data, now_ms + self.limits.request_timeout_ms))
 
     def submit_read(self, token: Token, now_ms: int) -> None:
-        """Queue a linearizable read: answered `{"ok": True, "read_index": i}` once
-        this member has applied a read index confirmed by a quorum. Raises Overloaded."""
+        """Queue a linearizable read: answered `{"ok": True, "applied_index": i}` once
+        this member has applied a read index confirmed by a quorum (then read the
+        state). Raises Overloaded."""
         self._check_pending()
         self._batch(now_ms).reads.append(token)
 
@@ -303,13 +314,13 @@ class NodeDriver:
         for message in inbox:
             raft.step(message)
         reports, self._reports = self._reports, []
-        for node_id, what in reports:  # Bounded: one per sent message or admin call.
-            if what is None:
+        for node_id, event in reports:  # Bounded: one per sent message or admin call.
+            if event is _Local.UNREACHABLE:
                 raft.report_unreachable(node_id)
-            elif what == _TRANSFER:
+            elif event is _Local.TRANSFER:
                 raft.transfer_leadership(node_id)
             else:
-                raft.report_snapshot(node_id, failed=not what)
+                raft.report_snapshot(node_id, failed=event is _Local.SNAPSHOT_FAILED)
         answers = self.take_answers()
         self._propose_writes(answers)
         self._request_read_index(answers)
