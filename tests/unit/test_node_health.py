@@ -8,7 +8,7 @@ process (exit status 70) and /healthz reports the age of the last loop turn.
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,15 +19,13 @@ from synod.node.server import LOOP_EXIT_CODE, RaftServer, ServerLimits
 from synod.raft.types import Role
 from tests.unit.http_helpers import async_test, problem
 from tests.unit.test_http_admin import _config
+from tests.waiting import async_wait_until
 
 WAIT_S_MAX = 20.0  # Generous bound for conditions polled below.
 
 
-async def _until(predicate: object, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+async def _until(predicate: Callable[[], object], what: str) -> None:
+    await async_wait_until(predicate, WAIT_S_MAX, what)
 
 
 def test_a_dead_loop_is_fatal_and_unhealthy(tmp_path: Path) -> None:
@@ -82,12 +80,7 @@ def test_a_stalled_loop_turns_healthz_to_503(tmp_path: Path) -> None:
                 put = asyncio.ensure_future(
                     client.post("/v1/kv/put", json={"key": "k", "value": "v"})
                 )
-                stalled = False
-                deadline = time.monotonic() + WAIT_S_MAX
-                while not stalled:
-                    assert time.monotonic() < deadline, "healthz never reported the stall"
-                    stalled = (await client.get("/healthz")).status == 503
-                    await asyncio.sleep(0.05)
+                await _until(lambda: not server.health()[0], "healthz to report the stall")
                 await problem(await client.get("/healthz"), 503, "unhealthy")
                 release.set()
                 assert (await put).status == 200
