@@ -255,3 +255,18 @@ def test_the_snapshot_payload_round_trips_members_and_services() -> None:
     assert fresh.state.range(b"k")["kvs"][0]["value"] == b"v"
     with pytest.raises(ValueError, match="snapshot format"):
         fresh.restore(b"\x81\xa6format\x09")
+
+
+def test_preparing_a_snapshot_changes_nothing_until_it_is_adopted() -> None:
+    """The shell decodes a leader's snapshot in a worker thread while the member keeps
+    serving: preparing must not touch the live state."""
+    source = Network(1)
+    source.elect(1)
+    source.write(1, "w", put_op(b"k", b"v"))
+    payload = source.members[1].driver.snapshot_payload()
+    target = Network(1).members[1].driver
+    prepared = target.prepare_snapshot(payload, 5)
+    assert target.state.range(b"k")["kvs"] == []
+    assert target.state.applied_index == 0
+    target._adopt(prepared)
+    assert target.state.range(b"k")["kvs"][0]["value"] == b"v"

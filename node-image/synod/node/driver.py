@@ -56,7 +56,7 @@ from synod.raft.types import (
 from synod.services.commands import encode_command, lease_expire_op
 from synod.services.errors import ServiceError
 from synod.services.leases import LeaseClock
-from synod.services.state import ServiceStateMachine
+from synod.services.state import RestoredState, ServiceStateMachine
 
 SNAPSHOT_FORMAT = 1
 
@@ -105,6 +105,18 @@ class Turn:
     answers: list[Answer]
     early_apply: bool = False
     applied_entries: int = 0
+    # The Ready's snapshot decoded by the shell (`prepare_snapshot`, in a worker
+    # thread); without it `complete()` decodes on the caller's thread.
+    prepared: PreparedSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSnapshot:
+    """Snapshot data decoded into new objects, ready for `complete()` to adopt."""
+
+    index: int
+    members: tuple[Member, ...]
+    services: RestoredState
 
 
 @dataclass(slots=True)
@@ -181,6 +193,7 @@ class NodeDriver:
         self._applied_waiters: list[tuple[int, Token, int]] = []
         self._settled: list[Answer] = []
         self._turn: Turn | None = None
+        self._turn_prepared: PreparedSnapshot | None = None
         self._forced_snapshot: list[Token] = []
         self._snapshot_in_flight = False
         self._snapshot_waiters: list[Token] = []
@@ -354,6 +367,7 @@ class NodeDriver:
         self._turn = None
         ready = turn.ready
         done = TurnDone([], [])
+        self._turn_prepared = turn.prepared
         if ready is not None:
             if turn.fsync and ready.hard_state is not None:
                 self._durable_vote = (ready.hard_state.term, ready.hard_state.vote)
@@ -447,7 +461,10 @@ class NodeDriver:
 
     def _apply(self, ready: Ready, now_ms: int) -> int:
         if not ready.snapshot.is_empty():
-            self.restore(ready.snapshot.data)
+            prepared = self._turn_prepared
+            if prepared is None or prepared.index != ready.snapshot.meta.index:
+                prepared = self.prepare_snapshot(ready.snapshot.data, ready.snapshot.meta.index)
+            self._adopt(prepared)
             self.snapshot_index = ready.snapshot.meta.index
             self._fail_entry_waiters_up_to(ready.snapshot.meta.index)
         applied = 0
@@ -616,15 +633,29 @@ class NodeDriver:
         return encode_snapshot_payload(self.addresses.values(), self.state)
 
     def restore(self, data: bytes) -> None:
-        """Adopt snapshot data (at start, or from the leader). Raises ValueError."""
-        if not data:
-            return
+        """Adopt snapshot data (at start). Raises ValueError, InvalidArgument."""
+        if data:
+            self._adopt(self.prepare_snapshot(data, 0))
+
+    def prepare_snapshot(self, data: bytes, index: int) -> PreparedSnapshot:
+        """Decode snapshot data into new objects without changing this member: a
+        worker thread may run it for a Turn whose Ready installs a snapshot (set
+        `turn.prepared`), so that the event loop does not decode 100,000 keys.
+        Raises ValueError, InvalidArgument."""
         payload = msgpack.unpackb(data, raw=False)
         if not isinstance(payload, dict) or payload.get("format") != SNAPSHOT_FORMAT:
-            raise ValueError(f"unknown snapshot format {payload.get('format')!r}")
-        for node_id, (peer, client) in payload["members"].items():
-            self.addresses[int(node_id)] = Member(int(node_id), peer, client)
-        self.state.restore(payload["services"])
+            found = payload.get("format") if isinstance(payload, dict) else None
+            raise ValueError(f"unknown snapshot format {found!r}")
+        members = tuple(
+            Member(int(node_id), peer, client)
+            for node_id, (peer, client) in payload["members"].items()
+        )
+        return PreparedSnapshot(index, members, self.state.decode(payload["services"]))
+
+    def _adopt(self, prepared: PreparedSnapshot) -> None:
+        for member in prepared.members:
+            self.addresses[member.node_id] = member
+        self.state.adopt(prepared.services)
 
     # =========================================================================
     # Small helpers

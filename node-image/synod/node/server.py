@@ -293,6 +293,11 @@ class RaftServer:
             if turn.persist:
                 assert turn.ready is not None
                 await self._persist(turn)
+                snapshot = turn.ready.snapshot
+                if not snapshot.is_empty():  # From the leader: decode it off the loop.
+                    turn.prepared = await asyncio.to_thread(
+                        driver.prepare_snapshot, snapshot.data, snapshot.meta.index
+                    )
             done = driver.complete(turn, _now_ms())
             self._send(done.messages)
             self._deliver(done.answers)

@@ -14,6 +14,7 @@ Every result is a msgpack-able map: ``{"ok": True, "revision": <kv revision>, ..
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -263,6 +264,12 @@ class ServiceStateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the state with a :meth:`snapshot`; live watchers are cancelled with
         ``restored``. Raises InvalidArgument if ``data`` is malformed (state unchanged)."""
+        self.adopt(self.decode(data))
+
+    def decode(self, data: bytes) -> RestoredState:
+        """Build the state of a :meth:`snapshot` without touching this one: it only reads
+        ``limits``, so a worker thread may run it while the owner keeps serving.
+        Raises InvalidArgument if ``data`` is malformed."""
         try:
             state = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
             if state["format"] != SNAPSHOT_FORMAT:
@@ -278,12 +285,27 @@ class ServiceStateMachine:
         session_table = SessionTable(self.limits.sessions_max,
                                      self.limits.responses_per_session_max)  # fmt: skip
         session_table.restore(sessions)
-        # Every part parsed: only now replace the state, so a bad snapshot changes nothing.
-        self.applied_index = applied_index
-        self.leases, self.kv, self.sessions = leases_table, kv, session_table
-        self.watches.kv = kv
+        assert kv.revision >= 1
+        return RestoredState(applied_index, leases_table, kv, session_table)
+
+    def adopt(self, restored: RestoredState) -> None:
+        """Replace the state with a decoded one (cheap: references only); live watchers
+        are cancelled with ``restored``. Raises nothing."""
+        self.applied_index = restored.applied_index
+        self.leases, self.kv, self.sessions = restored.leases, restored.kv, restored.sessions
+        self.watches.kv = restored.kv
         self.watches.reset()
-        assert self.kv.revision >= 1
+        assert self.kv is restored.kv and self.kv.revision >= 1
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredState:
+    """A snapshot decoded by :meth:`ServiceStateMachine.decode`, ready to adopt."""
+
+    applied_index: int
+    leases: LeaseTable
+    kv: KVStore
+    sessions: SessionTable
 
 
 def _txn_response(request: Request, out: Any) -> dict[str, Any]:
