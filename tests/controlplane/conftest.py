@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ports import free_port
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 DEFAULT_ASSETS_DIR = Path("/var/cache/synod-toolchain/envtest")
@@ -46,9 +47,7 @@ def find_assets_dir() -> Path | None:
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    return free_port(LOOPBACK)
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from synod.node.problems import Problem
 from synod.node.server import RaftServer
 from synod.node.transport import split_host_port
 from synod.raft.types import Role
+from tests.ports import free_port
 from tests.unit.http_helpers import async_test, ok, problem, serve
 from tests.unit.memory_node import MemoryNode
 
@@ -33,9 +33,7 @@ LEADER_WAIT_S = 20.0  # generous: an election of one takes a few ticks
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 @pytest.mark.parametrize(

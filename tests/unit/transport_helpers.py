@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 
 from synod.node.transport import PeerTransport, TransportLimits
 from synod.raft.types import Message, NodeId
+from tests.ports import free_port
 
 CLUSTER_ID = bytes(range(16))
 WAIT_S_MAX = 20.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class Member:
