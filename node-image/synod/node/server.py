@@ -150,6 +150,7 @@ class RaftServer:
         )
         # Read at scrape time: exact even on a node that runs no turns (an idle follower).
         self.node_metrics.watchers.set_function(lambda: len(self.state.watches))
+        self.node_metrics.leases.set_function(lambda: len(self.state.lease_ttls_ms()))
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_sent_s: dict[NodeId, float] = {}
@@ -298,7 +299,10 @@ class RaftServer:
                     turn.prepared = await asyncio.to_thread(
                         driver.prepare_snapshot, snapshot.data, snapshot.meta.index
                     )
+            started = time.perf_counter()
             done = driver.complete(turn, _now_ms())
+            if done.applied_entries:
+                self.node_metrics.apply_seconds.observe(time.perf_counter() - started)
             self._send(done.messages)
             self._deliver(done.answers)
             self._after_turn(done)
