@@ -70,9 +70,29 @@ class NodeMetrics:
             buckets=_FAST_BUCKETS_S,
             registry=registry,
         )
+        self.loop_lag_seconds = Histogram(
+            "synod_event_loop_lag_seconds",
+            "How late the event loop woke a due callback (the loop-lag probe).",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+            registry=registry,
+        )
+        self.loop_lag_max_seconds = Gauge(
+            "synod_event_loop_lag_max_seconds",
+            "The largest event-loop lag seen since the process started.",
+            registry=registry,
+        )
         self.watchers = Gauge("synod_watchers", "Live watchers on this node.", registry=registry)
         self.leases = Gauge("synod_leases", "Live leases.", registry=registry)
         Gauge("synod_member_id", "This node's member id.", registry=registry).set(node_id)
+        self._loop_lag_max_s = 0.0
+
+    def observe_loop_lag(self, lag_s: float) -> None:
+        """One sample of the loop-lag probe."""
+        assert lag_s >= 0
+        self.loop_lag_seconds.observe(lag_s)
+        if lag_s > self._loop_lag_max_s:
+            self._loop_lag_max_s = lag_s
+            self.loop_lag_max_seconds.set(lag_s)
 
     def render(self) -> bytes:
         """Prometheus text exposition."""

@@ -49,6 +49,7 @@ from synod.node.driver import (
     TurnDone,
     encode_snapshot_payload,
 )
+from synod.node.looplag import run_probe
 from synod.node.members import Member
 from synod.node.metrics import NodeMetrics
 from synod.node.tracing import tracing_enabled
@@ -156,6 +157,7 @@ class RaftServer:
         self._heartbeat_sent_s: dict[NodeId, float] = {}
         self._last_turn_ms = _now_ms()
         self._background: set[asyncio.Task[None]] = set()
+        self._lag_probe: asyncio.Task[None] | None = None
 
     # =========================================================================
     # Lifecycle
@@ -186,6 +188,7 @@ class RaftServer:
         self._last_turn_ms = _now_ms()
         self._loop_task = asyncio.create_task(self._run())
         self._loop_task.add_done_callback(self._on_loop_done)
+        self._lag_probe = asyncio.create_task(run_probe(self.node_metrics.observe_loop_lag))
         log.info(
             "node %d started: term=%d commit=%d snapshot=%d members=%s",
             self.member_id,
@@ -224,6 +227,8 @@ class RaftServer:
                 await self.admin_transfer_leadership(None)
         self._stopping = True
         self._wakeup.set()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         if self._loop_task is not None and not self._loop_task.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task  # A loop that already died was logged as fatal.
