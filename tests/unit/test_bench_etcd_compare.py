@@ -73,3 +73,30 @@ def test_lua_keys_are_sixteen_bytes() -> None:
     assert 'string.format("w%s%02d%012d"' in WRK_LUA  # 1 + 1 + 2 + 12
     assert 'string.format("r%015d"' in WRK_LUA  # 1 + 15
     assert len(bench.load_key(99_999)) == KEY_BYTES
+
+
+METRICS_PAGE = """# HELP synod_event_loop_lag_seconds How late the event loop woke a due callback.
+# TYPE synod_event_loop_lag_seconds histogram
+synod_event_loop_lag_seconds_bucket{le="0.001"} 90.0
+synod_event_loop_lag_seconds_bucket{le="0.01"} 99.0
+synod_event_loop_lag_seconds_bucket{le="0.5"} 100.0
+synod_event_loop_lag_seconds_bucket{le="+Inf"} 100.0
+synod_event_loop_lag_seconds_count 100.0
+synod_raft_term 3.0
+"""
+
+
+def test_loop_lag_buckets_are_parsed_from_a_metrics_page() -> None:
+    buckets = bench.parse_lag_buckets(METRICS_PAGE)
+    assert buckets == {0.001: 90.0, 0.01: 99.0, 0.5: 100.0, float("inf"): 100.0}
+
+
+def test_loop_lag_summary_is_taken_between_two_scrapes() -> None:
+    before = {0.001: 50.0, 0.01: 50.0, 0.5: 50.0, float("inf"): 50.0}
+    after = bench.parse_lag_buckets(METRICS_PAGE)
+    # 50 new samples: 40 under 1 ms, 9 more under 10 ms, 1 more under 500 ms.
+    assert bench.lag_summary(before, after) == (500.0, 500.0)  # p99 needs 49.5 samples
+    assert bench.lag_summary(before, after, quantile=0.9) == (10.0, 500.0)
+    assert bench.lag_summary(after, after) is None
+    beyond = {**after, float("inf"): 101.0}
+    assert bench.lag_summary(after, beyond) == (float("inf"), float("inf"))

@@ -272,6 +272,11 @@ class ClusterUnderTest:
         for member in self.members:
             member.stop()
 
+    def loop_lag_buckets(self) -> dict[float, float] | None:
+        """Cumulative loop-lag histogram of all members (le seconds -> count), or None
+        for a system without the probe."""
+        return None
+
     def check_alive(self) -> None:
         dead = [m.name for m in self.members if not m.alive()]
         if dead:
@@ -352,6 +357,15 @@ class SynodCluster(ClusterUnderTest):
             ]  # fmt: skip
             url = f"http://127.0.0.1:{client}"
             self.members.append(Member(f"synod-{i}", url, args, root / f"member-{i}.log"))
+
+    def loop_lag_buckets(self) -> dict[float, float] | None:
+        total: dict[float, float] = {}
+        for member in self.members:
+            with urllib.request.urlopen(member.client_url + "/metrics", timeout=5) as answer:
+                buckets = parse_lag_buckets(answer.read().decode())
+            for bound, count in buckets.items():
+                total[bound] = total.get(bound, 0.0) + count
+        return total
 
     def env(self) -> dict[str, str]:
         # Defaults only: no SYNOD_* settings and no OTEL_* exporters from the caller.
@@ -512,6 +526,9 @@ class WrkResult:
     leader_changes: str = ""  # "" when the leader and term stayed the same
     cluster_cpu_s: float = 0.0  # CPU time of the three members during the run
     machine_busy_pct: float = 0.0  # all CPUs, everything running (wrk, others) included
+    # Event-loop lag of the members during the run (Synod's probe; bucket bounds).
+    loop_lag_p99_ms: float | None = None
+    loop_lag_max_ms: float | None = None
 
     @property
     def failed(self) -> int:
@@ -569,6 +586,7 @@ class Wrk:
         args = self.command(cluster, leader, op, connections, duration_s, run, keys_n)
         cpu_before = sum(process_cpu_s(m.pid) for m in cluster.members)
         busy_before, total_before = machine_cpu_ticks()
+        lag_before = cluster.loop_lag_buckets()
         try:
             out = subprocess.run(
                 args, check=False, capture_output=True, text=True, timeout=duration_s + 60,
@@ -585,6 +603,7 @@ class Wrk:
             100 * (busy_after - busy_before) / max(1, total_after - total_before)
         )
         result.leader_changes = _leader_change(cluster, leader, term)
+        _record_loop_lag(result, lag_before, cluster.loop_lag_buckets())
         return result
 
     def load(self, cluster: ClusterUnderTest, keys_n: int, connections: int) -> WrkResult:
@@ -594,6 +613,7 @@ class Wrk:
         term = cluster.term(leader)
         args = self.command(cluster, leader, "load", connections, LOAD_WAIT_S_MAX, "l", keys_n)
         threads = min(WRK_THREADS, connections)
+        lag_before = cluster.loop_lag_buckets()
         process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 (the benchmark has one thread)
@@ -624,6 +644,7 @@ class Wrk:
         cluster.check_alive()
         result = self._parse("load", connections, process.returncode, stdout, stderr, args)
         result.leader_changes = _leader_change(cluster, leader, term)
+        _record_loop_lag(result, lag_before, cluster.loop_lag_buckets())
         return result
 
     @staticmethod
@@ -646,6 +667,44 @@ class Wrk:
             misses=int(data["misses"]),
             loaded=int(data["loaded"]),
         )
+
+
+_LAG_BUCKET = re.compile(r'^synod_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$')
+
+
+def parse_lag_buckets(metrics_text: str) -> dict[float, float]:
+    """The cumulative buckets of `synod_event_loop_lag_seconds` in a /metrics page
+    (le in seconds, +Inf as infinity)."""
+    buckets: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        match = _LAG_BUCKET.match(line)
+        if match:
+            buckets[float(match.group(1))] = float(match.group(2))
+    return buckets
+
+
+def lag_summary(
+    before: dict[float, float], after: dict[float, float], quantile: float = 0.99
+) -> tuple[float, float] | None:
+    """(quantile, max) of the samples between two scrapes, each as the upper bound in
+    ms of the bucket it falls in (inf past the last finite bucket); None without
+    samples."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]  # cumulative deltas
+    if not counts or counts[-1] <= 0:
+        return None
+    total = counts[-1]
+    at_quantile = next(b for b, c in zip(bounds, counts, strict=True) if c >= quantile * total)
+    at_max = next(b for b, c in zip(bounds, counts, strict=True) if c >= total)
+    return at_quantile * 1000, at_max * 1000
+
+
+def _record_loop_lag(
+    result: WrkResult, before: dict[float, float] | None, after: dict[float, float] | None
+) -> None:
+    summary = lag_summary(before, after) if before is not None and after is not None else None
+    if summary is not None:
+        result.loop_lag_p99_ms, result.loop_lag_max_ms = summary
 
 
 def _leader_change(cluster: ClusterUnderTest, leader: Member, term: int | None) -> str:
@@ -982,6 +1041,11 @@ def report(results: dict[str, SystemResult], duration_s: float) -> list[str]:
             ratio = _ratio(s.ok_per_s, e.ok_per_s) if s and e else "n/a"
             lines.append(" | ".join(cells) + f" | {ratio:>10}")
         lines.append(
+            "  Synod event-loop lag, all members (p99 / max, bucket bounds in ms): "
+            + "; ".join(f"{c} conns {_lag(synod.run_for(op, c) if synod else None)}"
+                        for c in CONNECTIONS)
+        )  # fmt: skip
+        lines.append(
             "  CPU ms per op, 3 members together (machine busy % during the run): "
             + "; ".join(
                 f"{c} conns synod {_cpu(synod, op, c)} etcd {_cpu(etcd, op, c)}"
@@ -1009,13 +1073,21 @@ def report(results: dict[str, SystemResult], duration_s: float) -> list[str]:
                 f", {load.misses} failed"
                 + (f" (put again: {res.topped_up})" if res.topped_up else "")
                 + (f"; {load.leader_changes}" if load.leader_changes else "")
-            )
+                + (f"; event-loop lag p99 / max {_lag(load)} ms"
+                   if load.loop_lag_max_ms is not None else "")
+            )  # fmt: skip
     for res in (synod, etcd):
         if res and res.error:
             lines.append(f"  {res.system} DID NOT FINISH: {res.error}")
     lines.append("")
     lines.append(_rss_table(synod, etcd))
     return lines
+
+
+def _lag(run: WrkResult | None) -> str:
+    if run is None or run.loop_lag_p99_ms is None or run.loop_lag_max_ms is None:
+        return "-"
+    return f"<= {run.loop_lag_p99_ms:g} / <= {run.loop_lag_max_ms:g}"
 
 
 def _cpu(res: SystemResult | None, op: str, connections: int) -> str:
