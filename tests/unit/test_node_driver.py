@@ -270,3 +270,30 @@ def test_preparing_a_snapshot_changes_nothing_until_it_is_adopted() -> None:
     assert target.state.applied_index == 0
     target._adopt(prepared)
     assert target.state.range(b"k")["kvs"][0]["value"] == b"v"
+
+
+def test_a_failed_snapshot_is_not_retried_at_once() -> None:
+    """A failing disk or fork must not turn into a snapshot attempt every turn."""
+    storage = MemoryStorage()
+    bootstrap(storage, ConfState(voters=frozenset({1})))
+    limits = DriverLimits(snapshot_entries=5, snapshot_retry_entries=20)
+    driver = NodeDriver(
+        RaftNode(Config(node_id=1), storage), ServiceStateMachine(), boot_nonce=1, limits=limits
+    )
+    net = Network(1)
+    net.members[1] = Member(driver, storage)
+    net.elect(1)
+    jobs = []
+    for index in range(60):
+        driver.submit_write(f"w{index}", encode_command(put_op(b"k", b"v")), 0)
+        turn = driver.begin(0)
+        assert turn is not None and turn.ready is not None
+        storage.append(turn.ready.entries)
+        if turn.ready.hard_state is not None:
+            storage.set_hard_state(turn.ready.hard_state)
+        done = driver.complete(turn, 0)
+        if done.snapshot is not None:
+            jobs.append(done.snapshot.index)
+            driver.snapshot_failed(NodeError("disk full"))
+    assert len(jobs) >= 2
+    assert all(later - earlier >= 20 for earlier, later in zip(jobs, jobs[1:], strict=False))

@@ -86,6 +86,7 @@ class DriverLimits:
     inbox_messages_max: int = 20_000  # Peer messages queued between turns.
     request_timeout_ms: int = 5_000  # A waiter not answered by then gets Timeout.
     snapshot_entries: int = 100_000  # Applied entries between automatic snapshots.
+    snapshot_retry_entries: int = 1_000  # After a failed snapshot, wait this many entries.
 
     def validate(self) -> None:
         """Raises ValueError naming the offending bound."""
@@ -197,6 +198,7 @@ class NodeDriver:
         self._forced_snapshot: list[Token] = []
         self._snapshot_in_flight = False
         self._snapshot_waiters: list[Token] = []
+        self._snapshot_retry_at = 0  # No automatic snapshot before this applied index.
         self._durable_vote = (raft.term, raft.vote)  # (term, vote) known to be on disk
         self._term_seen = raft.term
         self._conf_seen = raft.conf
@@ -403,6 +405,8 @@ class NodeDriver:
         are answered with `error` (collect with `take_answers`)."""
         assert self._snapshot_in_flight
         self._snapshot_in_flight = False
+        # Not at once again: a failing disk or fork would otherwise be retried every turn.
+        self._snapshot_retry_at = self.raft.log.applied + self.limits.snapshot_retry_entries
         waiters, self._snapshot_waiters = self._snapshot_waiters, []
         self._settled.extend((token, error) for token in waiters)
 
@@ -622,7 +626,10 @@ class NodeDriver:
                 )
                 return None
             self._snapshot_waiters = tokens  # Answered once the shell has written it.
-        elif applied - self.snapshot_index < self.limits.snapshot_entries:
+        elif (
+            applied - self.snapshot_index < self.limits.snapshot_entries
+            or applied < self._snapshot_retry_at
+        ):
             return None
         self._snapshot_in_flight = True
         assert self.state.applied_index == applied

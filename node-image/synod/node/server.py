@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import secrets
@@ -410,6 +411,9 @@ class RaftServer:
             return pid
         code = 1  # The child: no logging, no imports, no event loop; only the file.
         try:
+            # No collections in the child: it lives for one snapshot, and a collection
+            # would touch every object and so copy the parent's pages.
+            gc.disable()
             signal.set_wakeup_fd(-1)  # Signals must not reach the parent's loop.
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)

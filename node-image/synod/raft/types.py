@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from synod.gcfree import untrack
+
 NodeId = int
 NONE: NodeId = 0  # No node: node ids start at 1, like etcd's raft.
 
@@ -28,6 +30,9 @@ class Entry:
     index: int
     kind: EntryKind = EntryKind.NORMAL
     data: bytes = b""
+
+    def __post_init__(self) -> None:
+        untrack(self)  # Ints, an enum member and bytes: never in a cycle (synod.gcfree).
 
     def size_bytes(self) -> int:
         """Approximate encoded size, used for batch byte limits."""

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from synod.gcfree import untrack
 from synod.services.commands import (
     read_bool,
     read_bytes,
@@ -76,6 +77,9 @@ class KeyValue:
     version: int
     lease: int = 0
 
+    def __post_init__(self) -> None:
+        untrack(self)  # Bytes and ints only: never in a cycle (synod.gcfree).
+
     def to_dict(self, keys_only: bool = False) -> dict[str, Any]:
         """The result form; ``keys_only`` blanks the value. Raises nothing."""
         assert self.mod_revision >= self.create_revision
@@ -112,6 +116,9 @@ class Event:
     kv: KeyValue
     prev_kv: KeyValue | None
 
+    def __post_init__(self) -> None:
+        untrack(self)  # Records of records: never in a cycle (synod.gcfree).
+
     @property
     def revision(self) -> int:
         """The revision of the change. Raises nothing."""
@@ -139,6 +146,15 @@ class Event:
             raise ValueError(f"unknown event type {kind!r}")
         return Event(kind, KeyValue.from_list(kv), None if prev is None else
                      KeyValue.from_list(prev))  # fmt: skip
+
+
+def _sealed(events: list[Event]) -> tuple[Event, ...]:
+    """One revision's events as the history keeps them: a tuple of records, which
+    CPython would keep tracked for the cyclic collector (it untracks only tuples of
+    atomic values), untracked here (synod.gcfree)."""
+    sealed = tuple(events)
+    untrack(sealed)
+    return sealed
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -649,7 +665,7 @@ class KVStore:
             return
         self.revision += 1
         assert all(e.revision == self.revision for e in events)
-        self._changelog.append(tuple(events))
+        self._changelog.append(_sealed(events))
         self._history_bytes += _revision_bytes(self._changelog[-1])
         self._trim_history()
 
@@ -691,7 +707,7 @@ class KVStore:
         """
         try:
             live = [KeyValue.from_list(item) for item in data["live"]]
-            history = [(int(rev), tuple(Event.from_list(e) for e in events))
+            history = [(int(rev), _sealed([Event.from_list(e) for e in events]))
                        for rev, events in data["history"]]  # fmt: skip
             revision, compact_revision = int(data["revision"]), int(data["compact_revision"])
         except (KeyError, TypeError, ValueError) as exc:
