@@ -8,6 +8,7 @@ under faults; these tests pin single behaviours with a readable scenario.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,4 +297,4 @@ def test_a_failed_snapshot_is_not_retried_at_once() -> None:
             jobs.append(done.snapshot.index)
             driver.snapshot_failed(NodeError("disk full"))
     assert len(jobs) >= 2
-    assert all(later - earlier >= 20 for earlier, later in zip(jobs, jobs[1:], strict=False))
+    assert all(later - earlier >= 20 for earlier, later in itertools.pairwise(jobs))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
@@ -21,7 +22,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -337,10 +338,33 @@ class RaftServer:
         if not messages:
             return
         now = time.monotonic()
+        ready_to_send = []
         for message in messages:
             if message.type == MessageType.HEARTBEAT:
                 self._heartbeat_sent_s.setdefault(message.to, now)
-        self.transport.send(messages)
+            snapshot = message.snapshot
+            if snapshot is not None and not snapshot.data and not snapshot.is_empty():
+                self._spawn(self._send_snapshot_from_file(message, snapshot.meta))
+            else:
+                ready_to_send.append(message)
+        self.transport.send(ready_to_send)
+
+    async def _send_snapshot_from_file(self, message: Message, meta: SnapshotMeta) -> None:
+        """Memory keeps only a snapshot's metadata: read its bytes from the file, off
+        the loop, then hand the message to the transport (which streams it)."""
+        try:
+            snapshot = await asyncio.to_thread(self.storage.load_snapshot_file, meta)
+        except (OSError, StorageCorruption, SnapshotCorruption) as error:
+            log.warning("snapshot %d for peer %d unreadable: %s", meta.index, message.to, error)
+            self._driver().report_snapshot(message.to, ok=False)  # The core tries again.
+            self._wakeup.set()
+            return
+        self.transport.send([dataclasses.replace(message, snapshot=snapshot)])
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _deliver(self, answers: list[tuple[Any, Any]]) -> None:
         for future, outcome in answers:
@@ -397,9 +421,7 @@ class RaftServer:
         except (OSError, Compacted) as error:
             self._snapshot_failed(job, error)
             return
-        task = asyncio.create_task(self._finish_snapshot(job, meta, writer))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._finish_snapshot(job, meta, writer))
 
     def _fork_snapshot_writer(self, meta: SnapshotMeta) -> int:
         """Redis's BGSAVE: a forked child sees a copy-on-write image of the state as of

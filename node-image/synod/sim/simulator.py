@@ -315,6 +315,7 @@ class Simulation:
 
     def _send_all(self, messages: list[Message]) -> None:
         for message in messages:
+            message = self._with_snapshot_data(message)  # noqa: PLW2901
             if not self.partition.allows(message.source, message.to):
                 self._snapshot_sent(message, ok=False)
                 continue
@@ -329,6 +330,16 @@ class Simulation:
                 # message it forwards (READ_INDEX, PROPOSE).
                 copy = dataclasses.replace(message)
                 self._schedule(delay, functools.partial(self._deliver, copy))
+
+    def _with_snapshot_data(self, message: Message) -> Message:
+        """As the node's shell: memory keeps only a snapshot's metadata, so the
+        bytes are read from the sender's snapshot file when the message leaves."""
+        snapshot = message.snapshot
+        if snapshot is None or snapshot.data or snapshot.is_empty():
+            return message
+        storage = self.nodes[message.source].storage
+        assert storage is not None, "a dead node sends nothing"
+        return dataclasses.replace(message, snapshot=storage.load_snapshot_file(snapshot.meta))
 
     def _snapshot_sent(self, message: Message, *, ok: bool) -> None:
         """Like the peer transport: the sender learns whether a snapshot went out."""

@@ -124,7 +124,7 @@ class DurableStorage:
         hard_state = _recovered_hard_state(state.hard_state, snapshot, entries)
         self._mark_loaded_snapshot(snapshot, state)
         if not snapshot.is_empty():
-            self.memory.apply_snapshot(snapshot)
+            self.memory.apply_snapshot(_without_data(snapshot))
         self.memory.append(entries)
         self.memory.set_hard_state(hard_state)
         assert self.memory.last_index() == (entries[-1].index if entries else snapshot.meta.index)
@@ -201,7 +201,7 @@ class DurableStorage:
         installed = False
         for pending in self._pending:  # Bounded by PENDING_READIES_MAX.
             if not pending.snapshot.is_empty():
-                self.memory.apply_snapshot(pending.snapshot)
+                self.memory.apply_snapshot(_without_data(pending.snapshot))
                 installed = True
             self.memory.append(pending.entries)
             if pending.hard_state is not None:
@@ -283,7 +283,7 @@ class DurableStorage:
     def install_snapshot(self, snapshot: Snapshot) -> None:
         """The memory half of `save_snapshot`: adopt it, compact, release old files."""
         meta = snapshot.meta
-        self.memory.create_snapshot(meta.index, meta.conf, snapshot.data)
+        self.memory.create_snapshot(meta.index, meta.conf, b"")  # The file has the data.
         compact_index = meta.index - self._entries_kept_after_snapshot
         if compact_index >= self.memory.first_index():
             self.memory.compact(compact_index)
@@ -308,6 +308,13 @@ class DurableStorage:
         """The live WAL segments, oldest first (for tests and metrics)."""
         wal, _ = self._opened()
         return wal.segment_paths()
+
+
+def _without_data(snapshot: Snapshot) -> Snapshot:
+    """`memory` keeps a snapshot's metadata only: its bytes (a quarter of a loaded
+    member's memory) stay in the snapshot file, which `load_snapshot_file` reads when
+    a follower needs them (the peer transport does, in a worker thread)."""
+    return Snapshot(snapshot.meta, b"")
 
 
 def _entries_after(snapshot: Snapshot, state: WalState) -> list[Entry]:
