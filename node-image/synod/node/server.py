@@ -457,8 +457,9 @@ class RaftServer:
                 _, status = await asyncio.to_thread(os.waitpid, writer, 0)
                 if os.waitstatus_to_exitcode(status) != 0:
                     raise OSError(f"snapshot writer {writer} failed (wait status {status})")
-                # Read back and verified: the leader sends these bytes to followers.
-                snapshot = await asyncio.to_thread(storage.load_snapshot_file, meta)
+                # The child wrote and fsynced the file; memory keeps the metadata only
+                # (the bytes are read, and verified, when a follower needs them).
+                snapshot = Snapshot(meta, b"")
             async with self._storage_lock:
                 if meta.index <= storage.memory.snapshot().meta.index:
                     raise Compacted(f"a newer snapshot was installed meanwhile ({meta.index})")
