@@ -37,6 +37,17 @@ async def serve(node: MemoryNode, **kwargs: Any) -> AsyncIterator[TestClient[Any
         yield client
 
 
+@contextlib.asynccontextmanager
+async def served_url(node: MemoryNode) -> AsyncIterator[str]:
+    """Serve ``node`` through the real HTTP app on a loopback port; yields its URL."""
+    server = TestServer(build_app(node, registry=node.registry))
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
 async def problem(response: ClientResponse, status: int, code: str) -> dict[str, Any]:
     """Assert ``response`` is the problem document ``code`` with ``status``; return it."""
     body = await response.json(content_type=None)

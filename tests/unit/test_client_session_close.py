@@ -7,16 +7,12 @@ CLI command left one behind until `sessions_max` evicted it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
-from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
 from synod.cli.main import cli
 from synod.client import AsyncClient, Client
-from synod.node.http import build_app
-from tests.unit.http_helpers import async_test, ok, problem, serve
+from tests.unit.http_helpers import async_test, ok, problem, serve, served_url
 from tests.unit.memory_node import MemoryNode
 
 CLOSE = "/v1/session/close"
@@ -41,20 +37,10 @@ async def test_close_route_forgets_the_session_and_refuses_it_afterwards() -> No
     assert node.machine.kv.get(b"k").value == b"v"  # type: ignore[union-attr]
 
 
-@contextlib.asynccontextmanager
-async def node_url(node: MemoryNode) -> AsyncIterator[str]:
-    server = TestServer(build_app(node, registry=node.registry))
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
-
-
 @async_test
 async def test_sdk_close_closes_its_session() -> None:
     node = MemoryNode()
-    async with node_url(node) as url:
+    async with served_url(node) as url:
         client = AsyncClient(url, discover_leader=False)
         await client.put("k", "v")
         client_id = client.client_id
@@ -71,7 +57,7 @@ def test_cli_write_leaves_no_session_behind() -> None:
 
     @async_test
     async def run() -> None:
-        async with node_url(node) as url:
+        async with served_url(node) as url:
             # The CLI's blocking client runs on its own loop thread: run it off this one.
             result = await asyncio.to_thread(
                 CliRunner().invoke, cli, ["kv", "put", "k", "v", "--endpoints", url]
@@ -88,7 +74,7 @@ def test_blocking_client_closes_its_session() -> None:
 
     @async_test
     async def run() -> None:
-        async with node_url(node) as url:
+        async with served_url(node) as url:
 
             def use() -> None:
                 with Client(url, discover_leader=False) as client:

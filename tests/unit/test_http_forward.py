@@ -12,23 +12,10 @@ from aiohttp.test_utils import TestServer
 
 from synod.node.api import NotLeader
 from synod.node.http import HttpLimits
-from tests.unit.http_helpers import async_test, ok, problem, serve
+from tests.unit.http_helpers import async_test, ok, problem, serve, served_url
 from tests.unit.memory_node import MemoryNode
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-
-@contextlib.asynccontextmanager
-async def leader_server(node: MemoryNode) -> AsyncIterator[str]:
-    """Serve ``node`` as the leader; yields its client URL."""
-    from synod.node.http import build_app
-
-    server = TestServer(build_app(node, registry=node.registry))
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
 
 
 @contextlib.asynccontextmanager
@@ -60,7 +47,7 @@ async def echo_server(
 async def test_write_through_follower_reaches_leader() -> None:
     leader = MemoryNode(member_id=2)
     follower = MemoryNode(member_id=1)
-    async with leader_server(leader) as url, serve(follower) as client:
+    async with served_url(leader) as url, serve(follower) as client:
         follower.not_leader = NotLeader(2, url)
         put = await ok(await client.post("/v1/kv/put", json={"key": "k", "value": "v"}))
         assert put["header"]["member_id"] == 2 and leader.revision == 2
@@ -134,7 +121,7 @@ async def test_already_forwarded_is_421() -> None:
 async def test_stale_leader_hint_costs_one_hop() -> None:
     """Two nodes each believing the other leads: one hop, then 421 back to the client."""
     a, b = MemoryNode(member_id=1), MemoryNode(member_id=2)
-    async with leader_server(b) as b_url, serve(a) as client:
+    async with served_url(b) as b_url, serve(a) as client:
         a.not_leader = NotLeader(2, b_url)
         b.not_leader = NotLeader(1, str(client.make_url("")).rstrip("/"))
         response = await client.post("/v1/kv/put", json={"key": "k", "value": "v"})

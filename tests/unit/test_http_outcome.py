@@ -17,8 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from synod.codes import is_definite
 from synod.node.api import NotLeader
-from synod.node.http import build_app
-from tests.unit.http_helpers import async_test, ok, problem, serve
+from tests.unit.http_helpers import async_test, ok, problem, serve, served_url
 from tests.unit.memory_node import MemoryNode
 
 
@@ -55,22 +54,12 @@ async def cutting_proxy(leader_url: str, cuts: list[str]) -> AsyncIterator[str]:
         await http.close()
 
 
-@contextlib.asynccontextmanager
-async def leader_url(node: MemoryNode) -> AsyncIterator[str]:
-    server = TestServer(build_app(node, registry=node.registry))
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
-
-
 @async_test
 async def test_forward_cut_mid_request_is_outcome_unknown_and_the_retry_learns_it() -> None:
     leader, follower = MemoryNode(member_id=2), MemoryNode(member_id=1)
     cuts = ["/v1/kv/put"]
     async with (
-        leader_url(leader) as url,
+        served_url(leader) as url,
         cutting_proxy(url, cuts) as proxy,
         serve(follower) as client,
     ):
