@@ -51,7 +51,8 @@ class Workload:
             assert not thread.is_alive(), "a workload client hung"
 
     def _urls(self) -> list[str]:
-        return [n.url for n in self.cluster.nodes.values() if n.alive()]
+        # A copy first: the test thread may add a member while clients run.
+        return [n.url for n in list(self.cluster.nodes.values()) if n.alive()]
 
     def _call(
         self, rng: random.Random, path: str, body: dict[str, Any], headers: dict[str, str]
