@@ -127,7 +127,6 @@ class _Client:
     op_id: int = -1
     resend_pending: bool = False
     lease_id: int = 0
-    lease_ttl_units: int = 0
     lease_safe_until: int = 0  # The client may act as holder until then (from send times).
     cached_leader: int = 0
 
@@ -619,9 +618,9 @@ class Simulation:
             client.kind, client.data = "keepalive", b""
             client.seq -= 1  # Keep-alives do not go through the log.
             return
-        client.lease_ttl_units = self.rng.choice(self.options.lease_ttl_units)
+        ttl_units = self.rng.choice(self.options.lease_ttl_units)
         client.kind = "lease_grant"
-        client.data = encode_command(lease_grant_op(client.lease_ttl_units), *session)
+        client.data = encode_command(lease_grant_op(ttl_units), *session)
 
     def _recent_value(self, key: bytes) -> bytes | None:
         live = [n for n in self.nodes.values() if n.alive and n.raft is not None]
