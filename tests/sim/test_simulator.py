@@ -8,6 +8,8 @@ from synod.node.driver import NodeDriver, _ReadBatch
 from synod.raft import quorum
 from synod.raft.log import RaftLog
 from synod.raft.types import ConfChange
+from synod.services.errors import NotFound
+from synod.services.leases import LeaseClock
 from synod.sim.__main__ import main as sim_main
 from synod.sim.simulator import Simulation
 
@@ -105,3 +107,21 @@ def test_admin_answers_before_apply_are_caught(monkeypatch: pytest.MonkeyPatch) 
     violation = _first_violation(40)
     assert violation is not None
     assert "admin" in violation
+
+
+def test_keepalives_that_do_not_extend_the_deadline_are_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A keep-alive answered as renewed while the leader keeps the old deadline: the
+    lease expires while its holder may still act on it."""
+
+    def renewed_in_words_only(self: LeaseClock, lease_id: int, now_ms: int) -> int:
+        ttl_ms = self._ttl_ms.get(lease_id)
+        if ttl_ms is None or lease_id in self._expiring:
+            raise NotFound(f"lease {lease_id} not found", lease=lease_id)
+        return ttl_ms
+
+    monkeypatch.setattr(LeaseClock, "keepalive", renewed_in_words_only)
+    violation = _first_violation(40)
+    assert violation is not None
+    assert "expired" in violation and "holds it until" in violation

@@ -81,6 +81,7 @@ from synod.services.state import ServiceStateMachine
 from synod.storage.durable import DurableStorage, StorageCorruption
 from synod.storage.fs import OsFileSystem
 from synod.storage.snapfile import SnapshotCorruption
+from synod.storage.wal import WalError
 
 log = logging.getLogger("synod.node")
 tracer = trace.get_tracer("synod.node")
@@ -465,7 +466,7 @@ class RaftServer:
                     raise Compacted(f"a newer snapshot was installed meanwhile ({meta.index})")
                 await asyncio.to_thread(storage.commit_snapshot_file, meta)
                 storage.install_snapshot(snapshot)
-        except (OSError, Compacted, StorageCorruption, SnapshotCorruption) as error:
+        except (OSError, WalError, Compacted) as error:  # What save and commit may raise.
             self._snapshot_failed(job, error)
             return
         driver.snapshot_saved(job.index)
