@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,20 +86,21 @@ def test_whole_cluster_restart_keeps_data(cluster_factory: list[Cluster], tmp_pa
         assert {kv["value"] for kv in body["kvs"]} == {f"v{i}" for i in range(50)}
 
 
-def test_lagging_follower_catches_up_by_snapshot(
-    cluster_factory: list[Cluster], tmp_path: Path
-) -> None:
-    args = ["--snapshot-entries", "100", "--snapshot-catchup-entries", "10"]
-    cluster = make(cluster_factory, tmp_path, 3, extra_args=args)
+def _catch_up_after_snapshot(
+    cluster: Cluster, prefix: str, value: str, keys: int
+) -> tuple[int, int, dict[str, Any]]:
+    """Kill a follower, put `keys` keys, force a snapshot on the leader, restart the
+    follower and wait until it has applied the snapshot's index. Returns (leader id,
+    lagging id, the snapshot answer) after checking the follower holds every key."""
     leader_id = cluster.wait_for_leader()
     lagging = next(n for n in cluster.nodes if n != leader_id)
     cluster.kill(lagging)
     leader = cluster.nodes[leader_id].url
-    for i in range(400):
-        status, _ = request(leader, "POST", "/v1/kv/put", {"key": f"s{i}", "value": "x" * 100})
+    for i in range(keys):
+        status, _ = request(leader, "POST", "/v1/kv/put", {"key": f"{prefix}{i}", "value": value})
         assert status == 200
     status, snap = request(leader, "POST", "/v1/admin/snapshot", {})
-    assert status == 200 and snap["snapshot_index"] > 300
+    assert status == 200
     cluster.start(lagging)
 
     def caught_up() -> bool:
@@ -106,11 +108,21 @@ def test_lagging_follower_catches_up_by_snapshot(
         return bool(state and state["applied_index"] >= snap["snapshot_index"])
 
     cluster.wait_until(caught_up, "the lagging follower to install the snapshot")
+    body = {"key": prefix, "prefix": True, "serializable": True, "count_only": True}
+    status, counted = request(cluster.nodes[lagging].url, "POST", "/v1/kv/range", body)
+    assert status == 200 and counted["count"] == keys
+    return leader_id, lagging, snap
+
+
+def test_lagging_follower_catches_up_by_snapshot(
+    cluster_factory: list[Cluster], tmp_path: Path
+) -> None:
+    args = ["--snapshot-entries", "100", "--snapshot-catchup-entries", "10"]
+    cluster = make(cluster_factory, tmp_path, 3, extra_args=args)
+    _, lagging, snap = _catch_up_after_snapshot(cluster, "s", "x" * 100, 400)
+    assert snap["snapshot_index"] > 300
     state = cluster.status(lagging)
     assert state is not None and state["snapshot_index"] >= snap["snapshot_index"] - 100
-    body = {"key": "s", "prefix": True, "serializable": True, "count_only": True}
-    status, counted = request(cluster.nodes[lagging].url, "POST", "/v1/kv/range", body)
-    assert status == 200 and counted["count"] == 400
 
 
 def test_add_promote_and_remove_members_under_load(
@@ -194,27 +206,8 @@ def test_a_follower_catches_up_from_a_snapshot_larger_than_a_frame(
     written by a forked child, streamed in chunks, and installed."""
     args = ["--snapshot-entries", "40", "--snapshot-catchup-entries", "5"]
     cluster = make(cluster_factory, tmp_path, 3, extra_args=args)
-    leader_id = cluster.wait_for_leader()
-    lagging = next(n for n in cluster.nodes if n != leader_id)
-    cluster.kill(lagging)
-    leader = cluster.nodes[leader_id].url
-    value = "v" * (900 * 1024)
     keys = 80  # 80 x 900 KiB: about 70 MiB of state, above FRAME_BYTES_MAX.
-    for i in range(keys):
-        status, _ = request(leader, "POST", "/v1/kv/put", {"key": f"big{i}", "value": value})
-        assert status == 200
-    status, snap = request(leader, "POST", "/v1/admin/snapshot", {})
-    assert status == 200 and snap["snapshot_index"] > keys
-    assert max(path.stat().st_size for path in (tmp_path / f"node-{leader_id}").rglob("*.snap")) > (
-        64 * 1024 * 1024
-    )
-    cluster.start(lagging)
-
-    def caught_up() -> bool:
-        state = cluster.status(lagging)
-        return bool(state and state["applied_index"] >= snap["snapshot_index"])
-
-    cluster.wait_until(caught_up, "the lagging follower to install a >64 MiB snapshot")
-    body = {"key": "big", "prefix": True, "serializable": True, "count_only": True}
-    status, counted = request(cluster.nodes[lagging].url, "POST", "/v1/kv/range", body)
-    assert status == 200 and counted["count"] == keys
+    leader_id, _, snap = _catch_up_after_snapshot(cluster, "big", "v" * (900 * 1024), keys)
+    assert snap["snapshot_index"] > keys
+    snapshot_files = (tmp_path / f"node-{leader_id}").rglob("*.snap")
+    assert max(path.stat().st_size for path in snapshot_files) > 64 * 1024 * 1024
