@@ -256,6 +256,7 @@ class Member:
             "leader_client_url": self.cluster.urls[believed],
             "commit_index": index, "applied_index": index, "last_index": index,
             "snapshot_index": self.cluster.snapshot_index, "revision": self.node.revision,
+            "limits": self.node.machine.settable_limits(),
             "members": self.cluster.member_docs(),
         }  # fmt: skip
 

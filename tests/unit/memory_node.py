@@ -111,6 +111,7 @@ class MemoryNode:
             "leader_id": self.member_id, "leader_client_url": None,
             "commit_index": self.index, "applied_index": self.index,
             "last_index": self.index, "snapshot_index": 0,
+            "limits": self.machine.settable_limits(),
             "members": [{"id": self.member_id, "role": "voter", "peer_url": "127.0.0.1:2380",
                          "client_url": "http://127.0.0.1:2379", "match_index": self.index,
                          "last_contact_ms": 0, "healthy": True}],

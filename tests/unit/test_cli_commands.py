@@ -138,3 +138,14 @@ def test_watch_prints_events(cluster: MemoryCluster) -> None:
 def test_node_passes_its_arguments_through() -> None:
     result = CliRunner().invoke(cli, ["node", "--help"])
     assert result.exit_code == 0 and "--initial-cluster" in result.output
+
+
+def test_limits_show_and_change(cluster: MemoryCluster) -> None:
+    shown = synod(cluster, "limits")
+    assert shown.exit_code == 0 and "keys_max = 1000000" in shown.output
+    changed = synod(cluster, "limits", "--keys-max", "2000000", "-o", "json")
+    assert changed.exit_code == 0 and json.loads(changed.output)["keys_max"] == 2_000_000
+    assert "keys_max = 2000000" in synod(cluster, "limits").output
+    too_big = synod(cluster, "limits", "--leases-max", str(10**12))
+    assert too_big.exit_code == 2 and "field 'leases_max' must be <= 10000000" in too_big.output
+    assert "leases_max = 100000" in synod(cluster, "limits").output

@@ -176,3 +176,19 @@ def test_every_documented_problem_code_maps_to_its_class() -> None:
         assert type(error) is cls and error.problem["extra"] == 1, code
     assert type(errors.error_from_problem(502, "<html>")) is errors.Unavailable
     assert type(errors.error_from_problem(500, {"detail": "boom"})) is errors.SynodError
+
+
+def test_set_limits_through_the_log() -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        await client.put("a", "1")
+        await client.put("b", "1")
+        with pytest.raises(InvalidArgument, match="keys_max cannot go below the 2 stored"):
+            await client.set_limits(keys_max=1)
+        with pytest.raises(InvalidArgument, match="must have at least 1 of"):
+            await client.set_limits()  # nothing to change: the schema wants one bound
+        applied = await client.set_limits(keys_max=3, history_bytes_max=16 * 1024**2)
+        assert applied["keys_max"] == 3 and applied["history_bytes_max"] == 16 * 1024**2
+        assert (await client.status()).limits == applied
+        await client.put("c", "1")
+
+    run_with(body, limits=ServiceLimits(keys_max=2))

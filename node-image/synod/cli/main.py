@@ -657,5 +657,34 @@ def snapshot(opts: ClientOptions) -> None:
     _admin_done(opts, {"snapshot_index": index}, f"snapshot taken at index {index}")
 
 
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option(
+    "--keys-max", type=click.IntRange(min=1), default=None, help="Live keys the store may hold."
+)
+@click.option("--leases-max", type=click.IntRange(min=1), default=None, help="Live leases.")
+@click.option(
+    "--history-bytes-max",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Bytes of history kept for old reads and watch catch-up.",
+)
+@client_options
+def limits(
+    opts: ClientOptions, keys_max: int | None, leases_max: int | None,
+    history_bytes_max: int | None,
+) -> None:  # fmt: skip
+    """Show the settable replicated bounds, or change them through the log."""
+    changes = {name: value for name, value in (
+        ("keys_max", keys_max), ("leases_max", leases_max),
+        ("history_bytes_max", history_bytes_max)) if value is not None}  # fmt: skip
+    with opts.client() as client:
+        applied = client.set_limits(**changes) if changes else client.status().limits
+    if opts.json:
+        print_json(applied)
+        return
+    for name, value in applied.items():
+        out_console.print(f"{name} = {value}")
+
+
 if __name__ == "__main__":
     main()

@@ -701,6 +701,14 @@ class AsyncClient:
         body: dict[str, Any] = {} if to is None else {"to": to}
         return await self._call("POST", "/v1/admin/leadership/transfer", body)
 
+    async def set_limits(self, /, **changes: int) -> dict[str, int]:
+        """Change settable replicated bounds (``keys_max``, ``leases_max``,
+        ``history_bytes_max``) through the log; returns all of them as applied.
+        Raises InvalidArgument (unknown name, out of range, below what is stored),
+        Unavailable."""
+        doc = await self._call("POST", "/v1/admin/limits", dict(changes))
+        return {str(name): int(value) for name, value in doc.get("limits", {}).items()}
+
     async def snapshot(self) -> int:
         """Take a snapshot now; returns its index. Raises Unavailable."""
         doc = await self._call("POST", "/v1/admin/snapshot", {})

@@ -159,6 +159,7 @@ class Client:
     remove_member = _blocking(AsyncClient.remove_member)
     transfer_leadership = _blocking(AsyncClient.transfer_leadership)
     snapshot = _blocking(AsyncClient.snapshot)
+    set_limits = _blocking(AsyncClient.set_limits)
     close_session = _blocking(AsyncClient.close_session)
 
     def keep_alive(self, lease_id: int, ttl_ms: int) -> SyncLeaseKeepAlive:

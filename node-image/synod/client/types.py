@@ -293,6 +293,7 @@ class ClusterStatus:
     applied_index: int
     members: list[MemberStatus]
     raw: dict[str, Any]
+    limits: dict[str, int] = field(default_factory=dict)  # settable replicated bounds
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ClusterStatus:
@@ -300,6 +301,9 @@ class ClusterStatus:
         members = doc.get("members") or []
         if not isinstance(members, list):
             raise ProtocolError("expected a list 'members'", doc)
+        limits = doc.get("limits") or {}
+        if not isinstance(limits, dict):
+            raise ProtocolError("expected a map 'limits'", doc)
         url = doc.get("leader_client_url")
         return cls(
             member_id=_int(doc, "member_id"),
@@ -311,4 +315,5 @@ class ClusterStatus:
             applied_index=_int(doc, "applied_index", 0),
             members=[MemberStatus.from_json(m) for m in members],
             raw=doc,
+            limits={str(name): _int(limits, name) for name in limits},
         )

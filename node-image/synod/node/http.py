@@ -238,6 +238,11 @@ async def _admin_transfer(call: Call) -> Answer:
     return _node_answer(await call.node.admin_transfer_leadership(call.body.get("to")))
 
 
+async def _admin_set_limits(call: Call) -> Answer:
+    result = await call.node.write(commands.limits_set_op(call.body), None)
+    return _fields(result, "limits")
+
+
 async def _admin_snapshot(call: Call) -> Answer:
     return _node_answer(await call.node.admin_snapshot())
 
@@ -263,6 +268,7 @@ _JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
     "adminPromote": _admin_promote,
     "adminRemove": _admin_remove,
     "adminTransferLeadership": _admin_transfer,
+    "adminSetLimits": _admin_set_limits,
     "adminSnapshot": _admin_snapshot,
     "clusterStatus": _cluster_status,
 }

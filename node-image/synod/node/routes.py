@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synod.node.schema import INT64_MAX, Schema, boolean, integer, obj, string
-from synod.services.limits import ServiceLimits
+from synod.services.limits import SETTABLE_LIMITS_CEILING, ServiceLimits
 
 __all__ = ["URL_BYTES_MAX", "RouteSpec", "route_specs"]
 
@@ -368,12 +368,26 @@ def _admin_routes() -> list[RouteSpec]:
             body=obj({"to": integer("member id", minimum=1)}), example={"to": 2},
         ),
         RouteSpec(
+            "adminSetLimits", "POST", "/v1/admin/limits",
+            "Change settable replicated bounds through the log (every member applies the "
+            "change at the same index; lowering a count below what is stored is refused)",
+            _answer({"limits": _settable_limits()}), (*_WRITE_ERRORS,),
+            body={**_settable_limits(), "minProperties": 1}, example={"keys_max": 2_000_000},
+        ),
+        RouteSpec(
             "adminSnapshot", "POST", "/v1/admin/snapshot",
             "The leader takes a snapshot now (followers forward it)",
             _open_answer({"snapshot_index": integer()}, "the snapshot taken"), errors,
             body=obj({}), example={},
         ),
     ]  # fmt: skip
+
+
+def _settable_limits() -> Schema:
+    return obj({
+        name: integer(f"replicated bound {name}", minimum=1, maximum=ceiling)
+        for name, ceiling in SETTABLE_LIMITS_CEILING.items()
+    })  # fmt: skip
 
 
 def _cluster_routes() -> list[RouteSpec]:
@@ -401,6 +415,7 @@ def _cluster_routes() -> list[RouteSpec]:
             "applied_index": integer(),
             "last_index": integer(),
             "snapshot_index": integer(),
+            "limits": _settable_limits(),
             "members": _array(member),
         },
         "this member's view of the cluster (match_index and last_contact_ms are known "

@@ -213,10 +213,12 @@ def _validate_object(value: dict[str, Any], schema: Schema, path: str) -> None:
         for name in value:
             if name not in properties:
                 raise Problem("invalid-argument", f"{_where(path)} has unknown field {name!r}")
-    count = len(value)
-    if not schema.get("minProperties", 0) <= count <= schema.get("maxProperties", count):
+    count, least = len(value), schema.get("minProperties", 0)
+    most = schema.get("maxProperties", count)
+    if not least <= count <= most:
         names = sorted(properties)
-        raise Problem("invalid-argument", f"{_where(path)} must have exactly one of {names}")
+        wanted = "exactly one" if least == most == 1 else f"at least {least}"
+        raise Problem("invalid-argument", f"{_where(path)} must have {wanted} of {names}")
     for name, item in value.items():
         if name in properties:
             validate(item, properties[name], f"{path}.{name}" if path else name)

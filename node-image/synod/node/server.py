@@ -637,6 +637,7 @@ class RaftServer:
             "last_index": raft.log.last_index(),
             "snapshot_index": self._driver().snapshot_index,
             "revision": self.state.kv.revision,
+            "limits": self.state.settable_limits(),
             "members": self._member_status(raft),
         }
 

@@ -35,6 +35,7 @@ __all__ = [
     "lease_expire_op",
     "lease_grant_op",
     "lease_revoke_op",
+    "limits_set_op",
     "put_op",
     "range_op",
     "read_bool",
@@ -309,6 +310,14 @@ def lease_expire_op(lease_ids: list[int]) -> Op:
     leases among ``lease_ids``. Raises nothing."""
     assert all(lease_id > 0 for lease_id in lease_ids)
     return {"kind": "lease_expire", "ids": sorted(lease_ids)}
+
+
+def limits_set_op(changes: dict[str, int]) -> Op:
+    """``limits_set``: change settable replicated bounds (see
+    `synod.services.limits.SETTABLE_LIMITS_CEILING`); the result's ``limits`` holds them
+    all as applied. Raises nothing."""
+    assert changes and all(isinstance(name, str) for name in changes)
+    return {"kind": "limits_set", "limits": dict(changes)}
 
 
 def session_open_op(nonce: bytes = b"") -> Op:

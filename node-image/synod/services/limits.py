@@ -8,9 +8,16 @@ never from per-node flags.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["HISTORY_EVENT_OVERHEAD_BYTES", "ServiceLimits", "history_event_bytes"]
+__all__ = [
+    "HISTORY_EVENT_OVERHEAD_BYTES",
+    "SETTABLE_LIMITS_CEILING",
+    "ServiceLimits",
+    "history_event_bytes",
+    "settable_limits",
+    "with_settable_limits",
+]
 
 # What one history event is charged beyond the bytes of its keys and values: roughly the
 # Python objects holding it (the event, its versions, their integers). It decides the
@@ -75,3 +82,41 @@ class ServiceLimits:
             raise ValueError("watch_events_buffered_max must hold at least one revision")
         if self.lease_ttl_ms_min > self.lease_ttl_ms_max:
             raise ValueError("lease_ttl_ms_min must not exceed lease_ttl_ms_max")
+
+
+# The replicated bounds a running cluster may change through the log (`limits_set`, the
+# admin route POST /v1/admin/limits), each with the ceiling it may be raised to. They are
+# changed by a committed entry, so every replica applies the same command with the same
+# bounds, and a restart replays the entries after the snapshot with the bounds the
+# snapshot carries. Bounds that also shape the wire or the OpenAPI document (key and
+# value sizes, command bytes, txn sizes) are not settable: they are compiled in.
+SETTABLE_LIMITS_CEILING: dict[str, int] = {
+    "keys_max": 100_000_000,
+    "leases_max": 10_000_000,
+    "history_bytes_max": 4 * 1024**3,
+}
+
+
+def settable_limits(limits: ServiceLimits) -> dict[str, int]:
+    """The settable bounds of ``limits``, by name. Raises nothing."""
+    values = {name: int(getattr(limits, name)) for name in SETTABLE_LIMITS_CEILING}
+    assert all(value >= 1 for value in values.values())
+    return values
+
+
+def with_settable_limits(limits: ServiceLimits, changes: dict[str, int]) -> ServiceLimits:
+    """``limits`` with the settable bounds in ``changes`` replaced.
+
+    Raises ValueError naming the first unknown field, a value that is not an integer in
+    1..ceiling, or a combination that ServiceLimits refuses.
+    """
+    for name, value in changes.items():
+        ceiling = SETTABLE_LIMITS_CEILING.get(name)
+        if ceiling is None:
+            raise ValueError(f"{name!r} is not a settable limit "
+                             f"(settable: {', '.join(SETTABLE_LIMITS_CEILING)})")  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ceiling:
+            raise ValueError(f"{name} must be an integer from 1 to {ceiling}")
+    updated = replace(limits, **changes)
+    assert settable_limits(updated).items() >= changes.items()
+    return updated

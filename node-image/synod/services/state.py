@@ -41,7 +41,7 @@ from synod.services.kv import (
     prefix_end,
 )
 from synod.services.leases import LeaseTable
-from synod.services.limits import ServiceLimits
+from synod.services.limits import ServiceLimits, settable_limits, with_settable_limits
 from synod.services.sessions import Result, SessionTable
 from synod.services.watch import WatchHub
 
@@ -68,6 +68,9 @@ class ServiceStateMachine:
     def __init__(self, limits: ServiceLimits | None = None) -> None:
         """Create the empty state (applied_index 0, kv revision 1). Raises nothing."""
         self.limits = limits or ServiceLimits()
+        # The bounds a snapshot without a "limits" map was taken under (and the start of a
+        # fresh log): settable bounds changed by `limits_set` travel in snapshots.
+        self._base_limits = self.limits
         self._build()
         self.watches = WatchHub(self.kv, self.limits)
         assert self.applied_index == 0
@@ -87,6 +90,7 @@ class ServiceStateMachine:
             "lease_grant": self._op_lease_grant,
             "lease_revoke": self._op_lease_revoke,
             "lease_expire": self._op_lease_expire,
+            "limits_set": self._op_limits_set,
         }
 
     # -- apply ----------------------------------------------------------------------------
@@ -201,6 +205,36 @@ class ServiceStateMachine:
             self._revoke(lease_id)
         return {"expired": expired}
 
+    def _op_limits_set(self, op: dict[str, Any]) -> dict[str, Any]:
+        require_fields(op, ("limits",))
+        changes = op["limits"]
+        if not isinstance(changes, dict) or not all(isinstance(k, str) for k in changes):
+            raise InvalidArgument("limits must be a map of limit names to integers")
+        try:
+            updated = with_settable_limits(self.limits, changes)
+        except ValueError as error:
+            raise InvalidArgument(str(error)) from None
+        # Lowering a count bound below what is stored would break the tables' invariants
+        # (and could not be honoured without deleting data): refused, nothing changes.
+        in_use = {"keys_max": len(self.kv), "leases_max": len(self.leases)}
+        for name, used in in_use.items():
+            if getattr(updated, name) < used:
+                raise InvalidArgument(f"{name} cannot go below the {used} stored")
+        self._use_limits(updated)
+        return {"limits": settable_limits(self.limits)}
+
+    def _use_limits(self, limits: ServiceLimits) -> None:
+        """Switch the replicated tables to ``limits``; the watch hub keeps its own
+        (node-local) bounds. Raises nothing."""
+        self.limits = limits
+        self.kv.limits = limits
+        self.leases.limits = limits
+        assert self.kv.limits is self.leases.limits is self.limits
+
+    def settable_limits(self) -> dict[str, int]:
+        """The settable replicated bounds as applied here. Raises nothing."""
+        return settable_limits(self.limits)
+
     def _revoke(self, lease_id: int) -> int:
         """Delete the lease's keys (one revision) then the lease. Raises NotFound."""
         self.leases.get(lease_id)
@@ -256,6 +290,7 @@ class ServiceStateMachine:
             "kv": self.kv.to_snapshot(),
             "leases": self.leases.to_snapshot(),
             "sessions": self.sessions.to_snapshot(),
+            "limits": settable_limits(self.limits),
         }
         data = msgpack.packb(state, use_bin_type=True)
         assert isinstance(data, bytes)
@@ -276,23 +311,25 @@ class ServiceStateMachine:
                 raise InvalidArgument(f"unknown snapshot format {state['format']!r}")
             applied_index = read_int(state, "applied_index")
             leases, kv_data, sessions = state["leases"], state["kv"], state["sessions"]
+            limits = with_settable_limits(self._base_limits, state.get("limits") or {})
         except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
             raise InvalidArgument(f"malformed snapshot: {type(exc).__name__}") from None
-        leases_table = LeaseTable(self.limits)
+        leases_table = LeaseTable(limits)
         leases_table.restore(leases)
-        kv = KVStore(self.limits, leases_table.exists)
+        kv = KVStore(limits, leases_table.exists)
         kv.restore(kv_data)
         session_table = SessionTable(self.limits.sessions_max,
                                      self.limits.responses_per_session_max)  # fmt: skip
         session_table.restore(sessions)
         assert kv.revision >= 1
-        return RestoredState(applied_index, leases_table, kv, session_table)
+        return RestoredState(applied_index, leases_table, kv, session_table, limits)
 
     def adopt(self, restored: RestoredState) -> None:
         """Replace the state with a decoded one (cheap: references only); live watchers
         are cancelled with ``restored``. Raises nothing."""
         self.applied_index = restored.applied_index
         self.leases, self.kv, self.sessions = restored.leases, restored.kv, restored.sessions
+        self._use_limits(restored.limits)
         self.watches.kv = restored.kv
         self.watches.reset()
         assert self.kv is restored.kv and self.kv.revision >= 1
@@ -306,6 +343,7 @@ class RestoredState:
     leases: LeaseTable
     kv: KVStore
     sessions: SessionTable
+    limits: ServiceLimits
 
 
 def _txn_response(request: Request, out: Any) -> dict[str, Any]:
