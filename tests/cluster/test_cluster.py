@@ -6,6 +6,7 @@ by snapshot, membership changes under load, and bad input of every kind.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,3 +212,33 @@ def test_a_follower_catches_up_from_a_snapshot_larger_than_a_frame(
     assert snap["snapshot_index"] > keys
     snapshot_files = (tmp_path / f"node-{leader_id}").rglob("*.snap")
     assert max(path.stat().st_size for path in snapshot_files) > 64 * 1024 * 1024
+
+
+def test_a_removed_member_wiped_and_added_back_with_its_id_catches_up(
+    cluster_factory: list[Cluster], tmp_path: Path
+) -> None:
+    """A StatefulSet scaled down and up again reuses the member id: the leader must talk
+    to the new, empty process (and its snapshot carries the data)."""
+    args = ["--snapshot-entries", "100", "--snapshot-catchup-entries", "10"]
+    cluster = make(cluster_factory, tmp_path, 3, extra_args=args)
+    leader_id = cluster.wait_for_leader()
+    leader = cluster.nodes[leader_id].url
+    victim = next(n for n in cluster.nodes if n != leader_id)
+    status, _ = request(leader, "POST", "/v1/admin/members/remove", {"id": victim})
+    assert status == 200
+    cluster.terminate(victim)
+    shutil.rmtree(cluster.nodes[victim].data_dir)
+    for i in range(300):
+        assert request(leader, "POST", "/v1/kv/put", {"key": f"w{i}", "value": "v"})[0] == 200
+    node = cluster.nodes[victim]
+    add = {"id": victim, "peer_url": f"127.0.0.1:{node.peer_port}", "client_url": node.url}
+    assert request(leader, "POST", "/v1/admin/members/add-learner", add)[0] == 200
+    cluster.start(victim, join=True)
+
+    def promoted() -> bool:
+        return request(leader, "POST", "/v1/admin/members/promote", {"id": victim})[0] == 200
+
+    cluster.wait_until(promoted, "the wiped member to catch up and be promoted")
+    body = {"key": "w", "prefix": True, "serializable": True, "count_only": True}
+    status, counted = request(node.url, "POST", "/v1/kv/range", body)
+    assert status == 200 and counted["count"] == 300

@@ -100,3 +100,24 @@ def test_loop_lag_summary_is_taken_between_two_scrapes() -> None:
     assert bench.lag_summary(after, after) is None
     beyond = {**after, float("inf"): 101.0}
     assert bench.lag_summary(after, beyond) == (float("inf"), float("inf"))
+
+
+def test_scale_lines_report_flatness_the_longest_pause_and_the_rejoin() -> None:
+    synod = _system("synod", 30_000, 60_000)
+    synod.baseline = bench.Wrk._parse("put", 64, 0, _wrk_stdout(40_000), "", [])
+    synod.keys_loaded = 1_000_000
+    synod.lag_whole_run_ms = (10.0, 250.0)
+    synod.rejoin = {
+        "member": "synod-2", "target_index": 1_200_000, "catch_up_s": 31.25,
+        "snapshot_index": 1_100_000, "promote_s": 0.5, "leader_lag_max_ms": 50.0,
+    }  # fmt: skip
+    lines = bench.scale_lines({"synod": synod, "etcd": _system("etcd", 50_000, 40_000)})
+    assert any("3000 / 4000 = 0.75" in line for line in lines)
+    assert any("after 31.2 s (by snapshot at index 1100000)" in line for line in lines)
+    assert lines[-1] == (
+        "bench-scale: synod writes 1000000 keys/10000 keys=0.75 loop_lag_max_ms<=250 rejoin_s=31.2"
+    )
+
+
+def test_no_scale_lines_without_a_baseline() -> None:
+    assert bench.scale_lines({"synod": _system("synod", 1, 1)}) == []

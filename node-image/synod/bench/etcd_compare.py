@@ -56,6 +56,17 @@ CONNECTIONS = (16, 64)
 HEADLINE_CONNECTIONS = 64
 DURATION_S_DEFAULT = 10.0
 LOAD_KEYS_DEFAULT = 100_000
+# From this many keys on, the run is a scale run: writes are first timed at
+# BASELINE_KEYS, the load goes on to --keys, and a wiped Synod follower rejoins at the end.
+SCALE_KEYS_MIN = 1_000_000
+BASELINE_KEYS = 10_000
+BASELINE_RUN = "z"  # wrk's run letter for the baseline put run (keys apart from the others)
+# Synod refuses keys past its replicated keys_max (1,000,000 by default); timed put runs
+# add fresh keys after the load, so the bench raises it to the load plus this much.
+PUT_KEYS_HEADROOM = 1_000_000
+KEYS_MAX_DEFAULT = 1_000_000
+CATCH_UP_WAIT_S_MAX = 900.0  # a wiped follower installing a 1M-key snapshot
+PROMOTE_WAIT_S_MAX = 60.0
 WRK_THREADS = 2  # This machine class has 2 cores; wrk needs few threads.
 WRK_TIMEOUT_S = 10  # A slower answer counts as a wrk timeout error.
 LOAD_WAIT_S_MAX = 600.0  # Bounds the 100,000-key load whatever the throughput.
@@ -359,13 +370,7 @@ class SynodCluster(ClusterUnderTest):
             self.members.append(Member(f"synod-{i}", url, args, root / f"member-{i}.log"))
 
     def loop_lag_buckets(self) -> dict[float, float] | None:
-        total: dict[float, float] = {}
-        for member in self.members:
-            with urllib.request.urlopen(member.client_url + "/metrics", timeout=5) as answer:
-                buckets = parse_lag_buckets(answer.read().decode())
-            for bound, count in buckets.items():
-                total[bound] = total.get(bound, 0.0) + count
-        return total
+        return self.lag_buckets_of(self.members)
 
     def env(self) -> dict[str, str]:
         # Defaults only: no SYNOD_* settings and no OTEL_* exporters from the caller.
@@ -415,6 +420,34 @@ class SynodCluster(ClusterUnderTest):
     def put_url_and_body(self, leader: Member, key: str, value: str) -> tuple[str, bytes]:
         body = json.dumps({"key": key, "value": value}).encode()
         return leader.client_url + "/v1/kv/put", body
+
+    def raise_keys_max(self, keys_n: int) -> None:
+        """Let the store hold the load plus the timed runs' fresh keys (keys_max is a
+        replicated bound, changed through the log). Raises BenchError."""
+        wanted = keys_n + PUT_KEYS_HEADROOM
+        if wanted <= KEYS_MAX_DEFAULT:
+            return
+        try:
+            answer = http_json(self.leader().client_url + "/v1/admin/limits",
+                               {"keys_max": wanted}, timeout_s=30)  # fmt: skip
+        except OSError as error:
+            raise BenchError(f"synod: raising keys_max to {wanted} failed: {error}") from None
+        if answer.get("limits", {}).get("keys_max") != wanted:
+            raise BenchError(f"synod: keys_max was not raised to {wanted}: {answer}")
+
+    def member_id(self, member: Member) -> int:
+        return self.members.index(member) + 1
+
+    def lag_buckets_of(self, members: Sequence[Member]) -> dict[float, float]:
+        total: dict[float, float] = {}
+        for member in members:
+            with urllib.request.urlopen(member.client_url + "/metrics", timeout=5) as answer:
+                for bound, count in parse_lag_buckets(answer.read().decode()).items():
+                    total[bound] = total.get(bound, 0.0) + count
+        return total
+
+    def status_of(self, member: Member) -> dict[str, Any] | None:
+        return self._status(member)
 
 
 def _b64(text: str) -> str:
@@ -890,6 +923,10 @@ class SystemResult:
     rss_loaded: list[dict[str, int]] = field(default_factory=list)
     rss_after: list[dict[str, int]] = field(default_factory=list)
     profiles: dict[str, list[str]] = field(default_factory=dict)
+    baseline: WrkResult | None = None  # scale runs: put x HEADLINE at BASELINE_KEYS keys
+    lag_before: dict[float, float] | None = None  # loop-lag buckets when the load began
+    lag_whole_run_ms: tuple[float, float] | None = None  # (p99, max) from load to the end
+    rejoin: dict[str, Any] = field(default_factory=dict)  # the wiped follower's catch-up
 
     def run_for(self, op: str, connections: int) -> WrkResult | None:
         return next((r for r in self.runs if r.op == op and r.connections == connections), None)
@@ -914,8 +951,93 @@ def setup_system(cluster: ClusterUnderTest, result: SystemResult) -> None:
     result.rss_idle = [read_rss_kib(m.pid) for m in _ordered(cluster)]
 
 
+def baseline_system(
+    cluster: ClusterUnderTest, wrk: Wrk, result: SystemResult, duration_s: float
+) -> None:
+    """Scale runs: load BASELINE_KEYS keys, then time writes there: the figure that the
+    writes after the big load are compared with."""
+    result.lag_before = cluster.loop_lag_buckets()
+    _say(f"{cluster.system}: baseline: loading {BASELINE_KEYS} keys")
+    wrk.load(cluster, BASELINE_KEYS, HEADLINE_CONNECTIONS)
+    missing = missing_keys(cluster, BASELINE_KEYS)
+    if missing and top_up(cluster, missing):
+        raise BenchError(f"{cluster.system}: baseline keys still missing after the top-up")
+    cluster.wait_applied()
+    _say(f"{cluster.system}: baseline: put x {HEADLINE_CONNECTIONS} connections at "
+         f"{BASELINE_KEYS} keys, {duration_s:.0f}s")  # fmt: skip
+    result.baseline = wrk.run(cluster, "put", HEADLINE_CONNECTIONS, duration_s, BASELINE_RUN,
+                              BASELINE_KEYS)  # fmt: skip
+
+
+def _poll_until(ready: Any, wait_s: float, what: str) -> float:
+    """Seconds until ready() is true, polled every POLL_S. Raises BenchError past wait_s."""
+    started = time.monotonic()
+    while not ready():
+        if time.monotonic() - started > wait_s:
+            raise BenchError(f"{what} did not happen within {wait_s:.0f}s")
+        time.sleep(POLL_S)
+    return time.monotonic() - started
+
+
+def _admin(member: Member, path: str, body: dict[str, Any]) -> bool:
+    """POST an admin call; False on a 4xx/5xx answer (e.g. not caught up yet)."""
+    try:
+        http_json(member.client_url + "/v1/admin/members/" + path, body, timeout_s=30)
+    except urllib.error.HTTPError:
+        return False
+    return True
+
+
+def rejoin_wiped_follower(cluster: ClusterUnderTest, result: SystemResult) -> None:
+    """Scale runs, Synod: remove a follower, wipe its data directory, add it back as a
+    learner with the same id and time how long it takes to apply what the leader had
+    committed (by snapshot: the log was compacted long before), then to be promoted."""
+    if not isinstance(cluster, SynodCluster):
+        return
+    leader = cluster.leader()
+    follower = next(m for m in cluster.members if m is not leader)
+    member_id = cluster.member_id(follower)
+    _say(f"synod: wiping {follower.name} and adding it back as a learner")
+    if not _admin(leader, "remove", {"id": member_id}):
+        raise BenchError(f"synod: the leader refused to remove {follower.name}")
+    follower.stop()
+    shutil.rmtree(cluster.root / f"member-{member_id}")
+    peer_url = follower.args[follower.args.index("--listen-peer") + 1]
+    body = {"id": member_id, "peer_url": peer_url, "client_url": follower.client_url}
+    if not _admin(leader, "add-learner", body):
+        raise BenchError(f"synod: the leader refused to add {follower.name} back")
+    state = cluster.applied_and_commit(leader)
+    if state is None:
+        raise BenchError("synod: the leader did not answer its status")
+    lag_before = cluster.lag_buckets_of([leader])
+    if "--join" not in follower.args:
+        follower.args.append("--join")
+    follower.start(cluster.env())
+
+    def caught_up() -> bool:
+        if not follower.alive():
+            raise BenchError(f"synod: {follower.name} exited while catching up")
+        now = cluster.applied_and_commit(follower)
+        return now is not None and now[0] >= state[1]
+
+    catch_up_s = _poll_until(caught_up, CATCH_UP_WAIT_S_MAX, f"{follower.name} catching up")
+    follower_status = cluster.status_of(follower) or {}
+    promote_s = _poll_until(lambda: _admin(leader, "promote", {"id": member_id}),
+                            PROMOTE_WAIT_S_MAX, f"promoting {follower.name}")  # fmt: skip
+    leader_lag = lag_summary(lag_before, cluster.lag_buckets_of([leader]))
+    result.rejoin = {
+        "member": follower.name, "target_index": state[1], "catch_up_s": round(catch_up_s, 2),
+        "snapshot_index": int(follower_status.get("snapshot_index", 0)),
+        "promote_s": round(promote_s, 2),
+        "leader_lag_max_ms": leader_lag[1] if leader_lag else None,
+    }  # fmt: skip
+    cluster.wait_applied()
+
+
 def load_system(cluster: ClusterUnderTest, wrk: Wrk, result: SystemResult, keys_n: int) -> None:
     """Load the keys (wrk), put again what failed, check the count, take the RSS."""
+    if result.lag_before is None:
+        result.lag_before = cluster.loop_lag_buckets()
     _say(f"{cluster.system}: loading {keys_n} keys of {VALUE_BYTES} bytes (wrk, "
          f"{HEADLINE_CONNECTIONS} connections)")  # fmt: skip
     result.load = wrk.load(cluster, keys_n, HEADLINE_CONNECTIONS)
@@ -985,7 +1107,11 @@ def bench_all(
                 cluster.stop()
                 live.remove((cluster, result))
 
+    scale = keys_n >= SCALE_KEYS_MIN
     each(setup_system)
+    each(lambda c, r: c.raise_keys_max(keys_n) if isinstance(c, SynodCluster) else None)
+    if scale:
+        each(lambda c, r: baseline_system(c, wrk, r, duration_s))
     each(lambda c, r: load_system(c, wrk, r, keys_n))
     for op in ("put", "range"):
         for run_index, connections in enumerate(CONNECTIONS):
@@ -998,6 +1124,15 @@ def bench_all(
                                        profile_dir=profile_dir, py_spy=py_spy)
             if c.system == "synod" else None
         )  # fmt: skip
+    each(_record_whole_run_lag)
+    if scale:
+        each(rejoin_wiped_follower)
+
+
+def _record_whole_run_lag(cluster: ClusterUnderTest, result: SystemResult) -> None:
+    after = cluster.loop_lag_buckets()
+    if result.lag_before is not None and after is not None:
+        result.lag_whole_run_ms = lag_summary(result.lag_before, after)
 
 
 # ---------------------------------------------------------------------------
@@ -1081,6 +1216,57 @@ def report(results: dict[str, SystemResult], duration_s: float) -> list[str]:
             lines.append(f"  {res.system} DID NOT FINISH: {res.error}")
     lines.append("")
     lines.append(_rss_table(synod, etcd))
+    lines.extend(scale_lines(results))
+    return lines
+
+
+def _flat_ratio(res: SystemResult | None) -> float | None:
+    """Writes/s after the big load over writes/s at BASELINE_KEYS (same connections)."""
+    after = res.run_for("put", HEADLINE_CONNECTIONS) if res else None
+    if res is None or res.baseline is None or after is None or res.baseline.ok_per_s <= 0:
+        return None
+    return after.ok_per_s / res.baseline.ok_per_s
+
+
+def scale_lines(results: dict[str, SystemResult]) -> list[str]:
+    """The scale run's figures: flatness, the longest loop pause, the wiped follower."""
+    lines: list[str] = []
+    for res in results.values():
+        if res.lag_whole_run_ms is not None:
+            p99, worst = res.lag_whole_run_ms
+            lines.append(f"  {res.system} event-loop lag from the load to the end, all "
+                         f"members: p99 <= {p99:g} ms, max <= {worst:g} ms (snapshots "
+                         "included)")  # fmt: skip
+        ratio = _flat_ratio(res)
+        if ratio is not None and res.baseline is not None:
+            after = res.run_for("put", HEADLINE_CONNECTIONS)
+            assert after is not None
+            lines.append(
+                f"  {res.system} writes x {HEADLINE_CONNECTIONS} at {res.keys_loaded} keys / at "
+                f"{BASELINE_KEYS} keys: {after.ok_per_s:.0f} / {res.baseline.ok_per_s:.0f} = "
+                f"{ratio:.2f} (p99 {_ms(after.latency_us['p99'])} / "
+                f"{_ms(res.baseline.latency_us['p99'])} ms)"
+            )
+        if res.rejoin:
+            r = res.rejoin
+            how = f"by snapshot at index {r['snapshot_index']}" if r["snapshot_index"] else (
+                "from the log (no snapshot)")  # fmt: skip
+            lines.append(
+                f"  {res.system} wiped follower {r['member']}: applied the leader's commit "
+                f"index {r['target_index']} after {r['catch_up_s']:.1f} s ({how}), promoted "
+                f"{r['promote_s']:.1f} s later; leader loop lag max meanwhile "
+                f"<= {r['leader_lag_max_ms']} ms"
+            )
+    synod = results.get("synod")
+    if synod is not None and synod.baseline is not None:
+        ratio = _flat_ratio(synod)
+        lag = synod.lag_whole_run_ms
+        flat = f"{ratio:.2f}" if ratio is not None else "n/a"
+        most = f"<={lag[1]:g}" if lag else "=n/a"
+        lines.append(f"bench-scale: synod writes {synod.keys_loaded} keys/{BASELINE_KEYS} "
+                     f"keys={flat} loop_lag_max_ms{most}")  # fmt: skip
+        if synod.rejoin:
+            lines[-1] += f" rejoin_s={synod.rejoin['catch_up_s']:.1f}"
     return lines
 
 
@@ -1184,7 +1370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--systems", default="synod,etcd", help="comma-separated subset of synod,etcd"
     )
-    parser.add_argument("--keys", type=int, default=LOAD_KEYS_DEFAULT, help="keys to load")
+    parser.add_argument(
+        "--keys", type=int, default=LOAD_KEYS_DEFAULT,
+        help=f"keys to load; from {SCALE_KEYS_MIN:,} on a scale run: writes are first timed "
+             f"at {BASELINE_KEYS:,} keys, and a wiped Synod follower rejoins at the end",
+    )  # fmt: skip
     parser.add_argument(
         "--profile", type=Path, default=None,
         help="directory: also sample the Synod leader with py-spy during extra runs",
@@ -1306,6 +1496,9 @@ def _as_json(
                 "error": r.error,
                 "rss_kib": {"idle": r.rss_idle, "loaded": r.rss_loaded, "after": r.rss_after},
                 "profiles": r.profiles,
+                "baseline": r.baseline.as_dict() if r.baseline else None,
+                "loop_lag_whole_run_ms": r.lag_whole_run_ms,
+                "rejoin": r.rejoin,
             }
             for name, r in results.items()
         },

@@ -188,6 +188,8 @@ class RaftServer:
         )
         self.driver.restore(snapshot.data)
         await self.transport.start()
+        if not raft.conf.members():
+            self._introduce_ourselves()
         self._last_turn_ms = _now_ms()
         self._loop_task = asyncio.create_task(self._run())
         self._loop_task.add_done_callback(self._on_loop_done)
@@ -210,6 +212,14 @@ class RaftServer:
             applied_index=applied_index,
             seed=int(time.time_ns() & 0xFFFFFFFF),
         )
+
+    def _introduce_ourselves(self) -> None:
+        """An empty member waiting to be added dials the members it knows of whose id
+        is higher than its own: the lower id dials, so a leader with a higher id (an id
+        reused after a removal) would otherwise wait for us forever. Raises nothing."""
+        higher = [m.node_id for m in self.config.initial_members if m.node_id > self.member_id]
+        assert self.member_id not in higher
+        self.transport.introduce(higher)
 
     def _bootstrap(self) -> tuple[HardState, Snapshot]:
         """A founding member with an empty disk writes the initial membership."""

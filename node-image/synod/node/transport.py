@@ -62,7 +62,7 @@ import struct
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,7 +244,7 @@ class TransportStats:
 class PeerTransport:
     """Carries Raft messages between members.
 
-    Public API: `start`, `stop`, `send`, `forget`, `readmit`,
+    Public API: `start`, `stop`, `send`, `introduce`, `forget`, `readmit`,
     `last_contact_ms`, and the `stats`. Callbacks run on the event loop and must not block:
     `on_messages(batch)` receives checked messages addressed to us (returning
     False says they were dropped: a snapshot is then reported refused),
@@ -372,6 +372,15 @@ class PeerTransport:
         peer.wakeup.set()  # Its loops see they are no longer current and end.
         peer.lost.set()
         log.info("peer %d forgotten (removed from the membership)", node_id)
+
+    def introduce(self, node_ids: Iterable[NodeId]) -> None:
+        """Dial the members in ``node_ids`` (all above our id) before we have anything
+        to send them: an empty member waiting to be added must reach a leader with a
+        higher id, which waits for the lower id to dial. Their links are dropped like any
+        other when the membership we learn does not include them. Raises nothing."""
+        for node_id in node_ids:
+            assert node_id > self.node_id, "the lower id dials"
+            self._peer(node_id)
 
     def readmit(self, node_id: NodeId) -> None:
         """Accept `node_id` again after `forget`: ids are reused (a StatefulSet
