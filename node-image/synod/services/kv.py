@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from synod.gcfree import untrack
+from synod.gcfree import keep_untracked, untrack
 from synod.services.commands import (
     read_bool,
     read_bytes,
@@ -363,13 +363,17 @@ class KVStore:
         self._lease_exists = lease_exists or (lambda _lease: False)
         self.revision = 1
         self.compact_revision = 0
+        # The two big containers (one element per key) and the history deque are kept
+        # out of the cyclic collector (synod.gcfree): a full collection would walk them.
         self._live: dict[bytes, KeyValue] = {}
         self._sorted_keys: list[bytes] = []
+        untrack(self._sorted_keys)
         self._keys_by_lease: dict[int, set[bytes]] = {}
         # The events of every revision >= compact_revision that had events, oldest
         # first; revisions are contiguous, so position = revision - first revision. A
         # revision is its events' (shared) revision: no per-revision record is kept.
         self._changelog: deque[tuple[Event, ...]] = deque()
+        untrack(self._changelog)
         self._history_bytes = 0  # sum of _revision_bytes over _changelog
 
     # -- reads ----------------------------------------------------------------------------
@@ -649,6 +653,7 @@ class KVStore:
             if prev is None:
                 bisect.insort(self._sorted_keys, key)
             self._live[key] = kv
+            keep_untracked(self._live)
             if kv.lease:
                 self._keys_by_lease.setdefault(kv.lease, set()).add(key)
         assert len(self._sorted_keys) == len(self._live)
@@ -718,6 +723,7 @@ class KVStore:
             fresh._set(kv.key, kv)
         fresh.revision, fresh.compact_revision = revision, compact_revision
         fresh._changelog = deque(events for _, events in history)
+        untrack(fresh._changelog)
         fresh._history_bytes = sum(_revision_bytes(events) for _, events in history)
         fresh._trim_history()  # a no-op for a snapshot taken under the same limits
         if len(fresh._live) != len(live) or len(live) > self.limits.keys_max:
