@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from synod.services.errors import (
     TooLarge,
 )
 from synod.services.limits import ServiceLimits, history_event_bytes
+from synod.services.sortedkeys import SortedKeys
 
 __all__ = [
     "Compare",
@@ -366,8 +366,7 @@ class KVStore:
         # The two big containers (one element per key) and the history deque are kept
         # out of the cyclic collector (synod.gcfree): a full collection would walk them.
         self._live: dict[bytes, KeyValue] = {}
-        self._sorted_keys: list[bytes] = []
-        untrack(self._sorted_keys)
+        self._sorted_keys = SortedKeys()
         self._keys_by_lease: dict[int, set[bytes]] = {}
         # The events of every revision >= compact_revision that had events, oldest
         # first; revisions are contiguous, so position = revision - first revision. A
@@ -414,25 +413,36 @@ class KVStore:
         revision = self._check_read_revision(request.revision)
         limit = request.limit or self.limits.range_limit_max
         overrides = {} if revision == self.revision else self._overrides_after(revision)
-        keys = self._keys_at(request.key, request.range_end, overrides)
+        if overrides:
+            keys = self._keys_at(request.key, request.range_end, overrides)
+            count, keys = len(keys), keys[:limit]
+        else:  # The live keys: count by position, copy only what is returned.
+            lo, hi = self._live_bounds(request.key, request.range_end)
+            count, keys = hi - lo, self._sorted_keys.slice(lo, min(hi, lo + limit))
         kvs: list[KeyValue] = []
         if not request.count_only:
-            for key in keys[:limit]:
+            for key in keys:
                 kv = overrides[key] if key in overrides else self._live[key]
                 assert kv is not None
                 kvs.append(kv)
         assert len(kvs) <= limit
-        return RangeResult(kvs, len(keys) > limit, len(keys), self.revision)
+        return RangeResult(kvs, count > limit, count, self.revision)
+
+    def _live_bounds(self, key: bytes, range_end: bytes) -> tuple[int, int]:
+        """Positions [lo, hi) of the range's live keys in the sorted keys."""
+        if not range_end:
+            lo = self._sorted_keys.bisect_left(key)
+            return lo, lo + (key in self._live)
+        lo = self._sorted_keys.bisect_left(key)
+        if range_end == ALL_KEYS_END:
+            return lo, len(self._sorted_keys)
+        return lo, self._sorted_keys.bisect_left(range_end, lo)
 
     def _live_keys_in(self, key: bytes, range_end: bytes) -> list[bytes]:
         """Sorted live keys in the range."""
         if not range_end:
             return [key] if key in self._live else []
-        lo = bisect.bisect_left(self._sorted_keys, key)
-        if range_end == ALL_KEYS_END:
-            return self._sorted_keys[lo:]
-        hi = bisect.bisect_left(self._sorted_keys, range_end, lo)
-        return self._sorted_keys[lo:hi]
+        return self._sorted_keys.slice(*self._live_bounds(key, range_end))
 
     def _overrides_after(self, revision: int) -> dict[bytes, KeyValue | None]:
         """The state at ``revision`` of every key changed after it: undo newer events."""
@@ -648,10 +658,10 @@ class KVStore:
                 del self._keys_by_lease[prev.lease]
         if kv is None:
             del self._live[key]
-            del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
+            self._sorted_keys.remove(key)
         else:
             if prev is None:
-                bisect.insort(self._sorted_keys, key)
+                self._sorted_keys.add(key)
             self._live[key] = kv
             keep_untracked(self._live)
             if kv.lease:
@@ -719,8 +729,12 @@ class KVStore:
             raise InvalidArgument(f"malformed kv snapshot: {exc}") from None
         _check_history(history, revision)
         fresh = KVStore(self.limits, self._lease_exists)
-        for kv in live:
-            fresh._set(kv.key, kv)
+        for kv in live:  # What _set does, in bulk: the keys are sorted once below.
+            fresh._live[kv.key] = kv
+            if kv.lease:
+                fresh._keys_by_lease.setdefault(kv.lease, set()).add(kv.key)
+        keep_untracked(fresh._live)
+        fresh._sorted_keys = SortedKeys(fresh._live)
         fresh.revision, fresh.compact_revision = revision, compact_revision
         fresh._changelog = deque(events for _, events in history)
         untrack(fresh._changelog)
