@@ -2,8 +2,9 @@
 
 All replicas of a cluster must use the same replicated bounds (those marked
 *replicated*): they decide whether a command succeeds, so they are part of the
-deterministic state transition. The node should load them from cluster configuration,
-never from per-node flags.
+deterministic state transition. They are never per-node flags: the defaults below are
+compiled in, and the settable ones (`SETTABLE_LIMITS_CEILING`) change only through a
+committed `limits_set` command, which snapshots carry.
 """
 
 from __future__ import annotations
