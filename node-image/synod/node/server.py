@@ -51,6 +51,7 @@ from synod.node.driver import (
     TurnDone,
     encode_snapshot_payload,
 )
+from synod.node.locks_http import LockWaits
 from synod.node.looplag import run_probe
 from synod.node.members import Member
 from synod.node.metrics import NodeMetrics
@@ -129,6 +130,7 @@ class RaftServer:
             entries_kept_after_snapshot=config.snapshot_catchup_entries,
         )
         self.state = ServiceStateMachine()
+        self.lock_waits = LockWaits(lambda: self.state.locks)
         self.driver: NodeDriver | None = None
         self.transport = PeerTransport(
             config.node_id,
@@ -382,6 +384,7 @@ class RaftServer:
         if done.applied_entries:
             metrics.proposals_applied.inc(done.applied_entries)
             self.state.watches.notify()
+            self.lock_waits.notify()
             self._applied_event.set()
             self._applied_event = asyncio.Event()
         if done.leader_changed:

@@ -52,6 +52,8 @@ from synod.services.errors import (
 __all__ = [
     "DEFAULT_NAMESPACE",
     "KINDS",
+    "LOCK_OPS",
+    "LOCK_READS",
     "MODES",
     "FencingTokenStale",
     "LockLimits",
@@ -71,6 +73,7 @@ __all__ = [
 DEFAULT_NAMESPACE = "default"
 KINDS = ("mutex", "rw", "semaphore", "election")
 MODES = ("x", "s")  # exclusive (write), shared (read; rw locks only)
+LOCK_READS = ("lock_status", "lock_list", "lock_check", "lock_waiter")
 LOCK_OPS = (
     "lock_acquire",
     "lock_release",
@@ -482,6 +485,36 @@ class LockTable:
 
     # -- reads ---------------------------------------------------------------------------
 
+    def read(self, op: dict[str, Any]) -> dict[str, Any]:
+        """Serve a read op map (``lock_status``, ``lock_list``, ``lock_check``,
+        ``lock_waiter``) from the applied state. Raises InvalidArgument, NotFound,
+        FencingTokenStale, TooLarge."""
+        kind = op.get("kind")
+        assert kind in LOCK_READS, kind
+        ns = op.get("ns", DEFAULT_NAMESPACE)
+        if not isinstance(ns, str):
+            raise InvalidArgument("field 'ns' must be a string")
+        if kind == "lock_list":
+            require_fields(op, (), ("ns", "prefix", "limit"))
+            prefix = op.get("prefix", "")
+            if not isinstance(prefix, str):
+                raise InvalidArgument("field 'prefix' must be a string")
+            return self.list_locks(ns, prefix, read_int(op, "limit", 0))
+        if kind == "lock_status":
+            require_fields(op, ("name",), ("ns",))
+            _space, ns, name = self._namespace_of(op)
+            return self.status(ns, name)
+        if kind == "lock_check":
+            require_fields(op, ("name", "token"), ("ns",))
+            _space, ns, name = self._namespace_of(op)
+            token = self.check_token(ns, name, read_int(op, "token", minimum=1))
+            return {"valid": True, "token": token, "lock_revision": self.revision}
+        require_fields(op, ("name", "owner", "waiter_id"), ("ns",))
+        _space, ns, name = self._namespace_of(op)
+        state, token = self.waiter_state(ns, name, self._owner(op), read_int(op, "waiter_id"))
+        assert state in ("waiting", "granted", "gone")
+        return {"state": state, "token": token, "lock_revision": self.revision}
+
     def status(self, ns: str, name: str) -> dict[str, Any]:
         """The lock's holders and waiters (``held`` False if it does not exist).
 
@@ -490,7 +523,7 @@ class LockTable:
         body: dict[str, Any] = {"ns": ns, "name": name, "lock_revision": self.revision}
         if lock is None:
             return {**body, "held": False, "type": None, "permits": 0, "holders": [],
-                    "waiters": [], "delayed": False, "revision": 0}  # fmt: skip
+                    "waiters": [], "delayed": False, "changed_revision": 0}  # fmt: skip
         holders = [
             {"owner": h.owner, "lease": h.lease, "mode": h.mode, "count": h.count,
              "token": h.token, "value": h.value}
@@ -504,7 +537,7 @@ class LockTable:
         assert len(holders) <= lock.permits or lock.kind == "rw"
         return {**body, "held": bool(holders), "type": lock.kind, "permits": lock.permits,
                 "holders": holders, "waiters": waiters, "delayed": bool(lock.delay_id),
-                "revision": lock.revision}  # fmt: skip
+                "changed_revision": lock.revision}  # fmt: skip
 
     def list_locks(self, ns: str, prefix: str = "", limit: int = 0) -> dict[str, Any]:
         """Names and holder/waiter counts of the namespace's locks with ``prefix``,

@@ -42,7 +42,7 @@ from synod.services.kv import (
 )
 from synod.services.leases import LeaseTable
 from synod.services.limits import ServiceLimits
-from synod.services.locks import LOCK_OPS, LockTable
+from synod.services.locks import LOCK_OPS, LOCK_READS, LockTable
 from synod.services.sessions import Result, SessionTable
 from synod.services.watch import WatchHub
 
@@ -230,8 +230,10 @@ class ServiceStateMachine:
     def read(self, op: dict[str, Any]) -> Result:
         """Serve a ``range`` op map from the applied state (same result format as an
         applied range). Raises InvalidArgument, TooLarge, Compacted, FutureRevision."""
+        if op.get("kind") in LOCK_READS:
+            return self._ok(**self.locks.read(op))
         if op.get("kind") != "range":
-            raise InvalidArgument("only range ops can be served as reads")
+            raise InvalidArgument("only range and lock read ops can be served as reads")
         return self._ok(**self._op_range(op))
 
     def range(
