@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from synod.cli.dev import DevCluster, DevClusterError
+from synod.cli.locks import register as register_locks
 from synod.cli.output import (
     EXIT_CODES_HELP,
     EXIT_NOT_FOUND,
@@ -656,6 +657,8 @@ def snapshot(opts: ClientOptions) -> None:
         index = client.snapshot()
     _admin_done(opts, {"snapshot_index": index}, f"snapshot taken at index {index}")
 
+
+register_locks(cli, client_options, parse_duration_ms)
 
 if __name__ == "__main__":
     main()

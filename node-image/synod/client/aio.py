@@ -174,6 +174,7 @@ class AsyncClient:
         self._current = 0
         self._discovery_due = discover_leader
         self._keepers: weakref.WeakSet[LeaseKeepAlive] = weakref.WeakSet()
+        self._locks: weakref.WeakSet[Lock] = weakref.WeakSet()
         self._penalties: dict[str, float] = {}  # url -> monotonic time it may be used again
         self._http: aiohttp.ClientSession | None = None
         self._client_id = 0
@@ -200,6 +201,8 @@ class AsyncClient:
         evicted by the cluster later."""
         for keeper in list(self._keepers):
             await keeper.stop()
+        for held in list(self._locks):
+            await held.stop_watchdog()  # its lease then expires by its TTL
         await self.close_session()
         if self._http is not None:
             await self._http.close()
@@ -686,6 +689,17 @@ class AsyncClient:
     async def validate_token(self, name: str, token: int, *, ns: str = "default") -> bool:
         """CheckSequencer: is ``token`` a current holder's of ``name``? Raises SynodError."""
         return await validate_token(self, name, token, ns)
+
+    async def election_leader(
+        self, name: str, *, ns: str = "default", after_revision: int = 0
+    ) -> dict[str, Any]:
+        """``{"leader": {owner, token, value, lease} | None, "changed_revision"}``; with
+        ``after_revision`` (a changed_revision seen) long-polls until the leader or its
+        value changes (or the server's poll bound passes). Raises SynodError."""
+        body: dict[str, Any] = {"ns": ns, "name": name}
+        if after_revision:
+            body["after_revision"] = after_revision
+        return await self._call("POST", "/v1/election/leader", body)
 
     async def lock_status(self, name: str, *, ns: str = "default") -> dict[str, Any]:
         """Holders and FIFO waiters of a lock. Raises NotFound (namespace), SynodError."""

@@ -175,6 +175,7 @@ class Lock:
             raise
         self.token = int(doc["token"])
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        self.client._locks.add(self)
         return self
 
     async def _acquire_call(self) -> dict[str, Any]:
@@ -196,14 +197,18 @@ class Lock:
         with contextlib.suppress(SynodError):
             await self.client.lease_revoke(self.lease_id)
 
-    async def release(self) -> None:
-        """Stop the watchdog, release the hold (checked by token) and revoke the lease.
-
-        Raises nothing: a lock that cannot be released is freed when its lease ends."""
+    async def stop_watchdog(self) -> None:
+        """Stop renewing (the client is closing). Raises nothing."""
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
+
+    async def release(self) -> None:
+        """Stop the watchdog, release the hold (checked by token) and revoke the lease.
+
+        Raises nothing: a lock that cannot be released is freed when its lease ends."""
+        await self.stop_watchdog()
         if self.token and self.lost is None:
             with contextlib.suppress(SynodError):
                 await self.client._call(

@@ -163,6 +163,7 @@ class Client:
     close_session = _blocking(AsyncClient.close_session)
 
     validate_token = _blocking(AsyncClient.validate_token)
+    election_leader = _blocking(AsyncClient.election_leader)
     lock_status = _blocking(AsyncClient.lock_status)
     lock_list = _blocking(AsyncClient.lock_list)
     lock_release = _blocking(AsyncClient.lock_release)
