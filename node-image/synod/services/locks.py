@@ -526,7 +526,7 @@ class LockTable:
                     "waiters": [], "delayed": False, "changed_revision": 0}  # fmt: skip
         holders = [
             {"owner": h.owner, "lease": h.lease, "mode": h.mode, "count": h.count,
-             "token": h.token, "value": h.value}
+             "token": h.token, "value": h.value, "waiter_id": h.waiter_id}
             for h in lock.holders.values()
         ]  # fmt: skip
         waiters = [
