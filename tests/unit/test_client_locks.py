@@ -83,6 +83,23 @@ def test_try_lock_and_wait_timeout_leave_no_lease_behind() -> None:
     run_with(body)
 
 
+def test_a_waiter_keeps_its_lease_alive_while_queued() -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        first = await client.lock("m", owner="a", ttl_ms=150).acquire()
+        second = client.lock("m", owner="b", ttl_ms=150)
+        waiting = asyncio.create_task(second.acquire())
+        await queued(cluster, "m", 1)
+        async with asyncio.timeout(WAIT_S):
+            while second.renewals < 4:  # more than a whole TTL in the queue
+                await asyncio.sleep(0.01)
+        await first.release()
+        await waiting
+        assert second.held and second.safe_until > time.monotonic()
+        await second.release()
+
+    run_with(body)
+
+
 def test_watchdog_renews_past_the_ttl() -> None:
     async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         async with client.lock("m", ttl_ms=150) as lock:

@@ -161,6 +161,8 @@ class Lock:
         grant = await self.client.lease_grant(self.ttl_ms)
         self.lease_id = grant.id
         self._safe_from(sent_s, grant.ttl_ms)
+        # A queued waiter may wait longer than the TTL: its lease is kept alive meanwhile.
+        keeper = asyncio.get_running_loop().create_task(self._keep_lease())
         try:
             doc = await self._acquire_call()
             for _poll in range(POLLS_PER_ACQUIRE_MAX):
@@ -171,12 +173,26 @@ class Lock:
             else:
                 raise LockWaitTimeout(f"{self.name!r}: more than {POLLS_PER_ACQUIRE_MAX} polls")
         except BaseException:
+            await _cancel(keeper)
             await self._give_up()
             raise
+        await _cancel(keeper)
         self.token = int(doc["token"])
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         self.client._locks.add(self)
         return self
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease every ttl/3 while queued (errors: the next try, or the wait
+        route answers lock-wait-timeout once the lease is gone)."""
+        interval_s = self.ttl_ms / 1000 / RENEWALS_PER_TTL
+        for _renewal in range(2**62):  # cancelled when the acquire ends
+            await asyncio.sleep(interval_s)
+            sent_s = time.monotonic()
+            with contextlib.suppress(SynodError):
+                ttl_ms = await self.client.lease_keepalive(self.lease_id)
+                self.renewals += 1
+                self._safe_from(sent_s, ttl_ms or self.ttl_ms)
 
     async def _acquire_call(self) -> dict[str, Any]:
         path, body = "/v1/locks/acquire", self._body(lease=self.lease_id, wait_ms=self.wait_ms)
@@ -279,6 +295,13 @@ class Lock:
                                              "token": self.token}]}  # fmt: skip
         return TxnResult.from_json(await self.client._call("POST", "/v1/kv/txn", body,
                                                             write=True))  # fmt: skip
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it. Raises nothing."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class RWLock:
