@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from synod.checker.locks import FencedWrite, LockHold, check_fenced_writes, check_locks
@@ -99,6 +100,9 @@ def test_killed_and_paused_holders(tmp_path: Path) -> None:
                  LockHold("jobs/b", "paused", paused_token, 0, None),
                  LockHold("jobs/b", "fresh", fresh_token, 1, 2)]  # fmt: skip
         assert check_locks(holds).ok
+        with urllib.request.urlopen(cluster.nodes[1].url + "/metrics", timeout=5) as answer:
+            metrics = answer.read().decode()
+        assert "synod_lock_held " in metrics and "synod_lock_waiters " in metrics
         print(f"takeover after kill -9: {takeover_s:.2f}s (TTL {TTL_MS} ms)")
     finally:
         for holder in holders:

@@ -157,6 +157,8 @@ class RaftServer:
         # Read at scrape time: exact even on a node that runs no turns (an idle follower).
         self.node_metrics.watchers.set_function(lambda: len(self.state.watches))
         self.node_metrics.leases.set_function(lambda: len(self.state.lease_ttls_ms()))
+        self.node_metrics.lock_holders.set_function(lambda: self.state.locks.counts()["holders"])
+        self.node_metrics.lock_waiters.set_function(lambda: self.state.locks.counts()["waiters"])
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_sent_s: dict[NodeId, float] = {}
