@@ -14,7 +14,7 @@ import pytest
 
 from synod.client import AsyncClient, Client, Txn
 from synod.client.errors import FencingTokenStale, LockWaitTimeout
-from synod.client.locks import Lock, LockLost, sql_fence_guard
+from synod.client.locks import Lock, LockLost, poll_ms, sql_fence_guard
 from synod.client.txn import put
 from synod.node.api import NoLeader
 from synod.services.locks import lock_timer_fire_op
@@ -215,6 +215,11 @@ def test_sql_fence_guard_refuses_a_stale_token() -> None:
     assert db.execute("SELECT state FROM orders").fetchone() == ("paid",)
     with pytest.raises(ValueError, match="identifier"):
         sql_fence_guard("x; DROP TABLE orders")
+
+
+def test_long_polls_fit_inside_the_attempt_timeout() -> None:
+    assert poll_ms(AsyncClient("127.0.0.1:1", timeout_s=2)) == 1_200
+    assert poll_ms(AsyncClient("127.0.0.1:1", timeout_s=100)) == 5_000
 
 
 def test_lock_options_are_checked() -> None:

@@ -37,7 +37,7 @@ from synod.client.errors import (
     error_from_problem,
 )
 from synod.client.lease import LeaseKeepAlive
-from synod.client.locks import Election, Lock, RWLock, validate_token
+from synod.client.locks import Election, Lock, RWLock, poll_ms, validate_token
 from synod.client.sse import iter_sse
 from synod.client.txn import Txn, range_, value, version
 from synod.client.txn import put as put_op
@@ -699,6 +699,7 @@ class AsyncClient:
         body: dict[str, Any] = {"ns": ns, "name": name}
         if after_revision:
             body["after_revision"] = after_revision
+            body["poll_ms"] = poll_ms(self)
         return await self._call("POST", "/v1/election/leader", body)
 
     async def lock_status(self, name: str, *, ns: str = "default") -> dict[str, Any]:

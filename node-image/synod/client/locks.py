@@ -60,6 +60,10 @@ DRIFT_DEFAULT = 0.05
 RENEWALS_PER_TTL = 3
 # Polls of one queued acquire (each long-polls up to the server's bound, 5 s).
 POLLS_PER_ACQUIRE_MAX = 100_000
+# A long-poll waits at most this share of the client's attempt timeout, and at most the
+# server's bound (synod.node.locks_routes.LOCK_POLL_MS_MAX).
+POLL_SHARE_OF_TIMEOUT = 0.6
+POLL_MS_MAX = 5_000
 LockLostCallback = Callable[["Lock", SynodError], None]
 
 
@@ -69,6 +73,12 @@ class LockLost(SynodError):
 
     code = "lock-lost"
     status = 409
+
+
+def poll_ms(client: AsyncClient) -> int:
+    """How long one long-poll may wait on the server: well inside the client's attempt
+    timeout, at most the server's bound (5 s). Raises nothing."""
+    return max(1, min(POLL_MS_MAX, int(client.timeout_s * 1000 * POLL_SHARE_OF_TIMEOUT)))
 
 
 def default_owner() -> str:
@@ -169,7 +179,7 @@ class Lock:
                 if doc.get("granted"):
                     break
                 doc = await self.client._call("POST", "/v1/locks/wait", self._body(
-                    waiter_id=int(doc["waiter_id"])))  # fmt: skip
+                    waiter_id=int(doc["waiter_id"]), poll_ms=poll_ms(self.client)))  # fmt: skip
             else:
                 raise LockWaitTimeout(f"{self.name!r}: more than {POLLS_PER_ACQUIRE_MAX} polls")
         except BaseException:
@@ -195,7 +205,8 @@ class Lock:
                 self._safe_from(sent_s, ttl_ms or self.ttl_ms)
 
     async def _acquire_call(self) -> dict[str, Any]:
-        path, body = "/v1/locks/acquire", self._body(lease=self.lease_id, wait_ms=self.wait_ms)
+        path, body = "/v1/locks/acquire", self._body(lease=self.lease_id, wait_ms=self.wait_ms,
+                                                     poll_ms=poll_ms(self.client))  # fmt: skip
         if self.lock_type == "election":
             path = "/v1/election/campaign"
             if self.value:
@@ -363,7 +374,8 @@ class Election:
             for _poll in range(POLLS_PER_ACQUIRE_MAX):
                 doc = await self.client._call("POST", "/v1/election/leader", {
                     "ns": self.ns, "name": self.name,
-                    "after_revision": int(doc["changed_revision"])})  # fmt: skip
+                    "after_revision": int(doc["changed_revision"]),
+                    "poll_ms": poll_ms(self.client)})  # fmt: skip
                 if _leader(doc) != seen:
                     break
             seen = _leader(doc)
