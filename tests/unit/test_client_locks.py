@@ -85,8 +85,8 @@ def test_try_lock_and_wait_timeout_leave_no_lease_behind() -> None:
 
 def test_a_waiter_keeps_its_lease_alive_while_queued() -> None:
     async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
-        first = await client.lock("m", owner="a", ttl_ms=150).acquire()
-        second = client.lock("m", owner="b", ttl_ms=150)
+        first = await client.lock("m", owner="a", ttl_ms=600).acquire()
+        second = client.lock("m", owner="b", ttl_ms=600)
         waiting = asyncio.create_task(second.acquire())
         await queued(cluster, "m", 1)
         async with asyncio.timeout(WAIT_S):
@@ -102,7 +102,8 @@ def test_a_waiter_keeps_its_lease_alive_while_queued() -> None:
 
 def test_watchdog_renews_past_the_ttl() -> None:
     async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
-        async with client.lock("m", ttl_ms=150) as lock:
+        # Renewals every 200 ms keep a 600 ms TTL on a loaded machine too.
+        async with client.lock("m", ttl_ms=600) as lock:
             async with asyncio.timeout(WAIT_S):
                 while lock.renewals < 3:
                     await asyncio.sleep(0.01)
