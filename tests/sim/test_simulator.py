@@ -89,7 +89,9 @@ def test_keepalives_answered_on_role_alone_are_caught(monkeypatch: pytest.Monkey
         self._settled.append((token, self._keepalive(batch, lease_id, now_ms)))
 
     monkeypatch.setattr(NodeDriver, "submit_keepalive", keepalive_without_confirmation)
-    violation = _first_violation(60)
+    # Rare by nature (an isolated old leader must get a keep-alive): seed 71 finds it
+    # since the lock workload joined the schedule (seed 42 before).
+    violation = _first_violation(80)
     assert violation is not None
     assert "keep-alive" in violation or "expired" in violation
 

@@ -44,6 +44,7 @@ from synod.node.api import NodeError, NotLeader, NotMember, Session
 from synod.node.forward import FORWARDED_HEADER, StreamAborted
 from synod.node.http import build_app
 from synod.node.http_state import HttpLimits
+from synod.node.locks_http import LockWaits
 from synod.services import commands
 from synod.services.limits import ServiceLimits
 from tests.unit.memory_node import MemoryNode
@@ -131,6 +132,10 @@ class Member:
     @property
     def node(self) -> MemoryNode:
         return self.cluster.node
+
+    @property
+    def lock_waits(self) -> LockWaits:
+        return self.cluster.node.lock_waits
 
     def _believed_leader(self) -> int:
         return self.cluster.stale_leader.get(self.index, self.cluster.leader)

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from synod.node.api import NodeError, NotLeader, Session
+from synod.node.locks_http import LockWaits
 from synod.node.watch_stream import WatchStreamLimits, WatchStreams
 from synod.services.commands import encode_command
 from synod.services.errors import NotFound, ServiceError
@@ -36,6 +37,7 @@ class MemoryNode:
         self.registry = CollectorRegistry()
         limits_of_streams = WatchStreamLimits(events_per_message_max, progress_interval_ms)
         self.streams = WatchStreams(self.machine, limits_of_streams)
+        self.lock_waits = LockWaits(lambda: self.machine.locks)
         self.index = 0
         self.not_leader: NotLeader | None = None  # raise it from leader-only calls
         self.fail_with: NodeError | None = None  # raise it from every call
@@ -63,7 +65,9 @@ class MemoryNode:
         client_id, seq, ack_seq = (0, 0, 0) if session is None else (
             session.client_id, session.seq, session.ack_seq)  # fmt: skip
         self.index += 1
-        return self.machine.apply(self.index, encode_command(op, client_id, seq, ack_seq))
+        result = self.machine.apply(self.index, encode_command(op, client_id, seq, ack_seq))
+        self.lock_waits.notify()
+        return result
 
     async def write(self, op: dict[str, Any], session: Session | None) -> dict[str, Any]:
         self._check(leader_only=True)

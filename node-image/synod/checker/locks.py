@@ -1,4 +1,6 @@
-"""Checker for lock histories: mutual exclusion and monotone fencing tokens.
+"""Checkers for lock histories: mutual exclusion and monotone fencing tokens of holds;
+mutual exclusion judged at a fenced resource (`check_fenced_writes`); FIFO grant order
+(`check_fifo`); no lost wake-up (`check_wakeups`).
 
 Each `LockHold` is one acknowledged grant as its holder saw it. Record a hold
 from the moment the grant was acknowledged to the holder (`acquire_time`) to
@@ -116,3 +118,134 @@ def _check_tokens(ordered: Sequence[LockHold], log: ViolationLog) -> None:
         if group_max is None or hold.token > group_max.token:
             group_max = hold
     assert len(first_with_token) <= len(ordered)
+
+
+# -- resource side, FIFO order and wake-ups ----------------------------------------------
+
+STALE_WRITE_ACCEPTED: Final = "stale-write-accepted"
+FENCED_WHILE_HELD: Final = "fenced-while-held"
+FIFO_ORDER: Final = "fifo-order"
+LOST_WAKEUP: Final = "lost-wakeup"
+
+
+@dataclass(frozen=True, slots=True)
+class FencedWrite:
+    """One write a holder sent to a fenced resource (which keeps the highest token it
+    accepted and refuses lower ones). ``believed_held``: the writer was inside its
+    conservative validity (``safe_until``) when it wrote. ``accepted``: the resource's
+    answer."""
+
+    lock: Hashable
+    holder: Hashable
+    token: int
+    time: int
+    believed_held: bool
+    accepted: bool
+
+
+def check_fenced_writes(
+    writes: Sequence[FencedWrite],
+    *,
+    writes_max: int = HOLDS_MAX_DEFAULT,
+    violations_max: int = VIOLATIONS_MAX_DEFAULT,
+) -> Report:
+    """Mutual exclusion judged by fencing tokens at the resource, in write order:
+
+    * ``stale-write-accepted``: the resource accepted a token lower than one it had
+      already accepted (a resource that does not fence, or tokens that went back);
+    * ``fenced-while-held``: a writer inside its validity was refused because a newer
+      token had been accepted — two holders believed they held the lock at once.
+
+    Raises ValueError when there are more than writes_max writes."""
+    if len(writes) > writes_max:
+        raise ValueError(f"{len(writes)} writes exceed writes_max={writes_max}")
+    log = ViolationLog(violations_max)
+    highest: dict[Hashable, FencedWrite] = {}
+    for write in sorted(writes, key=lambda w: w.time):  # bound: writes_max
+        best = highest.get(write.lock)
+        if write.accepted:
+            if best is not None and write.token < best.token:
+                log.add(STALE_WRITE_ACCEPTED,
+                        f"{write.holder!r} wrote {write.lock!r} with token {write.token} at "
+                        f"{write.time} after token {best.token} of {best.holder!r}")  # fmt: skip
+            if best is None or write.token > best.token:
+                highest[write.lock] = write
+        elif write.believed_held and best is not None and best.token > write.token:
+            log.add(FENCED_WHILE_HELD,
+                    f"{write.holder!r} believed it held {write.lock!r} (token {write.token}) "
+                    f"at {write.time} but {best.holder!r} had written with token "
+                    f"{best.token} at {best.time}")  # fmt: skip
+    report = log.report(len(writes))
+    assert report.checked_count == len(writes)
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedGrant:
+    """A grant out of the wait queue: ``waiter_id`` numbers the waits of the service in
+    request order; ``time`` orders the grants (e.g. the log index that granted it)."""
+
+    lock: Hashable
+    holder: Hashable
+    waiter_id: int
+    time: int
+
+
+def check_fifo(
+    grants: Sequence[QueuedGrant],
+    *,
+    grants_max: int = HOLDS_MAX_DEFAULT,
+    violations_max: int = VIOLATIONS_MAX_DEFAULT,
+) -> Report:
+    """``fifo-order``: per lock, queued waiters are granted in request order (a later
+    grant never carries an earlier waiter id). Raises ValueError beyond grants_max."""
+    if len(grants) > grants_max:
+        raise ValueError(f"{len(grants)} grants exceed grants_max={grants_max}")
+    log = ViolationLog(violations_max)
+    last: dict[Hashable, QueuedGrant] = {}
+    for grant in sorted(grants, key=lambda g: g.time):  # bound: grants_max
+        before = last.get(grant.lock)
+        if before is not None and grant.waiter_id < before.waiter_id:
+            log.add(FIFO_ORDER,
+                    f"{grant.holder!r} (wait {grant.waiter_id}) was granted {grant.lock!r} "
+                    f"at {grant.time} after {before.holder!r} (wait {before.waiter_id}) "
+                    f"at {before.time}")  # fmt: skip
+        if before is None or grant.waiter_id > before.waiter_id:
+            last[grant.lock] = grant
+    return log.report(len(grants))
+
+
+@dataclass(frozen=True, slots=True)
+class LockSample:
+    """The applied state of one lock at ``time``: whether its queue head could be
+    granted now (free enough for it and no lock-delay running)."""
+
+    lock: Hashable
+    time: int
+    head_grantable: bool
+
+
+def check_wakeups(
+    samples: Sequence[LockSample],
+    bound: int,
+    *,
+    samples_max: int = HOLDS_MAX_DEFAULT,
+    violations_max: int = VIOLATIONS_MAX_DEFAULT,
+) -> Report:
+    """``lost-wakeup``: a queue head that could be granted stayed waiting for longer
+    than ``bound`` (time units of the samples). Synod grants in the same applied
+    command, so its bound is 0. Raises ValueError beyond samples_max or bound < 0."""
+    if len(samples) > samples_max or bound < 0:
+        raise ValueError(f"{len(samples)} samples (max {samples_max}), bound {bound} >= 0")
+    log = ViolationLog(violations_max)
+    since: dict[Hashable, int] = {}
+    for sample in sorted(samples, key=lambda s: s.time):  # bound: samples_max
+        if not sample.head_grantable:
+            since.pop(sample.lock, None)
+            continue
+        start = since.setdefault(sample.lock, sample.time)
+        if sample.time - start > bound:
+            log.add(LOST_WAKEUP, f"the head waiter of {sample.lock!r} could be granted "
+                                 f"from {start} but still waited at {sample.time}")  # fmt: skip
+            since[sample.lock] = sample.time  # report each stall once per bound
+    return log.report(len(samples))

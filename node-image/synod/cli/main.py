@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from synod.cli.dev import DevCluster, DevClusterError
+from synod.cli.locks import register as register_locks
 from synod.cli.output import (
     EXIT_CODES_HELP,
     EXIT_NOT_FOUND,
@@ -685,6 +686,8 @@ def limits(
     for name, value in applied.items():
         out_console.print(f"{name} = {value}")
 
+
+register_locks(cli, client_options, parse_duration_ms)
 
 if __name__ == "__main__":
     main()

@@ -36,6 +36,7 @@ from synod.client.errors import (
     Unhealthy,
 )
 from synod.client.lease import LeaseKeepAlive
+from synod.client.locks import Election, Leader, Lock, LockLost, RWLock, SyncLock
 from synod.client.sync import Client, SyncLeaseKeepAlive
 from synod.client.txn import Compare, Txn
 from synod.client.types import (
@@ -67,14 +68,18 @@ __all__ = [
     "ConfChangePending",
     "Conflict",
     "DeleteResult",
+    "Election",
     "FutureRevision",
     "Header",
     "InvalidArgument",
+    "Leader",
     "LeaseExpired",
     "LeaseGrant",
     "LeaseInfo",
     "LeaseKeepAlive",
     "LimitExceeded",
+    "Lock",
+    "LockLost",
     "MemberStatus",
     "NoLeader",
     "NotCaughtUp",
@@ -84,10 +89,12 @@ __all__ = [
     "OutcomeUnknown",
     "ProtocolError",
     "PutResult",
+    "RWLock",
     "RangeResult",
     "RequestTimeout",
     "SessionExpired",
     "SyncLeaseKeepAlive",
+    "SyncLock",
     "SynodError",
     "TooLarge",
     "TransferInvalid",

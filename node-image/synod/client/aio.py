@@ -37,6 +37,7 @@ from synod.client.errors import (
     error_from_problem,
 )
 from synod.client.lease import LeaseKeepAlive
+from synod.client.locks import Election, Lock, RWLock, poll_ms, validate_token
 from synod.client.sse import iter_sse
 from synod.client.txn import Txn, range_, value, version
 from synod.client.txn import put as put_op
@@ -173,6 +174,7 @@ class AsyncClient:
         self._current = 0
         self._discovery_due = discover_leader
         self._keepers: weakref.WeakSet[LeaseKeepAlive] = weakref.WeakSet()
+        self._locks: weakref.WeakSet[Lock] = weakref.WeakSet()
         self._penalties: dict[str, float] = {}  # url -> monotonic time it may be used again
         self._http: aiohttp.ClientSession | None = None
         self._client_id = 0
@@ -199,6 +201,8 @@ class AsyncClient:
         evicted by the cluster later."""
         for keeper in list(self._keepers):
             await keeper.stop()
+        for held in list(self._locks):
+            await held.stop_watchdog()  # its lease then expires by its TTL
         await self.close_session()
         if self._http is not None:
             await self._http.close()
@@ -659,6 +663,68 @@ class AsyncClient:
             yield keeper
         finally:
             await keeper.stop(revoke=True)
+
+    # -- locks (docs/locks.md) -----------------------------------------------------
+
+    def lock(self, name: str, **options: Any) -> Lock:
+        """A fenced mutex: ``async with client.lock("orders/42", ttl_ms=10_000) as
+        lock: ... lock.token``. Options: see :class:`~synod.client.locks.Lock`.
+        Raises ValueError on bad options."""
+        return Lock(self, name, **options)
+
+    def rwlock(self, name: str, **options: Any) -> RWLock:
+        """A read-write lock: ``.read()`` / ``.write()`` give Locks. Raises nothing."""
+        return RWLock(self, name, **options)
+
+    def semaphore(self, name: str, permits: int, **options: Any) -> Lock:
+        """One permit of a counting semaphore of ``permits``. Raises ValueError."""
+        return Lock(self, name, lock_type="semaphore", permits=permits, **options)
+
+    def election(self, name: str, *, ns: str = "default") -> Election:
+        """Leader election on ``name``: campaign, leader, observe, proclaim.
+
+        Raises nothing."""
+        return Election(self, name, ns=ns)
+
+    async def validate_token(self, name: str, token: int, *, ns: str = "default") -> bool:
+        """CheckSequencer: is ``token`` a current holder's of ``name``? Raises SynodError."""
+        return await validate_token(self, name, token, ns)
+
+    async def election_leader(
+        self, name: str, *, ns: str = "default", after_revision: int = 0
+    ) -> dict[str, Any]:
+        """``{"leader": {owner, token, value, lease} | None, "changed_revision"}``; with
+        ``after_revision`` (a changed_revision seen) long-polls until the leader or its
+        value changes (or the server's poll bound passes). Raises SynodError."""
+        body: dict[str, Any] = {"ns": ns, "name": name}
+        if after_revision:
+            body["after_revision"] = after_revision
+            body["poll_ms"] = poll_ms(self)
+        return await self._call("POST", "/v1/election/leader", body)
+
+    async def lock_status(self, name: str, *, ns: str = "default") -> dict[str, Any]:
+        """Holders and FIFO waiters of a lock. Raises NotFound (namespace), SynodError."""
+        return await self._call("POST", "/v1/locks/status", {"ns": ns, "name": name})
+
+    async def lock_list(self, prefix: str = "", *, ns: str = "default") -> dict[str, Any]:
+        """Locks of a namespace by name prefix. Raises NotFound, SynodError."""
+        return await self._call("POST", "/v1/locks/list", {"ns": ns, "prefix": prefix})
+
+    async def lock_release(self, name: str, owner: str, *, ns: str = "default",
+                           token: int = 0) -> dict[str, Any]:  # fmt: skip
+        """Release ``owner``'s hold (all counts) or its wait. Raises LockNotHeld,
+        FencingTokenStale, SynodError."""
+        body = {"ns": ns, "name": name, "owner": owner, "token": token, "all": True}
+        return await self._call("POST", "/v1/locks/release", body, write=True)
+
+    async def lock_revoke(self, name: str, *, ns: str = "default", owner: str = "") -> list[str]:
+        """Admin: drop every holder (or ``owner``'s); the token moves on. Returns the
+        revoked owners. Raises LockNotHeld, SynodError."""
+        body: dict[str, Any] = {"ns": ns, "name": name}
+        if owner:
+            body["owner"] = owner
+        doc = await self._call("POST", "/v1/locks/revoke", body, write=True)
+        return [str(owner) for owner in doc.get("revoked", [])]
 
     # -- cluster and admin ----------------------------------------------------------
 

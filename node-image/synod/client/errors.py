@@ -11,7 +11,8 @@ Hierarchy (``except SynodError`` catches them all)::
     ├── NotFound (404) ── LeaseExpired (a kept-alive lease is gone)
     ├── MethodNotAllowed (405)
     ├── Conflict (409) ── CompareFailed, AlreadyExists, NotCaughtUp, ConfChangePending,
-    │                     ConfChangeInvalid, TransferInvalid
+    │                     ConfChangeInvalid, TransferInvalid, LockNotHeld,
+    │                     LockWaitTimeout, LockUpgradeRefused, FencingTokenStale
     ├── Compacted (410)
     ├── SessionExpired (410)
     ├── TooLarge (413)
@@ -42,10 +43,14 @@ __all__ = [
     "ConfChangeInvalid",
     "ConfChangePending",
     "Conflict",
+    "FencingTokenStale",
     "FutureRevision",
     "InvalidArgument",
     "LeaseExpired",
     "LimitExceeded",
+    "LockNotHeld",
+    "LockUpgradeRefused",
+    "LockWaitTimeout",
     "MethodNotAllowed",
     "NoLeader",
     "NotCaughtUp",
@@ -180,6 +185,31 @@ class TransferInvalid(Conflict):
     code = "transfer-invalid"
 
 
+class LockNotHeld(Conflict):
+    """The owner neither holds nor waits for the lock (released, expired, revoked)."""
+
+    code = "lock-not-held"
+
+
+class LockWaitTimeout(Conflict):
+    """The lock was not granted within the wait bound; the waiter left the queue."""
+
+    code = "lock-wait-timeout"
+
+
+class LockUpgradeRefused(Conflict):
+    """A read holder asked for the write lock of an rw lock: release the read first."""
+
+    code = "lock-upgrade-refused"
+
+
+class FencingTokenStale(Conflict):
+    """A fencing token is not a current holder's; ``problem["current"]`` is the newest
+    holder's token (0 if none)."""
+
+    code = "fencing-token-stale"
+
+
 class Compacted(SynodError):
     """The revision was compacted away; ``compact_revision`` is the oldest readable."""
 
@@ -304,6 +334,10 @@ _BY_CODE: dict[str, type[SynodError]] = {
         ConfChangePending,
         ConfChangeInvalid,
         TransferInvalid,
+        LockNotHeld,
+        LockWaitTimeout,
+        LockUpgradeRefused,
+        FencingTokenStale,
         Compacted,
         SessionExpired,
         TooLarge,

@@ -16,6 +16,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from synod.client.aio import AsyncClient
 from synod.client.errors import SynodError
 from synod.client.lease import LeaseKeepAlive
+from synod.client.locks import SyncLock
 from synod.client.types import WatchEvent
 
 __all__ = ["Client", "SyncLeaseKeepAlive"]
@@ -161,6 +162,34 @@ class Client:
     snapshot = _blocking(AsyncClient.snapshot)
     set_limits = _blocking(AsyncClient.set_limits)
     close_session = _blocking(AsyncClient.close_session)
+
+    validate_token = _blocking(AsyncClient.validate_token)
+    election_leader = _blocking(AsyncClient.election_leader)
+    lock_status = _blocking(AsyncClient.lock_status)
+    lock_list = _blocking(AsyncClient.lock_list)
+    lock_release = _blocking(AsyncClient.lock_release)
+    lock_revoke = _blocking(AsyncClient.lock_revoke)
+
+    def lock(self, name: str, **options: Any) -> SyncLock:
+        """A fenced mutex: ``with client.lock("orders/42", ttl_ms=10_000) as lock:``
+        (see :class:`~synod.client.locks.SyncLock`). Raises ValueError on bad options."""
+        options.setdefault("cancel_on_lost", False)
+        return SyncLock(self._run, self.aio.lock(name, **options))
+
+    def semaphore(self, name: str, permits: int, **options: Any) -> SyncLock:
+        """One permit of a counting semaphore. Raises ValueError on bad options."""
+        options.setdefault("cancel_on_lost", False)
+        return SyncLock(self._run, self.aio.semaphore(name, permits, **options))
+
+    def rwlock_read(self, name: str, **options: Any) -> SyncLock:
+        """A shared hold of an rw lock. Raises ValueError on bad options."""
+        options.setdefault("cancel_on_lost", False)
+        return SyncLock(self._run, self.aio.rwlock(name).read(**options))
+
+    def rwlock_write(self, name: str, **options: Any) -> SyncLock:
+        """An exclusive hold of an rw lock. Raises ValueError on bad options."""
+        options.setdefault("cancel_on_lost", False)
+        return SyncLock(self._run, self.aio.rwlock(name).write(**options))
 
     def keep_alive(self, lease_id: int, ttl_ms: int) -> SyncLeaseKeepAlive:
         """Renew ``lease_id`` in the background every ttl/3. Raises nothing."""

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from synod.codes import status_of
+
+if TYPE_CHECKING:
+    from synod.node.locks_http import LockWaits
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,7 @@ class NodeApi(Protocol):
     """What the HTTP layer needs from a node."""
 
     member_id: int
+    lock_waits: LockWaits  # wakes lock long-polls after each applied turn
 
     def header(self) -> dict[str, int]:
         """`{"revision", "raft_term", "member_id", "leader_id"}` for answers."""

@@ -56,6 +56,7 @@ from synod.raft.types import (
 from synod.services.commands import encode_command, lease_expire_op
 from synod.services.errors import ServiceError
 from synod.services.leases import LeaseClock
+from synod.services.locks import lock_timer_fire_op
 from synod.services.state import RestoredState, ServiceStateMachine
 
 SNAPSHOT_FORMAT = 1
@@ -181,6 +182,10 @@ class NodeDriver:
         self.member_id: NodeId = raft.id
         self.state = state
         self.lease_clock = LeaseClock()
+        # Wait bounds and lock-delays of the locks service, decided here on the leader
+        # and proposed as lock_timer_fire commands (the same clock class as leases).
+        self.lock_clock = LeaseClock()
+        self._lock_revision_seen = -1
         self.addresses: dict[NodeId, Member] = {m.node_id: m for m in addresses}
         self.snapshot_index = snapshot_index
         self._boot_nonce = boot_nonce
@@ -217,6 +222,11 @@ class NodeDriver:
             if expired:
                 with contextlib.suppress(ProposalDropped):  # Offered again after a retry.
                     self.raft.propose(encode_command(lease_expire_op(expired)))
+        if self.raft.role == Role.LEADER and self.lock_clock.is_leader:
+            due = self.lock_clock.expired(now_ms)
+            if due:
+                with contextlib.suppress(ProposalDropped):  # Offered again after a retry.
+                    self.raft.propose(encode_command(lock_timer_fire_op(due)))
         self._expire_waiters(now_ms)
 
     def receive(self, messages: list[Message]) -> bool:
@@ -486,6 +496,7 @@ class NodeDriver:
         else:
             result = self.state.apply(entry.index, entry.data)
             self._track_leases(result, now_ms)
+            self._track_lock_timers(now_ms)
         waiter = self._entry_waiters.pop(entry.index, None)
         if waiter is None:
             return
@@ -506,6 +517,16 @@ class NodeDriver:
             self.lease_clock.on_granted(int(result["id"]), int(result["ttl_ms"]), now_ms)
         elif "keys_deleted" in result or "expired" in result:
             self.lease_clock.sync(self.state.lease_ttls_ms(), now_ms)
+
+    def _track_lock_timers(self, now_ms: int) -> None:
+        """On the leader, start the timers of new waiters and lock-delays (full duration
+        from now) and forget settled ones, whenever the locks state changed."""
+        revision = self.state.locks.revision
+        if revision == self._lock_revision_seen:
+            return
+        self._lock_revision_seen = revision
+        if self.lock_clock.is_leader:
+            self.lock_clock.sync(self.state.lock_timers_ms(), now_ms)
 
     def _note_conf_change(self, change: ConfChange) -> None:
         if change.kind == ConfChangeKind.ADD_LEARNER and change.context:
@@ -557,8 +578,12 @@ class NodeDriver:
         changed = is_leader != self._was_leader
         if is_leader and not self._was_leader:
             self.lease_clock.on_become_leader(now_ms, self.state.lease_ttls_ms())
+            # Every pending wait and lock-delay restarts with its full duration: a
+            # leader change makes a wait longer, never shorter.
+            self.lock_clock.on_become_leader(now_ms, self.state.lock_timers_ms())
         elif not is_leader and self._was_leader:
             self.lease_clock.on_become_follower()
+            self.lock_clock.on_become_follower()
         self._was_leader = is_leader
         assert self.lease_clock.is_leader == is_leader
         return changed

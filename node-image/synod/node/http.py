@@ -50,6 +50,7 @@ from synod.node.inputs import (
     read_body,
     txn_from_json,
 )
+from synod.node.locks_http import LOCK_OPERATIONS
 from synod.node.openapi import openapi_document
 from synod.node.problems import (
     Problem,
@@ -134,7 +135,7 @@ def _checked(op: dict[str, Any], limits: ServiceLimits) -> dict[str, Any]:
     """``op`` after the state machine's own parser accepted it: a doomed write must not
     cost a log entry. Raises InvalidArgument, TooLarge (as the apply would)."""
     if op["kind"] == "txn":
-        parse_txn(op, limits)
+        parse_txn({k: v for k, v in op.items() if k != "fences"}, limits)
     else:
         parse_request(op, limits)
     return op
@@ -271,6 +272,7 @@ _JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
     "adminSetLimits": _admin_set_limits,
     "adminSnapshot": _admin_snapshot,
     "clusterStatus": _cluster_status,
+    **LOCK_OPERATIONS,
 }
 
 

@@ -203,7 +203,10 @@ def txn_from_json(body: dict[str, Any]) -> dict[str, Any]:
             ((kind, op_body),) = item.items()  # the schema allows exactly one member
             branch.append(_TXN_OPS[kind](op_body))
         branches.append(branch)
-    return commands.txn_op(compares, branches[0], branches[1])
+    op = commands.txn_op(compares, branches[0], branches[1])
+    if body.get("fences"):  # lock-token guards (docs/locks.md)
+        op["fences"] = [dict(fence) for fence in body["fences"]]
+    return op
 
 
 # -- member addresses -----------------------------------------------------------------------

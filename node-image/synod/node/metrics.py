@@ -83,6 +83,10 @@ class NodeMetrics:
         )
         self.watchers = Gauge("synod_watchers", "Live watchers on this node.", registry=registry)
         self.leases = Gauge("synod_leases", "Live leases.", registry=registry)
+        self.lock_holders = Gauge("synod_lock_held", "Lock holds (applied state).",
+                                  registry=registry)  # fmt: skip
+        self.lock_waiters = Gauge("synod_lock_waiters", "Queued lock waiters (applied state).",
+                                  registry=registry)  # fmt: skip
         Gauge("synod_member_id", "This node's member id.", registry=registry).set(node_id)
         self._loop_lag_max_s = 0.0
 

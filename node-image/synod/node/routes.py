@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from synod.node.locks_routes import lock_fence_schema, lock_route_specs
 from synod.node.schema import INT64_MAX, Schema, boolean, integer, obj, string
 from synod.services.limits import SETTABLE_LIMITS_CEILING, ServiceLimits
 
@@ -256,12 +257,14 @@ def _kv_routes(limits: ServiceLimits) -> list[RouteSpec]:
         RouteSpec(
             "kvTxn", "POST", "/v1/kv/txn", "Compare, then run success or failure ops atomically",
             _answer({"succeeded": boolean(), "responses": _array(_txn_response())}),
-            (*_WRITE_ERRORS, "not-found", "future-revision", "compacted"),
+            (*_WRITE_ERRORS, "not-found", "future-revision", "compacted", "fencing-token-stale"),
             body=obj({
                 "compare": _array(_compare(limits), limits.compares_per_txn_max,
                                   "compares_per_txn_max"),
                 "success": txn_ops,
                 "failure": txn_ops,
+                "fences": _array(lock_fence_schema(), limits.compares_per_txn_max,
+                                 "compares_per_txn_max"),
             }),
             session=True,
             example={
@@ -455,7 +458,7 @@ def route_specs(limits: ServiceLimits | None = None) -> tuple[RouteSpec, ...]:
     """Every route of the client API, with schemas sized by ``limits``. Raises nothing."""
     limits = limits or ServiceLimits()
     specs = (*_kv_routes(limits), *_lease_routes(limits), _watch_route(limits),
-             *_admin_routes(), *_cluster_routes())  # fmt: skip
+             *_admin_routes(), *_cluster_routes(), *lock_route_specs())  # fmt: skip
     assert len({spec.operation_id for spec in specs}) == len(specs)
     assert len({spec.route_id for spec in specs}) == len(specs)
     assert all(spec.example is None or spec.body or spec.query for spec in specs)

@@ -51,6 +51,7 @@ from synod.node.driver import (
     TurnDone,
     encode_snapshot_payload,
 )
+from synod.node.locks_http import LockWaits
 from synod.node.looplag import run_probe
 from synod.node.members import Member
 from synod.node.metrics import NodeMetrics
@@ -129,6 +130,7 @@ class RaftServer:
             entries_kept_after_snapshot=config.snapshot_catchup_entries,
         )
         self.state = ServiceStateMachine()
+        self.lock_waits = LockWaits(lambda: self.state.locks)
         self.driver: NodeDriver | None = None
         self.transport = PeerTransport(
             config.node_id,
@@ -155,6 +157,8 @@ class RaftServer:
         # Read at scrape time: exact even on a node that runs no turns (an idle follower).
         self.node_metrics.watchers.set_function(lambda: len(self.state.watches))
         self.node_metrics.leases.set_function(lambda: len(self.state.lease_ttls_ms()))
+        self.node_metrics.lock_holders.set_function(lambda: self.state.locks.counts()["holders"])
+        self.node_metrics.lock_waiters.set_function(lambda: self.state.locks.counts()["waiters"])
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_sent_s: dict[NodeId, float] = {}
@@ -392,6 +396,7 @@ class RaftServer:
         if done.applied_entries:
             metrics.proposals_applied.inc(done.applied_entries)
             self.state.watches.notify()
+            self.lock_waits.notify()
             self._applied_event.set()
             self._applied_event = asyncio.Event()
         if done.leader_changed:

@@ -42,6 +42,7 @@ from synod.services.kv import (
 )
 from synod.services.leases import LeaseTable
 from synod.services.limits import ServiceLimits, settable_limits, with_settable_limits
+from synod.services.locks import LOCK_OPS, LOCK_READS, LockTable
 from synod.services.sessions import Result, SessionTable
 from synod.services.watch import WatchHub
 
@@ -79,6 +80,7 @@ class ServiceStateMachine:
         self.applied_index = 0
         self.leases = LeaseTable(self.limits)
         self.kv = KVStore(self.limits, self.leases.exists)
+        self.locks = LockTable(self.leases.exists)
         self.sessions = SessionTable(self.limits.sessions_max,
                                      self.limits.responses_per_session_max)  # fmt: skip
         self._ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -91,6 +93,7 @@ class ServiceStateMachine:
             "lease_revoke": self._op_lease_revoke,
             "lease_expire": self._op_lease_expire,
             "limits_set": self._op_limits_set,
+            **{kind: self._op_lock for kind in LOCK_OPS},
         }
 
     # -- apply ----------------------------------------------------------------------------
@@ -172,12 +175,22 @@ class ServiceStateMachine:
         return _range_body(self.kv.range(request), request.keys_only)
 
     def _op_txn(self, op: dict[str, Any]) -> dict[str, Any]:
-        compares, success, failure = parse_txn(op, self.limits)
+        if "fences" in op:  # lock-token guards: all must hold, else nothing happens
+            fences = read_list(op, "fences", self.limits.compares_per_txn_max,
+                               "compares_per_txn_max")  # fmt: skip
+            op = {k: v for k, v in op.items() if k != "fences"}
+            compares, success, failure = parse_txn(op, self.limits)
+            self.locks.check_fences(fences)
+        else:
+            compares, success, failure = parse_txn(op, self.limits)
         succeeded, results, _revision = self.kv.txn(compares, success, failure)
         branch = success if succeeded else failure
         assert len(branch) == len(results)
         responses = [_txn_response(r, out) for r, out in zip(branch, results, strict=True)]
         return {"succeeded": succeeded, "responses": responses}
+
+    def _op_lock(self, op: dict[str, Any]) -> dict[str, Any]:
+        return self.locks.apply(op)
 
     def _op_compact(self, op: dict[str, Any]) -> dict[str, Any]:
         require_fields(op, ("revision",))
@@ -242,6 +255,7 @@ class ServiceStateMachine:
         assert len(keys) <= self.limits.keys_per_lease_max
         self.kv.delete_keys(keys)
         self.leases.revoke(lease_id)
+        self.locks.on_lease_revoked(lease_id)
         assert not self.kv.keys_of_lease(lease_id)
         return len(keys)
 
@@ -250,8 +264,10 @@ class ServiceStateMachine:
     def read(self, op: dict[str, Any]) -> Result:
         """Serve a ``range`` op map from the applied state (same result format as an
         applied range). Raises InvalidArgument, TooLarge, Compacted, FutureRevision."""
+        if op.get("kind") in LOCK_READS:
+            return self._ok(**self.locks.read(op))
         if op.get("kind") != "range":
-            raise InvalidArgument("only range ops can be served as reads")
+            raise InvalidArgument("only range and lock read ops can be served as reads")
         return self._ok(**self._op_range(op))
 
     def range(
@@ -275,6 +291,12 @@ class ServiceStateMachine:
         return self._ok(id=lease.lease_id, ttl_ms=lease.ttl_ms,
                         keys=self.kv.keys_of_lease(lease_id))  # fmt: skip
 
+    def lock_timers_ms(self) -> dict[int, int]:
+        """``{timer_id: duration_ms}`` of the lock timers for the leader's lock clock.
+
+        Raises nothing."""
+        return self.locks.timers()
+
     def lease_ttls_ms(self) -> dict[int, int]:
         """``{lease_id: ttl_ms}`` for ``LeaseClock.on_become_leader``. Raises nothing."""
         return self.leases.ttls_ms()
@@ -291,6 +313,7 @@ class ServiceStateMachine:
             "leases": self.leases.to_snapshot(),
             "sessions": self.sessions.to_snapshot(),
             "limits": settable_limits(self.limits),
+            "locks": self.locks.to_snapshot(),
         }
         data = msgpack.packb(state, use_bin_type=True)
         assert isinstance(data, bytes)
@@ -312,6 +335,7 @@ class ServiceStateMachine:
             applied_index = read_int(state, "applied_index")
             leases, kv_data, sessions = state["leases"], state["kv"], state["sessions"]
             limits = with_settable_limits(self._base_limits, state.get("limits") or {})
+            locks_data = state.get("locks")  # absent in snapshots from before locks
         except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
             raise InvalidArgument(f"malformed snapshot: {type(exc).__name__}") from None
         leases_table = LeaseTable(limits)
@@ -321,8 +345,11 @@ class ServiceStateMachine:
         session_table = SessionTable(self.limits.sessions_max,
                                      self.limits.responses_per_session_max)  # fmt: skip
         session_table.restore(sessions)
+        locks = LockTable(leases_table.exists, self.locks.limits)
+        if locks_data is not None:
+            locks.restore(locks_data)
         assert kv.revision >= 1
-        return RestoredState(applied_index, leases_table, kv, session_table, limits)
+        return RestoredState(applied_index, leases_table, kv, session_table, limits, locks)
 
     def adopt(self, restored: RestoredState) -> None:
         """Replace the state with a decoded one (cheap: references only); live watchers
@@ -330,6 +357,8 @@ class ServiceStateMachine:
         self.applied_index = restored.applied_index
         self.leases, self.kv, self.sessions = restored.leases, restored.kv, restored.sessions
         self._use_limits(restored.limits)
+        if restored.locks is not None:
+            self.locks = restored.locks
         self.watches.kv = restored.kv
         self.watches.reset()
         assert self.kv is restored.kv and self.kv.revision >= 1
@@ -344,6 +373,7 @@ class RestoredState:
     kv: KVStore
     sessions: SessionTable
     limits: ServiceLimits
+    locks: LockTable | None = None
 
 
 def _txn_response(request: Request, out: Any) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from synod.services.commands import (
 )
 from synod.services.errors import ServiceError
 from synod.sim.invariants import SafetyMonitor, SafetyViolation
+from synod.sim.locks_workload import LockWorkload
 from synod.sim.network import LinkFaults, Partition, random_partition
 from synod.sim.node import ClientRequest, SimNode, SimNodeOptions
 from synod.storage.fs import SimFileSystem
@@ -57,6 +58,9 @@ from synod.storage.fs import SimFileSystem
 EVENTS_MAX = 2_000_000  # Hard stop for one run, whatever the schedule.
 TRACE_LINES_MAX = 400  # The tail of the trace printed for a failing seed.
 KEYS = (b"a", b"b", b"c")
+# Lock answers that say the op surely did nothing more (see synod.codes).
+LOCK_DEFINITE_CODES = ("lock-wait-timeout", "lock-not-held", "not-found", "fencing-token-stale",
+                       "invalid-argument", "limit-exceeded")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,7 @@ class SimResult:
     keepalives: int = 0  # Keep-alives answered.
     leases_expired: int = 0  # Lease ids in applied lease_expire commands.
     admin_changes: int = 0  # Membership changes answered as applied.
+    lock_acquisitions: int = 0  # Lock grants the clients learned of.
     trace: list[str] = field(default_factory=list)
 
     def replay_command(self) -> str:
@@ -165,6 +170,14 @@ class Simulation:
         self.stats = SimResult(seed=seed, cluster_size=self.size)
         self.admin_ids = itertools.count(1)
         self.elected_at: dict[int, int] = {}  # term -> when its leader was elected
+        # The lock workload draws its choices from its own stream, so that it perturbs
+        # the rest of a seed's schedule as little as possible.
+        self.lock_rng = random.Random(seed * 7_919 + 1)
+        self.locks = LockWorkload(
+            now=lambda: self.now, schedule=self._schedule, log=self._log,
+            rng_int=self.lock_rng.randint,
+            safe_until_of=lambda index: self.clients[index].lease_safe_until,
+        )  # fmt: skip
         self._build()
 
     # -- setup ----------------------------------------------------------------
@@ -196,7 +209,7 @@ class Simulation:
             node.clock = lambda: self.now
             node.on_admin_applied = self._check_admin_applied
             node.on_keepalive_answered = self._check_keepalive
-            node.on_applied = self._check_lease_expiry
+            node.on_applied = functools.partial(self._after_apply, node)
             node.on_elected = self._note_elected
             self.nodes[node_id] = node
         conf = ConfState(voters=frozenset(range(1, self.size + 1)))
@@ -240,6 +253,7 @@ class Simulation:
                 self.recovered_at - self.recovery_started_at
             ) // self.options.tick_period_units
             self._check_linearizable()
+            self.locks.finish()
         except (SafetyViolation, AssertionError) as error:
             where = traceback.extract_tb(error.__traceback__)[-1]
             result.violation = (
@@ -252,6 +266,7 @@ class Simulation:
         result.operations = len(self.history)
         result.faults = self.faults
         result.snapshots_installed = sum(n.snapshots_installed for n in self.nodes.values())
+        result.lock_acquisitions = self.locks.acquisitions
         for name in ("follower_reads", "keepalives", "leases_expired", "admin_changes"):
             setattr(result, name, getattr(self.stats, name))
         result.trace = list(self.trace)
@@ -584,6 +599,12 @@ class Simulation:
         if roll < self.options.lease_probability:
             self._choose_lease_operation(client, session)
             return
+        lock_op = self.locks.choose(client.index, client.lease_id, client.lease_safe_until,
+                                    self.lock_rng.random(), session)  # fmt: skip
+        if lock_op is not None:
+            client.kind, client.data = lock_op
+            client.op, client.handle, client.op_id = None, None, next(self.op_ids)
+            return
         roll = self.rng.random()
         if roll < 0.4:
             self.value_counter += 1
@@ -679,7 +700,7 @@ class Simulation:
         if (
             error.get("code") == "not-leader"
             and leader_id
-            and request.kind in ("write", "session_open", "lease_grant")
+            and request.kind in ("write", "session_open", "lease_grant", "lock")
             and not request.forwarded_by
         ):
             self._forward(node_id, leader_id, request)
@@ -724,6 +745,11 @@ class Simulation:
             if client.kind == "keepalive" and code in ("not-found", "lease-not-found"):
                 self._lose_lease(client)
                 return
+            if client.kind == "lock" and code in LOCK_DEFINITE_CODES:
+                self.locks.refused(client.index, code)
+                client.op_id = -1
+                self._schedule(1, lambda: self._client_next(client))
+                return
             if request.attempt == client.attempt and code != "session-expired":
                 self._retry(client)
             return
@@ -731,6 +757,11 @@ class Simulation:
             client.cached_leader = request.target
         if client.kind in ("keepalive", "lease_grant"):
             self._lease_answered(client, request, result)
+            return
+        if client.kind == "lock":
+            self.locks.answered(client.index, request, result)
+            client.op_id = -1
+            self._schedule(self.rng.randint(1, 20), lambda: self._client_next(client))
             return
         if client.kind == "session_open":
             client.session_id = int(result["client_id"])
@@ -793,6 +824,15 @@ class Simulation:
                 f"term {newer[:1]} had a leader by then"
             )
 
+    def _after_apply(self, node: SimNode, entries: list[Entry]) -> None:
+        self._check_lease_expiry(entries)
+
+        def check_locks() -> None:  # once the turn completed: the state is applied
+            if node.alive and node.raft is not None:
+                self.locks.applied(node)
+
+        self._schedule(0, check_locks)
+
     def _check_lease_expiry(self, entries: list[Entry]) -> None:
         """No lease expires while its holder may still believe it is held."""
         for entry in entries:
@@ -838,6 +878,9 @@ class Simulation:
     def _retry(self, client: _Client) -> None:
         if client.attempt >= self.options.client_attempts_max:
             # Give up: the outcome stays unknown (pending) in the history.
+            if client.kind == "lock":  # drop the lease so that an orphan hold ends
+                self.locks.refused(client.index, "gave-up")
+                client.lease_id, client.lease_safe_until = 0, 0
             client.handle = None
             client.op_id = -1
             self._schedule(1, lambda: self._client_next(client))
