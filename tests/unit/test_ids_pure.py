@@ -41,6 +41,7 @@ layouts = st.tuples(st.integers(1, 45), st.integers(1, 16), st.integers(1, 20)).
 )
 
 
+@settings(deadline=None)
 @given(layouts, st.data())
 def test_encode_decode_round_trip(bits: tuple[int, int, int], data: st.DataObject) -> None:
     layout = Layout(*bits)
@@ -53,6 +54,7 @@ def test_encode_decode_round_trip(bits: tuple[int, int, int], data: st.DataObjec
     assert (parts.timestamp_ms, parts.worker, parts.sequence) == (timestamp, worker, sequence)
 
 
+@settings(deadline=None)
 @given(st.tuples(st.integers(1, 60), st.integers(1, 16), st.integers(1, 60)))
 def test_layouts_beyond_63_bits_are_refused(bits: tuple[int, int, int]) -> None:
     if sum(bits) <= 63:
@@ -86,7 +88,8 @@ moves = st.lists(
 )  # fmt: skip
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 @given(moves)
 def test_snowflake_ids_grow_under_any_clock_jumps(steps: list[tuple[str, int, int]]) -> None:
     clock = FakeClock()
@@ -178,6 +181,7 @@ def test_full_millisecond_waits_for_the_next() -> None:
         gen.next_many(0)
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(-5, 3), min_size=1, max_size=300))
 def test_uuid7_strictly_increases_under_clock_steps(steps: list[int]) -> None:
     now = [WALL_START_MS]
@@ -211,6 +215,7 @@ def test_uuid7_counter_overflow_moves_the_timestamp() -> None:
         decode_uuid7(str(uuid.uuid4()))
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(1, 700), min_size=1, max_size=80))
 def test_segment_buffer_hands_out_dense_increasing_ids(counts: list[int]) -> None:
     policy = StepPolicy(step_initial=100, step_min=100, step_max=800, grow_below_ms=10,
