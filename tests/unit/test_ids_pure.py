@@ -89,7 +89,6 @@ moves = st.lists(
 
 
 @settings(max_examples=200, deadline=None)
-@settings(deadline=None)
 @given(moves)
 def test_snowflake_ids_grow_under_any_clock_jumps(steps: list[tuple[str, int, int]]) -> None:
     clock = FakeClock()
