@@ -28,6 +28,7 @@ from synod.services.commands import (
     require_fields,
 )
 from synod.services.errors import InvalidArgument, ServiceError
+from synod.services.ids import IDS_READ_KINDS, IdsTable
 from synod.services.kv import (
     DeleteRequest,
     KeyValue,
@@ -63,7 +64,7 @@ def _range_body(result: RangeResult, keys_only: bool) -> dict[str, Any]:
 
 
 class ServiceStateMachine:
-    """kv + leases + sessions, replicated; plus the node-local watch hub."""
+    """kv + leases + sessions + ids, replicated; plus the node-local watch hub."""
 
     def __init__(self, limits: ServiceLimits | None = None) -> None:
         """Create the empty state (applied_index 0, kv revision 1). Raises nothing."""
@@ -88,6 +89,11 @@ class ServiceStateMachine:
             "lease_revoke": self._op_lease_revoke,
             "lease_expire": self._op_lease_expire,
         }
+        self.ids = IdsTable(self._lease_exists)
+        self._ops.update(self.ids.ops())
+
+    def _lease_exists(self, lease_id: int) -> bool:
+        return self.leases.exists(lease_id)
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -208,6 +214,7 @@ class ServiceStateMachine:
         assert len(keys) <= self.limits.keys_per_lease_max
         self.kv.delete_keys(keys)
         self.leases.revoke(lease_id)
+        self.ids.release_lease(lease_id)
         assert not self.kv.keys_of_lease(lease_id)
         return len(keys)
 
@@ -216,8 +223,10 @@ class ServiceStateMachine:
     def read(self, op: dict[str, Any]) -> Result:
         """Serve a ``range`` op map from the applied state (same result format as an
         applied range). Raises InvalidArgument, TooLarge, Compacted, FutureRevision."""
+        if op.get("kind") in IDS_READ_KINDS:
+            return self._ok(**self.ids.read(op))
         if op.get("kind") != "range":
-            raise InvalidArgument("only range ops can be served as reads")
+            raise InvalidArgument("only range and ids_get/ids_list ops can be served as reads")
         return self._ok(**self._op_range(op))
 
     def range(
@@ -256,6 +265,7 @@ class ServiceStateMachine:
             "kv": self.kv.to_snapshot(),
             "leases": self.leases.to_snapshot(),
             "sessions": self.sessions.to_snapshot(),
+            "ids": self.ids.to_snapshot(),
         }
         data = msgpack.packb(state, use_bin_type=True)
         assert isinstance(data, bytes)
@@ -285,14 +295,18 @@ class ServiceStateMachine:
         session_table = SessionTable(self.limits.sessions_max,
                                      self.limits.responses_per_session_max)  # fmt: skip
         session_table.restore(sessions)
+        ids = IdsTable(leases_table.exists)
+        ids.restore(state.get("ids"))  # absent in snapshots of versions without ids
         assert kv.revision >= 1
-        return RestoredState(applied_index, leases_table, kv, session_table)
+        return RestoredState(applied_index, leases_table, kv, session_table, ids)
 
     def adopt(self, restored: RestoredState) -> None:
         """Replace the state with a decoded one (cheap: references only); live watchers
         are cancelled with ``restored``. Raises nothing."""
         self.applied_index = restored.applied_index
         self.leases, self.kv, self.sessions = restored.leases, restored.kv, restored.sessions
+        self.ids = restored.ids
+        self._ops.update(self.ids.ops())
         self.watches.kv = restored.kv
         self.watches.reset()
         assert self.kv is restored.kv and self.kv.revision >= 1
@@ -306,6 +320,7 @@ class RestoredState:
     leases: LeaseTable
     kv: KVStore
     sessions: SessionTable
+    ids: IdsTable
 
 
 def _txn_response(request: Request, out: Any) -> dict[str, Any]:
