@@ -11,12 +11,14 @@ from synod.client.aio import DEV_ENDPOINTS, AsyncClient, normalize_endpoints
 from synod.client.errors import (
     AlreadyExists,
     BodyTimeout,
+    ClockRollback,
     Compacted,
     CompareFailed,
     ConfChangeInvalid,
     ConfChangePending,
     Conflict,
     FutureRevision,
+    GeneratorNotFound,
     InvalidArgument,
     LeaseExpired,
     LimitExceeded,
@@ -34,7 +36,9 @@ from synod.client.errors import (
     TransferInvalid,
     Unavailable,
     Unhealthy,
+    WorkerLeaseLost,
 )
+from synod.client.ids import SegmentIds, Snowflake
 from synod.client.lease import LeaseKeepAlive
 from synod.client.sync import Client, SyncLeaseKeepAlive
 from synod.client.txn import Compare, Txn
@@ -59,6 +63,7 @@ __all__ = [
     "AsyncClient",
     "BodyTimeout",
     "Client",
+    "ClockRollback",
     "ClusterStatus",
     "Compacted",
     "Compare",
@@ -68,6 +73,7 @@ __all__ = [
     "Conflict",
     "DeleteResult",
     "FutureRevision",
+    "GeneratorNotFound",
     "Header",
     "InvalidArgument",
     "LeaseExpired",
@@ -86,7 +92,9 @@ __all__ = [
     "PutResult",
     "RangeResult",
     "RequestTimeout",
+    "SegmentIds",
     "SessionExpired",
+    "Snowflake",
     "SyncLeaseKeepAlive",
     "SynodError",
     "TooLarge",
@@ -96,5 +104,6 @@ __all__ = [
     "Unavailable",
     "Unhealthy",
     "WatchEvent",
+    "WorkerLeaseLost",
     "normalize_endpoints",
 ]

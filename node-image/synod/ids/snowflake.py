@@ -194,6 +194,11 @@ class SnowflakeGenerator:
         self.rollbacks_refused = 0
         assert self.grant is None
 
+    @property
+    def last_ms(self) -> int:
+        """The timestamp of the last issued ID (-1 before the first). Raises nothing."""
+        return self._last_ms
+
     # -- the lease --------------------------------------------------------------------------
 
     def install(self, grant: WorkerGrant) -> None:
