@@ -74,6 +74,13 @@ async def decode_remote(client: AsyncClient, name: str, value: int) -> dict[str,
     return {k: doc[k] for k in ("id", "timestamp_ms", "worker", "sequence")}
 
 
+async def get_remote(client: AsyncClient, name: str) -> dict[str, Any]:
+    """``{"generator": definition, "workers": [live worker leases]}``. Raises
+    GeneratorNotFound, Unavailable."""
+    doc = await client._call("GET", _path(name))
+    return {"generator": doc["generator"], "workers": doc["workers"]}
+
+
 async def list_remote(client: AsyncClient) -> dict[str, Any]:
     """``{"generators": [...], "tags": [...]}``. Raises Unavailable."""
     doc = await client._call("GET", "/v1/ids")

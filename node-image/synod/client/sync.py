@@ -194,6 +194,17 @@ class Client:
         """The parts of an ID under ``generator``'s layout. Raises GeneratorNotFound."""
         return self._run(client_ids.decode_remote(self.aio, generator, value))
 
+    def ids_define(self, generator: str, layout: Any = None, worker_min: int = 0,
+                   worker_max: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """Define a snowflake generator (a synod.ids.Layout, default the default layout;
+        worker ids in [worker_min, worker_max]); idempotent. Raises AlreadyExists
+        (another definition), InvalidArgument, LimitExceeded."""
+        return self._run(client_ids.define(self.aio, generator, layout, worker_min, worker_max))
+
+    def ids_get(self, generator: str) -> dict[str, Any]:
+        """A generator's definition and live worker leases. Raises GeneratorNotFound."""
+        return self._run(client_ids.get_remote(self.aio, generator))
+
     def ids_list(self) -> dict[str, Any]:
         """Every generator and segment tag. Raises Unavailable."""
         return self._run(client_ids.list_remote(self.aio))
