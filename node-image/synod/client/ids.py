@@ -126,6 +126,11 @@ class Snowflake:
 
     def next(self) -> int:
         """One ID. Raises WorkerLeaseLost, ClockRollback (synod.ids), SynodError."""
+        with self._lock:
+            gen = self.generator
+            if gen is not None and not gen.renew_due():
+                with contextlib.suppress(GeneratorLeaseLost):
+                    return gen.next()
         return self.next_many(1)[0]
 
     def next_many(self, count: int) -> list[int]:

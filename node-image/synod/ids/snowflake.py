@@ -188,6 +188,7 @@ class SnowflakeGenerator:
         self._last_ms = -1  # timestamp of the last issued ID (any worker)
         self._sequence = 0  # next sequence number at _last_ms
         self._floor_ms = -1  # issue only timestamps > this (raised on a new worker)
+        self._base = 0  # the ID of sequence 0 at _last_ms for the current worker
         # Counters for metrics and tests.
         self.issued = 0
         self.rollbacks_waited = 0
@@ -259,6 +260,19 @@ class SnowflakeGenerator:
     def next(self) -> int:
         """One ID. Raises WorkerLeaseLost, ClockRollback, ClockStalled, ValueError (the
         clock is outside the layout's time range)."""
+        grant = self.grant
+        # Fast path: the same millisecond as the last ID, sequence left, lease safe (the
+        # millisecond was checked against floor and ceiling when it was first used).
+        if (
+            grant is not None
+            and self._sequence <= self.layout.sequence_max
+            and self.clock.wall_ms() == self._last_ms
+            and self.clock.mono_ms() < grant.safe_until_mono_ms
+        ):
+            value = self._base + self._sequence
+            self._sequence += 1
+            self.issued += 1
+            return value
         return self.next_many(1)[0]
 
     def next_many(self, count: int) -> list[int]:
@@ -288,7 +302,7 @@ class SnowflakeGenerator:
                 self.clock.sleep_ms(1)
                 continue
             take = min(count - len(out), sequence_end - self._sequence)
-            base = self.layout.base(self._last_ms, grant.worker)
+            base = self._base = self.layout.base(self._last_ms, grant.worker)
             out.extend(range(base + self._sequence, base + self._sequence + take))
             self._sequence += take
         self.issued += count
