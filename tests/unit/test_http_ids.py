@@ -7,6 +7,8 @@ from typing import Any
 
 from synod.ids import Layout
 from synod.node.ids_http import IDS_POOL
+from synod.node.routes import route_specs
+from synod.node.schema import validate
 from synod.services.commands import lease_expire_op
 from tests.unit.http_helpers import async_test, ok, problem, serve
 from tests.unit.ids_helpers import WALL_START_MS, FakeClock
@@ -40,6 +42,15 @@ async def test_next_issues_unique_increasing_batches_and_decodes() -> None:
         listing = await ok(await http.get("/v1/ids"))
         assert listing["generators"][0]["workers_leased"] == 1
         got = await ok(await http.get("/v1/ids/orders"))
+        specs = {spec.operation_id: spec for spec in route_specs()}
+        for answer, operation in (
+            (listing, "idsList"),
+            (got, "idsGet"),
+            (body, "idsNext"),
+            (decoded, "idsDecode"),
+            (created, "idsDefine"),
+        ):
+            validate(answer, specs[operation].response)  # the documented answer schema
         assert [w["worker"] for w in got["workers"]] == [body["worker"]]
         metrics = (await (await http.get("/metrics")).read()).decode()
         assert 'synod_ids_issued_total{generator="orders"} 6001.0' in metrics

@@ -51,6 +51,9 @@ __all__ = ["IDS_POOL", "NODE_WORKER_TTL_MS", "OPERATIONS", "IdsPool", "install"]
 
 # TTL of the Synod lease behind the node's own worker ids.
 NODE_WORKER_TTL_MS: Final = 10_000
+# The node's generators wait out backwards clock steps on the event loop: keep that
+# short (a longer step answers clock-rollback and the client retries).
+NODE_ROLLBACK_WAIT_MS_MAX: Final = 5
 # A request renews (or re-acquires) at most this many times before it gives up.
 RENEWALS_PER_REQUEST_MAX: Final = 2
 
@@ -128,7 +131,11 @@ class IdsPool:
                 if len(self._entries) >= self._entries_max:
                     raise Problem("limit-exceeded", "generators_max generators served",
                                   limit="generators_max", max=self._entries_max)  # fmt: skip
-                entry = _Entry(SnowflakeGenerator(layout, self.clock))
+                entry = _Entry(
+                    SnowflakeGenerator(
+                        layout, self.clock, rollback_wait_ms_max=NODE_ROLLBACK_WAIT_MS_MAX
+                    )
+                )
                 self._entries[name] = entry
         assert entry.generator.layout is not None
         return entry

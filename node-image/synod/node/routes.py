@@ -467,6 +467,16 @@ def _ids_routes(limits: ServiceLimits) -> list[RouteSpec]:
         ),
         "a generator's layout and worker-id range",
     )
+    listed = obj(
+        {**definition["properties"], "workers_leased": integer(), "hwm_ms": integer()},
+        (*definition["required"], "workers_leased", "hwm_ms"),
+        "a generator",
+    )
+    worker_item = obj(
+        {"worker": integer(), "epoch": integer(), "lease": integer(), "hwm_ms": integer()},
+        ("worker", "epoch", "lease", "hwm_ms"),
+    )
+    tag_item = obj({"tag": string(), "max_id": integer()}, ("tag", "max_id"))
     grant = {
         "generator": string(),
         "worker": integer(),
@@ -487,8 +497,8 @@ def _ids_routes(limits: ServiceLimits) -> list[RouteSpec]:
     return [
         RouteSpec(
             "idsList", "GET", "/v1/ids", "Every generator and segment tag",
-            _answer({"generators": _array(obj({}), ids_limits.list_items_max, "list_items_max"),
-                     "tags": _array(obj({}), ids_limits.list_items_max, "list_items_max")}),
+            _answer({"generators": _array(listed, ids_limits.list_items_max, "list_items_max"),
+                     "tags": _array(tag_item, ids_limits.list_items_max, "list_items_max")}),
             (*_READ_ERRORS,),
         ),
         RouteSpec(
@@ -506,7 +516,7 @@ def _ids_routes(limits: ServiceLimits) -> list[RouteSpec]:
         ),
         RouteSpec(
             "idsGet", "GET", "/v1/ids/{generator}", "A generator and its live worker leases",
-            _answer({"generator": definition, "workers": _array(obj({}))}),
+            _answer({"generator": definition, "workers": _array(worker_item)}),
             (*_READ_ERRORS, "generator-not-found"), path_params=name,
         ),
         RouteSpec(
