@@ -77,6 +77,11 @@ async def test_node_worker_is_reacquired_after_its_lease_expires_and_refuses_rol
         clock.wall += 6_000
         third = await ok(await http.post("/v1/ids/g/next", json={}))
         assert third["ids"][0] > max(second["ids"])
+        # A layout whose epoch lies ahead of the clock cannot encode its time: 400.
+        await ok(await http.post("/v1/ids/future", json={"epoch_ms": clock.wall + 10**9}))
+        body = await problem(await http.post("/v1/ids/future/next", json={}), 400,
+                             "invalid-argument")  # fmt: skip
+        assert "outside this layout's range" in body["detail"]
 
 
 @async_test

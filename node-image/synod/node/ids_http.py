@@ -162,6 +162,8 @@ class IdsPool:
                     raise _problem(error) from None
                 except IdsError as error:
                     raise _problem(error) from None
+                except ValueError as error:  # the layout cannot encode the clock's time
+                    raise Problem("invalid-argument", f"generator {name!r}: {error}") from None
                 grant = gen.grant
                 assert grant is not None
                 self.metrics.issued.labels(name).inc(count)
