@@ -97,7 +97,8 @@ def test_segments_are_dense_and_prefetched(cluster: MemoryCluster) -> None:
         seg = client.segment("invoice", policy=policy)
         issued = [seg.next() for _ in range(150)]
         issued += seg.next_many(300)
-        assert issued == list(range(1, 451))
+        issued += seg.next_many(400)  # more than both buffered segments hold
+        assert issued == list(range(1, 851))
         assert seg.fetches >= 2
         other = client.segment("invoice")
         assert other.next() > max(issued), "a second client takes a later segment"

@@ -241,14 +241,20 @@ class SegmentIds:
         if not 1 <= count <= self.buffer.policy.step_max:
             raise ValueError(f"count must be in [1, {self.buffer.policy.step_max}]")
         with self._lock:
+            out: list[int] = []
             for _fetch in range(FETCHES_PER_CALL_MAX + 1):  # bound: fetches per call
-                self._collect(wait=self.buffer.remaining() < count)
-                if self.buffer.remaining() >= count:
+                self._collect(wait=self.buffer.remaining() == 0)
+                take = min(count - len(out), self.buffer.remaining())
+                if take:
+                    out.extend(self.buffer.next_many(take))
+                if len(out) == count:
                     break
-                self._start_fetch(max(count, 1))
-            out = self.buffer.next_many(count)
+                self._start_fetch(count - len(out))
+            else:
+                raise RuntimeError(f"no segment of {self.tag!r} in {FETCHES_PER_CALL_MAX} fetches")
             if self.buffer.wants_fetch():
                 self._start_fetch(0)  # prefetch: the caller does not wait for it
+            assert len(out) == count
             return out
 
     def _start_fetch(self, at_least: int) -> None:
