@@ -1,10 +1,12 @@
 """Unique IDs on a real 3-process cluster: embedded generators issue while the leader
-is killed (-9), one generator is paused past its lease (its worker id is re-leased to
-another meanwhile), and clocks jump backwards; node-side batches are issued through
-followers too. The checker finds zero duplicates and per-generator monotonic order."""
+is killed (-9) and then the next leader is paused (SIGSTOP); one generator is paused
+past its lease (its worker id is re-leased to another meanwhile); clocks jump
+backwards; node-side batches are issued through followers too. The checker finds zero
+duplicates and per-generator monotonic order."""
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,9 +97,27 @@ def test_no_duplicate_ids_through_kill_pause_and_clock_jumps(tmp_path: Path) -> 
             # 1. Kill the leader (-9) while issuing; the generators ride it out.
             leader = cluster.wait_for_leader()
             cluster.kill(leader)
-            cluster.wait_for_leader(exclude={leader})
+            second = cluster.wait_for_leader(exclude={leader})
             for _ in range(20):  # bound: rounds through the new leader
                 round_()
+            # 1b. Bring the killed member back, then pause (SIGSTOP) the new leader past
+            # the TTL: the generators ride the election out or stop at safe_until.
+            cluster.start(leader)
+            process = cluster.nodes[second].process
+            assert process is not None
+            process.send_signal(signal.SIGSTOP)
+            try:
+                others = [node_id for node_id in cluster.nodes if node_id != second]
+                for _ in range(ROUNDS_MAX):  # bound: until another leader serves
+                    round_()
+                    statuses = [cluster.status(node_id) for node_id in others]
+                    if any(st and st["role"] == "leader" for st in statuses):
+                        break
+                cluster.wait_for_leader(exclude={second})
+                for _ in range(10):  # bound
+                    round_()
+            finally:
+                process.send_signal(signal.SIGCONT)
             # 2. Pause "a" past its lease: the cluster expires it, "d" takes its worker id.
             a = issuers.pop("a")
             worker_a, epoch_a = _worker_epoch(a)
