@@ -49,6 +49,7 @@ from synod.services.commands import (
     txn_op,
 )
 from synod.services.errors import ServiceError
+from synod.sim.ids_workload import IdsWorkload
 from synod.sim.invariants import SafetyMonitor, SafetyViolation
 from synod.sim.network import LinkFaults, Partition, random_partition
 from synod.sim.node import ClientRequest, SimNode, SimNodeOptions
@@ -83,6 +84,9 @@ class SimOptions:
     lease_ttl_units: tuple[int, ...] = (1000, 1200, 2000)  # The service allows >= 1000 ms.
     lease_probability: float = 0.3  # Share of client operations that grant or renew leases.
     lease_abandon_probability: float = 0.2  # A holder walks away; its lease must expire.
+    # Share of a lease holder's KV operations replaced by ids ops (sim.ids_workload); off
+    # by default so that the seeds of the other workloads replay unchanged.
+    ids_probability: float = 0.0
     leader_early_crash_probability: float = 0.2
     search_steps_max: int = 2_000_000
 
@@ -104,6 +108,7 @@ class SimResult:
     keepalives: int = 0  # Keep-alives answered.
     leases_expired: int = 0  # Lease ids in applied lease_expire commands.
     admin_changes: int = 0  # Membership changes answered as applied.
+    ids_issued: int = 0  # IDs issued by the clients' embedded snowflake generators.
     trace: list[str] = field(default_factory=list)
 
     def replay_command(self) -> str:
@@ -129,6 +134,7 @@ class _Client:
     lease_id: int = 0
     lease_safe_until: int = 0  # The client may act as holder until then (from send times).
     cached_leader: int = 0
+    ids_op: dict[str, Any] | None = None  # the ids op in flight (sim.ids_workload)
 
 
 class Simulation:
@@ -204,6 +210,8 @@ class Simulation:
             self.nodes[node_id].start(conf)
             self._start_ticking(node_id)
         self.clients = [_Client(index=i) for i in range(options.clients)]
+        # Its own generator, seeded from the seed: self.rng's stream stays as it was.
+        self.ids = IdsWorkload(random.Random(self.seed * 1_000_003 + 11))
         for client in self.clients:
             self._schedule(1 + client.index, functools.partial(self._client_next, client))
         self._schedule(self._ticks(options.fault_interval_ticks), self._fault_loop)
@@ -240,6 +248,9 @@ class Simulation:
                 self.recovered_at - self.recovery_started_at
             ) // self.options.tick_period_units
             self._check_linearizable()
+            ids_violation = self.ids.violation()
+            if ids_violation is not None:
+                raise SafetyViolation(f"ids: {ids_violation}")
         except (SafetyViolation, AssertionError) as error:
             where = traceback.extract_tb(error.__traceback__)[-1]
             result.violation = (
@@ -254,6 +265,7 @@ class Simulation:
         result.snapshots_installed = sum(n.snapshots_installed for n in self.nodes.values())
         for name in ("follower_reads", "keepalives", "leases_expired", "admin_changes"):
             setattr(result, name, getattr(self.stats, name))
+        result.ids_issued = len(self.ids.issued)
         result.trace = list(self.trace)
         return result
 
@@ -572,6 +584,7 @@ class Simulation:
             client.op = None
             client.op_id = next(self.op_ids)
         else:
+            self.ids.issue(client.index, self.now)
             self._choose_operation(client)
         client.attempt = 0
         self._client_send(client)
@@ -583,6 +596,17 @@ class Simulation:
         session = (client.session_id, client.seq, client.seq)
         if roll < self.options.lease_probability:
             self._choose_lease_operation(client, session)
+            return
+        if (
+            self.options.ids_probability
+            and client.lease_id
+            and self.ids.rng.random() < self.options.ids_probability
+        ):
+            # An ids op of the lease holder (sim.ids_workload), instead of a KV op.
+            client.op, client.handle = None, None
+            client.op_id = next(self.op_ids)
+            client.ids_op = self.ids.next_op(client.index, client.lease_id, self.now)
+            client.kind, client.data = "ids", encode_command(client.ids_op, *session)
             return
         roll = self.rng.random()
         if roll < 0.4:
@@ -679,7 +703,7 @@ class Simulation:
         if (
             error.get("code") == "not-leader"
             and leader_id
-            and request.kind in ("write", "session_open", "lease_grant")
+            and request.kind in ("write", "session_open", "lease_grant", "ids")
             and not request.forwarded_by
         ):
             self._forward(node_id, leader_id, request)
@@ -724,11 +748,17 @@ class Simulation:
             if client.kind == "keepalive" and code in ("not-found", "lease-not-found"):
                 self._lose_lease(client)
                 return
+            if client.kind == "ids" and code in IDS_FINAL_CODES:
+                self._ids_answered(client, request, result)
+                return
             if request.attempt == client.attempt and code != "session-expired":
                 self._retry(client)
             return
-        if request.kind in ("keepalive", "write", "lease_grant"):
+        if request.kind in ("keepalive", "write", "lease_grant", "ids"):
             client.cached_leader = request.target
+        if client.kind == "ids":
+            self._ids_answered(client, request, result)
+            return
         if client.kind in ("keepalive", "lease_grant"):
             self._lease_answered(client, request, result)
             return
@@ -763,6 +793,16 @@ class Simulation:
             self.stats.keepalives += 1
         # Conservative, as the SDK: the TTL counts from when the request was sent.
         client.lease_safe_until = request.sent_at + int(result["ttl_ms"])
+        self.ids.on_lease(client.index, client.lease_safe_until, int(result["ttl_ms"]))
+        client.op_id = -1
+        self._schedule(self.rng.randint(1, 20), lambda: self._client_next(client))
+
+    def _ids_answered(
+        self, client: _Client, request: ClientRequest, result: dict[str, Any]
+    ) -> None:
+        assert client.ids_op is not None
+        self.ids.answered(client.index, client.ids_op, result, request.sent_at)
+        client.ids_op = None
         client.op_id = -1
         self._schedule(self.rng.randint(1, 20), lambda: self._client_next(client))
 
@@ -852,6 +892,12 @@ class Simulation:
         client.resend_pending = False
         if client.op_id == op_id:  # Still the same operation: not answered meanwhile.
             self._client_send(client)
+
+
+# Service errors that answer an ids op for good (no retry): the worker lease is gone,
+# every worker id is taken, the lease is gone.
+IDS_FINAL_CODES = frozenset({"worker-lease-lost", "limit-exceeded", "generator-not-found",
+                             "not-found", "already-exists", "invalid-argument"})  # fmt: skip
 
 
 def _key_of(op: object) -> bytes:
