@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-
 SEEDS ?= 500
 SEED ?=
 
-.PHONY: help venv demo test check lint types sim bench-core bench pytest-all clean
+.PHONY: help venv demo test check lint types sim bench-core bench bench-ids pytest-all clean
 
 help:
 	@echo "make demo        start a local 3-node cluster and tour the primitives"
@@ -20,6 +20,7 @@ help:
 	@echo "make sim SEEDS=N run N simulator seeds (SEED=S replays one seed)"
 	@echo "make bench-core  throughput of the Raft core on an in-memory network"
 	@echo "make bench       Synod against etcd under the same wrk load (ratios)"
+	@echo "make bench-ids   ID generation: embedded, HTTP batched, segments vs Redis INCR"
 	@echo "make kind-up / images / e2e-smoke / e2e-operator / envtest: see docs/kubernetes.md"
 
 $(VENV_STAMP): pyproject.toml
@@ -51,6 +52,10 @@ bench-core: venv
 	$(PY) -m synod.bench.core
 
 # Synod against etcd on this machine: installs etcd-server and wrk from Debian first.
+bench-ids: venv
+	node-image/synod/bench/install-redis.sh
+	$(PY) -m synod.bench.ids $(BENCH_ARGS)
+
 bench: venv
 	node-image/synod/bench/install-peers.sh
 	$(PY) -m synod.bench.etcd_compare $(BENCH_ARGS)

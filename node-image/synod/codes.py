@@ -66,6 +66,8 @@ _TABLE = (
                 "a revision beyond the current one was asked for"),
     ProblemCode("not-found", 404, "Not found", _D,
                 "the key (GET), lease, member or route does not exist"),
+    ProblemCode("generator-not-found", 404, "Generator not found", _D,
+                "no ID generator of that name is defined (/v1/ids)"),
     ProblemCode("method-not-allowed", 405, "Method not allowed", _D,
                 "the route exists for other methods (listed in Allow)"),
     ProblemCode("request-timeout", 408, "Request body not received in time", _D,
@@ -91,6 +93,9 @@ _TABLE = (
                 "the change does not fit the membership: last voter, id or address in use"),
     ProblemCode("transfer-invalid", 409, "Leadership transfer invalid", _D,
                 "leadership cannot move there: not a voter, or no other voter"),
+    ProblemCode("worker-lease-lost", 409, "Worker lease lost", _D,
+                "the ID generator's worker lease expired, was released or granted again "
+                "(fencing epoch); acquire a new one"),
     ProblemCode("compacted", 410, "Revision compacted", _D,
                 "the revision was compacted away (compact_revision is the oldest kept)"),
     ProblemCode("session-expired", 410, "Session expired", _I,
@@ -111,6 +116,9 @@ _TABLE = (
                 "leader lost, node stopping); retry with the same session seq"),
     ProblemCode("timeout", 503, "Timeout", _I,
                 "no answer within request_timeout_ms; retry with the same session seq"),
+    ProblemCode("clock-rollback", 503, "Clock rolled back", _D,
+                "the ID generator's clock is behind its last timestamp or high-water mark "
+                "by more than rollback_wait_ms_max (behind_ms); retry later"),
     ProblemCode("not-ready", 503, "Not ready", _D,
                 "/readyz: no leader known or still catching up (reason)"),
     ProblemCode("unhealthy", 503, "Unhealthy", _D,

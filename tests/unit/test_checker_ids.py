@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synod.checker.ids import DUPLICATE_ID, ORDER, IssuedId, check_ids
+from synod.checker.ids import (
+    DUPLICATE_ID,
+    ORDER,
+    SEGMENT_ORDER,
+    SEGMENT_OVERLAP,
+    IssuedId,
+    TakenSegment,
+    check_ids,
+    check_segments,
+)
 
 
 def kinds(issued: list[IssuedId]) -> list[str]:
@@ -82,3 +91,42 @@ def test_a_correct_generator_passes(calls: list[tuple[int, int, int]]) -> None:
     for value, (_, call, ret) in enumerate(sorted(effects)):
         issued.append(IssuedId("g", value, call, ret))
     assert check_ids(issued).ok
+
+
+# -- namespaces and segments (the ids service) ------------------------------------------------
+
+
+def test_equal_values_in_different_namespaces_are_not_duplicates() -> None:
+    issued = [IssuedId("a", 42, 0, 1, namespace="orders"), IssuedId("b", 42, 0, 1, "invoices")]
+    assert check_ids(issued).ok
+    same = [IssuedId("a", 42, 0, 1, namespace="orders"), IssuedId("b", 42, 0, 1, "orders")]
+    assert kinds(same) == [DUPLICATE_ID]
+
+
+def test_disjoint_increasing_segments_are_ok() -> None:
+    taken = [TakenSegment("t", 1, 100, 0, 1), TakenSegment("t", 101, 150, 2, 3),
+             TakenSegment("u", 1, 10, 0, 1), TakenSegment("t", 151, 160, 2, 5)]  # fmt: skip
+    report = check_segments(taken)
+    assert report.ok and report.checked_count == 4
+
+
+def test_overlapping_segments_are_caught() -> None:
+    taken = [TakenSegment("t", 1, 100, 0, 1), TakenSegment("t", 100, 150, 0, 1)]
+    report = check_segments(taken)
+    assert [v.kind for v in report.violations] == [SEGMENT_OVERLAP]
+
+
+def test_a_segment_below_an_earlier_answered_one_is_caught() -> None:
+    # A restored stale max_id: the later call got a lower, non-overlapping range.
+    taken = [TakenSegment("t", 101, 200, 0, 1), TakenSegment("t", 1, 100, 5, 6)]
+    report = check_segments(taken)
+    assert [v.kind for v in report.violations] == [SEGMENT_ORDER]
+    concurrent = [TakenSegment("t", 101, 200, 0, 10), TakenSegment("t", 1, 100, 5, 6)]
+    assert check_segments(concurrent).ok
+
+
+def test_bad_segment_records_are_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        TakenSegment("t", 5, 4, 0, 1)
+    with pytest.raises(ValueError, match="segments_max"):
+        check_segments([TakenSegment("t", 1, 1, 0, 1)] * 3, segments_max=2)

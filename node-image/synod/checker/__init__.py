@@ -11,7 +11,7 @@ from synod.checker.history import (
     HistoryRecorder,
     Operation,
 )
-from synod.checker.ids import IssuedId, check_ids
+from synod.checker.ids import IssuedId, TakenSegment, check_ids, check_segments
 from synod.checker.linearizability import CheckResult, Model, check
 from synod.checker.locks import LockHold, check_locks
 from synod.checker.models import (
@@ -46,9 +46,11 @@ __all__ = [
     "Read",
     "RegisterModel",
     "Report",
+    "TakenSegment",
     "Violation",
     "Write",
     "check",
     "check_ids",
     "check_locks",
+    "check_segments",
 ]

@@ -689,5 +689,78 @@ def limits(
 
 register_locks(cli, client_options, parse_duration_ms)
 
+
+# -- id ---------------------------------------------------------------------------
+
+
+@cli.group("id", epilog=EXIT_CODES_HELP)
+def id_() -> None:
+    """Unique IDs: snowflake generators, segments, UUIDv7 (docs/ids.md)."""
+
+
+@id_.command("next")
+@click.argument("generator")
+@click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many IDs.")  # fmt: skip
+@client_options
+def id_next(opts: ClientOptions, generator: str, count: int) -> None:
+    """Issue IDs of GENERATOR from a node (one per line)."""
+    with opts.client() as client:
+        ids = client.ids_next(generator, count)
+    if opts.json:
+        print_json({"generator": generator, "ids": ids})
+    else:
+        out_console.print("\n".join(str(value) for value in ids))
+
+
+@id_.command("decode")
+@click.argument("value", metavar="ID")
+@click.option("--generator", "-g", default=None,
+              help="Decode with this generator's layout (asks the cluster) [default: the "
+                   "default layout, offline; a UUID is decoded as UUIDv7].")  # fmt: skip
+@client_options
+def id_decode(opts: ClientOptions, value: str, generator: str | None) -> None:
+    """The time, worker and sequence of a snowflake ID (or the parts of a UUIDv7)."""
+    from synod.ids import decode
+
+    if generator is not None:
+        if not value.isdigit():
+            raise Failure(f"{value!r} is not a snowflake ID (a decimal integer)", EXIT_USAGE)
+        with opts.client() as client:
+            parts: dict[str, Any] = client.ids_decode(generator, int(value))
+    else:
+        try:
+            parts = dict(decode(value).to_dict())
+        except ValueError as error:
+            raise Failure(str(error), EXIT_USAGE) from None
+    if opts.json:
+        print_json(parts)
+        return
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(parts["timestamp_ms"] / 1000))
+    parts["time"] = f"{stamp}.{parts['timestamp_ms'] % 1000:03d}Z"
+    out_console.print("  ".join(f"{key}={escape(str(val))}" for key, val in parts.items()))
+
+
+@id_.command("list")
+@client_options
+def id_list(opts: ClientOptions) -> None:
+    """Every generator (layout, worker leases, high-water mark) and segment tag."""
+    with opts.client() as client:
+        listing = client.ids_list()
+    if opts.json:
+        print_json(listing)
+        return
+    table = Table("generator", "bits t/w/s", "epoch_ms", "workers leased", "hwm_ms")
+    for gen in listing["generators"]:
+        bits = f"{gen['time_bits']}/{gen['worker_bits']}/{gen['sequence_bits']}"
+        table.add_row(escape(gen["name"]), bits, str(gen["epoch_ms"]),
+                      str(gen["workers_leased"]), str(gen["hwm_ms"]))  # fmt: skip
+    out_console.print(table)
+    tags = Table("tag", "max_id")
+    for tag in listing["tags"]:
+        tags.add_row(escape(tag["tag"]), str(tag["max_id"]))
+    out_console.print(tags)
+
+
 if __name__ == "__main__":
     main()

@@ -11,12 +11,14 @@ from synod.client.aio import DEV_ENDPOINTS, AsyncClient, normalize_endpoints
 from synod.client.errors import (
     AlreadyExists,
     BodyTimeout,
+    ClockRollback,
     Compacted,
     CompareFailed,
     ConfChangeInvalid,
     ConfChangePending,
     Conflict,
     FutureRevision,
+    GeneratorNotFound,
     InvalidArgument,
     LeaseExpired,
     LimitExceeded,
@@ -34,7 +36,9 @@ from synod.client.errors import (
     TransferInvalid,
     Unavailable,
     Unhealthy,
+    WorkerLeaseLost,
 )
+from synod.client.ids import SegmentIds, Snowflake
 from synod.client.lease import LeaseKeepAlive
 from synod.client.locks import Election, Leader, Lock, LockLost, RWLock, SyncLock
 from synod.client.sync import Client, SyncLeaseKeepAlive
@@ -60,6 +64,7 @@ __all__ = [
     "AsyncClient",
     "BodyTimeout",
     "Client",
+    "ClockRollback",
     "ClusterStatus",
     "Compacted",
     "Compare",
@@ -70,6 +75,7 @@ __all__ = [
     "DeleteResult",
     "Election",
     "FutureRevision",
+    "GeneratorNotFound",
     "Header",
     "InvalidArgument",
     "Leader",
@@ -92,7 +98,9 @@ __all__ = [
     "RWLock",
     "RangeResult",
     "RequestTimeout",
+    "SegmentIds",
     "SessionExpired",
+    "Snowflake",
     "SyncLeaseKeepAlive",
     "SyncLock",
     "SynodError",
@@ -103,5 +111,6 @@ __all__ = [
     "Unavailable",
     "Unhealthy",
     "WatchEvent",
+    "WorkerLeaseLost",
     "normalize_endpoints",
 ]

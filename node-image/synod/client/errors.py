@@ -38,6 +38,7 @@ __all__ = [
     "PROBLEM_TYPE_PREFIX",
     "AlreadyExists",
     "BodyTimeout",
+    "ClockRollback",
     "Compacted",
     "CompareFailed",
     "ConfChangeInvalid",
@@ -45,6 +46,7 @@ __all__ = [
     "Conflict",
     "FencingTokenStale",
     "FutureRevision",
+    "GeneratorNotFound",
     "InvalidArgument",
     "LeaseExpired",
     "LimitExceeded",
@@ -66,6 +68,7 @@ __all__ = [
     "TransferInvalid",
     "Unavailable",
     "Unhealthy",
+    "WorkerLeaseLost",
     "error_from_problem",
 ]
 
@@ -314,6 +317,28 @@ class BodyTimeout(Unavailable):
     status = status_of(code)
 
 
+class GeneratorNotFound(NotFound):
+    """No ID generator of that name is defined (/v1/ids)."""
+
+    code = "generator-not-found"
+
+
+class WorkerLeaseLost(Conflict):
+    """An ID generator's worker lease expired, was released or granted again."""
+
+    code = "worker-lease-lost"
+    status = status_of(code)
+
+
+class ClockRollback(SynodError):
+    """An ID generator's clock is behind its last timestamp or high-water mark by more
+    than it may wait out; ``problem["behind_ms"]`` says by how much. Not retried by the
+    client: the caller decides whether to wait."""
+
+    code = "clock-rollback"
+    status = status_of(code)
+
+
 class ProtocolError(SynodError):
     """The server answered something docs/api.md does not allow."""
 
@@ -349,6 +374,9 @@ _BY_CODE: dict[str, type[SynodError]] = {
         NotReady,
         Unhealthy,
         BodyTimeout,
+        GeneratorNotFound,
+        WorkerLeaseLost,
+        ClockRollback,
     )
 }
 

@@ -13,8 +13,9 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iter
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from synod.client import ids as client_ids
 from synod.client.aio import AsyncClient
-from synod.client.errors import SynodError
+from synod.client.errors import AlreadyExists, SynodError
 from synod.client.lease import LeaseKeepAlive
 from synod.client.locks import SyncLock
 from synod.client.types import WatchEvent
@@ -190,6 +191,53 @@ class Client:
         """An exclusive hold of an rw lock. Raises ValueError on bad options."""
         options.setdefault("cancel_on_lost", False)
         return SyncLock(self._run, self.aio.rwlock(name).write(**options))
+
+    # -- unique IDs (docs/ids.md) -----------------------------------------------------
+
+    def snowflake(
+        self, name: str, *, create: bool = True, layout: Any = None, **options: Any
+    ) -> client_ids.Snowflake:
+        """An embedded snowflake generator of ``name``; options: ``ttl_ms``, ``clock``.
+        With ``create`` a missing generator is defined (with ``layout``, else the
+        default one; an existing one is used as it is when no ``layout`` is given).
+        Raises GeneratorNotFound, AlreadyExists (``layout`` differs from the existing
+        definition), LimitExceeded (every worker id leased), Unavailable."""
+        if create:
+            try:
+                self._run(client_ids.define(self.aio, name, layout))
+            except AlreadyExists:
+                if layout is not None:
+                    raise
+        return client_ids.Snowflake(self._run, self.aio, name, **options)
+
+    def segment(self, tag: str, **options: Any) -> client_ids.SegmentIds:
+        """Dense IDs of ``tag`` from double-buffered segments; options: ``policy`` (a
+        synod.ids.StepPolicy), ``clock``. Raises nothing until used."""
+        return client_ids.SegmentIds(self._loop, self.aio, tag, **options)
+
+    def ids_next(self, generator: str, count: int = 1) -> list[int]:
+        """``count`` IDs issued by a node. Raises GeneratorNotFound, ClockRollback,
+        WorkerLeaseLost, Unavailable."""
+        return self._run(client_ids.next_remote(self.aio, generator, count))
+
+    def ids_decode(self, generator: str, value: int) -> dict[str, Any]:
+        """The parts of an ID under ``generator``'s layout. Raises GeneratorNotFound."""
+        return self._run(client_ids.decode_remote(self.aio, generator, value))
+
+    def ids_define(self, generator: str, layout: Any = None, worker_min: int = 0,
+                   worker_max: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """Define a snowflake generator (a synod.ids.Layout, default the default layout;
+        worker ids in [worker_min, worker_max]); idempotent. Raises AlreadyExists
+        (another definition), InvalidArgument, LimitExceeded."""
+        return self._run(client_ids.define(self.aio, generator, layout, worker_min, worker_max))
+
+    def ids_get(self, generator: str) -> dict[str, Any]:
+        """A generator's definition and live worker leases. Raises GeneratorNotFound."""
+        return self._run(client_ids.get_remote(self.aio, generator))
+
+    def ids_list(self) -> dict[str, Any]:
+        """Every generator and segment tag. Raises Unavailable."""
+        return self._run(client_ids.list_remote(self.aio))
 
     def keep_alive(self, lease_id: int, ttl_ms: int) -> SyncLeaseKeepAlive:
         """Renew ``lease_id`` in the background every ttl/3. Raises nothing."""

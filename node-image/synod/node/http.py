@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from synod.node import watch_stream
+from synod.node import ids_http, watch_stream
 from synod.node.api import NodeApi, NodeError, NotLeader, Session
 from synod.node.forward import FORWARDED_HEADER, HttpForwarder, StreamAborted
 from synod.node.http_state import (
@@ -276,6 +276,16 @@ _JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
 }
 
 
+def _ids_operation(operation: ids_http.IdsOperation) -> Callable[[Call], Awaitable[Answer]]:
+    async def run(call: Call) -> Answer:
+        return await operation(call.node, call.request, call.body, call.session)
+
+    return run
+
+
+_JSON_OPERATIONS.update({op_id: _ids_operation(op) for op_id, op in ids_http.OPERATIONS.items()})
+
+
 async def _forward(call: Call, error: NotLeader, body: bytes) -> web.StreamResponse:
     """Proxy once to the leader. Raises Problem not-leader (already forwarded once),
     no-leader (no leader address), timeout; StreamAborted."""
@@ -497,6 +507,7 @@ def build_app(
     app.on_startup.append(_start_forwarder)
     app.on_cleanup.append(_close_forwarder)
     watch_stream.install(app)
+    ids_http.install(app, registry if registry is not None else CollectorRegistry())
     assert len(app.router.routes()) >= len(specs)
     return app
 

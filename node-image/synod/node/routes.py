@@ -13,8 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from synod.ids.layout import UNIX_MS_MAX, WORKER_BITS_MAX
+from synod.ids.snowflake import BATCH_COUNT_MAX
 from synod.node.locks_routes import lock_fence_schema, lock_route_specs
 from synod.node.schema import INT64_MAX, Schema, boolean, integer, obj, string
+from synod.services.ids import IdsLimits
 from synod.services.limits import SETTABLE_LIMITS_CEILING, ServiceLimits
 
 __all__ = ["URL_BYTES_MAX", "RouteSpec", "route_specs"]
@@ -454,11 +457,151 @@ def _cluster_routes() -> list[RouteSpec]:
     ]  # fmt: skip
 
 
+def _ids_routes(limits: ServiceLimits) -> list[RouteSpec]:
+    """/v1/ids: generators (snowflake), their worker leases, segments, decoding."""
+    ids_limits = IdsLimits()
+    name = {"generator": string("generator name ([A-Za-z0-9][A-Za-z0-9._-]{0,127})",
+                                min_length=1, bytes_max=128)}  # fmt: skip
+    tag = {"tag": string("segment tag ([A-Za-z0-9][A-Za-z0-9._-]{0,127})", min_length=1,
+                         bytes_max=128)}  # fmt: skip
+    definition = obj(
+        {
+            "name": string(),
+            "time_bits": integer(),
+            "worker_bits": integer(),
+            "sequence_bits": integer(),
+            "epoch_ms": integer(),
+            "worker_min": integer(),
+            "worker_max": integer(),
+        },
+        (
+            "name",
+            "time_bits",
+            "worker_bits",
+            "sequence_bits",
+            "epoch_ms",
+            "worker_min",
+            "worker_max",
+        ),
+        "a generator's layout and worker-id range",
+    )
+    listed = obj(
+        {**definition["properties"], "workers_leased": integer(), "hwm_ms": integer()},
+        (*definition["required"], "workers_leased", "hwm_ms"),
+        "a generator",
+    )
+    worker_item = obj(
+        {"worker": integer(), "epoch": integer(), "lease": integer(), "hwm_ms": integer()},
+        ("worker", "epoch", "lease", "hwm_ms"),
+    )
+    tag_item = obj({"tag": string(), "max_id": integer()}, ("tag", "max_id"))
+    grant = {
+        "generator": string(),
+        "worker": integer(),
+        "epoch": integer(),
+        "lease": integer(),
+        "floor_ms": integer(),
+        "ceiling_ms": integer(),
+        "ttl_ms": integer(),
+        "layout": definition,
+    }
+    worker = integer("worker id", maximum=2**WORKER_BITS_MAX)
+    epoch = integer("fencing epoch of the grant", minimum=1)
+    reserve = integer(
+        "time reservation: the caller's wall clock (unix ms) plus the TTL", maximum=UNIX_MS_MAX
+    )
+    gen_errors = (*_WRITE_ERRORS, "generator-not-found")
+    bits = integer("bits", minimum=1, maximum=63)
+    return [
+        RouteSpec(
+            "idsList", "GET", "/v1/ids", "Every generator and segment tag",
+            _answer({"generators": _array(listed, ids_limits.list_items_max, "list_items_max"),
+                     "tags": _array(tag_item, ids_limits.list_items_max, "list_items_max")}),
+            (*_READ_ERRORS,),
+        ),
+        RouteSpec(
+            "idsDefine", "POST", "/v1/ids/{generator}", "Define a snowflake generator "
+            "(idempotent for the same definition)",
+            _answer({"generator": definition, "created": boolean()}),
+            (*_WRITE_ERRORS, "already-exists"),
+            body=obj({"time_bits": bits, "worker_bits": integer(
+                          "bits", minimum=1, maximum=WORKER_BITS_MAX),
+                      "sequence_bits": bits,
+                      "epoch_ms": integer("unix ms", maximum=UNIX_MS_MAX),
+                      "worker_min": worker, "worker_max": worker}),
+            path_params=name, session=True,
+            example={"time_bits": 41, "worker_bits": 10, "sequence_bits": 12},
+        ),
+        RouteSpec(
+            "idsGet", "GET", "/v1/ids/{generator}", "A generator and its live worker leases",
+            _answer({"generator": definition, "workers": _array(worker_item)}),
+            (*_READ_ERRORS, "generator-not-found"), path_params=name,
+        ),
+        RouteSpec(
+            "idsNext", "POST", "/v1/ids/{generator}/next",
+            "Issue IDs from this node's own leased worker (count for a batch)",
+            _answer({"ids": _array(integer(), BATCH_COUNT_MAX, "batch_count_max"),
+                     "worker": integer(), "epoch": integer()}),
+            (*gen_errors, "not-found", "worker-lease-lost", "clock-rollback"),
+            body=obj({"count": integer("how many IDs", minimum=1, maximum=BATCH_COUNT_MAX,
+                                       limit="batch_count_max")}),
+            path_params=name, example={"count": 1000},
+        ),
+        RouteSpec(
+            "idsDecode", "GET", "/v1/ids/{generator}/decode",
+            "The time, worker and sequence of an ID of the generator",
+            _answer({"id": integer(), "timestamp_ms": integer(), "worker": integer(),
+                     "sequence": integer()}),
+            (*_READ_ERRORS, "generator-not-found"),
+            query=obj({"id": integer("the ID")}, ("id",)), path_params=name,
+            example={"id": 1234567890123456789},
+        ),
+        RouteSpec(
+            "idsWorkerAcquire", "POST", "/v1/ids/{generator}/workers/acquire",
+            "Lease a worker id (for an embedded generator), bound to a new Synod lease",
+            _answer(grant), (*gen_errors, "worker-lease-lost"),
+            body=obj({"ttl_ms": integer("TTL of the Synod lease", minimum=limits.lease_ttl_ms_min,
+                                        maximum=limits.lease_ttl_ms_max),
+                      "reserve_ms": reserve}, ("ttl_ms", "reserve_ms")),
+            path_params=name, example={"ttl_ms": 10_000, "reserve_ms": 1_800_000_010_000},
+        ),
+        RouteSpec(
+            "idsWorkerRenew", "POST", "/v1/ids/{generator}/workers/renew",
+            "Keep a worker lease alive and raise its high-water mark",
+            _answer(grant), (*gen_errors, "not-found", "worker-lease-lost"),
+            body=obj({"worker": worker, "epoch": epoch, "lease": integer(minimum=1),
+                      "reserve_ms": reserve}, ("worker", "epoch", "lease", "reserve_ms")),
+            path_params=name,
+            example={"worker": 0, "epoch": 1, "lease": 1, "reserve_ms": 1_800_000_010_000},
+        ),
+        RouteSpec(
+            "idsWorkerRelease", "POST", "/v1/ids/{generator}/workers/release",
+            "Give a worker id back (and revoke its Synod lease)",
+            _answer({"generator": string(), "worker": integer(), "released": boolean()}),
+            (*gen_errors, "not-found", "worker-lease-lost"),
+            body=obj({"worker": worker, "epoch": epoch, "lease": integer(minimum=1)},
+                     ("worker", "epoch", "lease")),
+            path_params=name, example={"worker": 0, "epoch": 1, "lease": 1},
+        ),
+        RouteSpec(
+            "idsSegment", "POST", "/v1/ids/{tag}/segment",
+            "Take a segment [start, end] of a tag's dense IDs (segment mode)",
+            _answer({"tag": string(), "start": integer(), "end": integer()}),
+            _WRITE_ERRORS,
+            body=obj({"step": integer("IDs in the segment", minimum=ids_limits.segment_step_min,
+                                      maximum=ids_limits.segment_step_max,
+                                      limit="segment_step_max")}, ("step",)),
+            path_params=tag, session=True, example={"step": 1000},
+        ),
+    ]  # fmt: skip
+
+
 def route_specs(limits: ServiceLimits | None = None) -> tuple[RouteSpec, ...]:
     """Every route of the client API, with schemas sized by ``limits``. Raises nothing."""
     limits = limits or ServiceLimits()
     specs = (*_kv_routes(limits), *_lease_routes(limits), _watch_route(limits),
-             *_admin_routes(), *_cluster_routes(), *lock_route_specs())  # fmt: skip
+             *_admin_routes(), *_cluster_routes(), *lock_route_specs(),
+             *_ids_routes(limits))  # fmt: skip
     assert len({spec.operation_id for spec in specs}) == len(specs)
     assert len({spec.route_id for spec in specs}) == len(specs)
     assert all(spec.example is None or spec.body or spec.query for spec in specs)

@@ -28,6 +28,7 @@ from synod.services.commands import (
     require_fields,
 )
 from synod.services.errors import InvalidArgument, ServiceError
+from synod.services.ids import IDS_READ_KINDS, IdsTable
 from synod.services.kv import (
     DeleteRequest,
     KeyValue,
@@ -64,7 +65,7 @@ def _range_body(result: RangeResult, keys_only: bool) -> dict[str, Any]:
 
 
 class ServiceStateMachine:
-    """kv + leases + sessions, replicated; plus the node-local watch hub."""
+    """kv + leases + sessions + ids, replicated; plus the node-local watch hub."""
 
     def __init__(self, limits: ServiceLimits | None = None) -> None:
         """Create the empty state (applied_index 0, kv revision 1). Raises nothing."""
@@ -95,6 +96,11 @@ class ServiceStateMachine:
             "limits_set": self._op_limits_set,
             **{kind: self._op_lock for kind in LOCK_OPS},
         }
+        self.ids = IdsTable(self._lease_exists)
+        self._ops.update(self.ids.ops())
+
+    def _lease_exists(self, lease_id: int) -> bool:
+        return self.leases.exists(lease_id)
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -256,6 +262,7 @@ class ServiceStateMachine:
         self.kv.delete_keys(keys)
         self.leases.revoke(lease_id)
         self.locks.on_lease_revoked(lease_id)
+        self.ids.release_lease(lease_id)
         assert not self.kv.keys_of_lease(lease_id)
         return len(keys)
 
@@ -266,8 +273,12 @@ class ServiceStateMachine:
         applied range). Raises InvalidArgument, TooLarge, Compacted, FutureRevision."""
         if op.get("kind") in LOCK_READS:
             return self._ok(**self.locks.read(op))
+        if op.get("kind") in IDS_READ_KINDS:
+            return self._ok(**self.ids.read(op))
         if op.get("kind") != "range":
-            raise InvalidArgument("only range and lock read ops can be served as reads")
+            raise InvalidArgument(
+                "only range, lock and ids_get/ids_list ops can be served as reads"
+            )
         return self._ok(**self._op_range(op))
 
     def range(
@@ -314,6 +325,7 @@ class ServiceStateMachine:
             "sessions": self.sessions.to_snapshot(),
             "limits": settable_limits(self.limits),
             "locks": self.locks.to_snapshot(),
+            "ids": self.ids.to_snapshot(),
         }
         data = msgpack.packb(state, use_bin_type=True)
         assert isinstance(data, bytes)
@@ -348,8 +360,10 @@ class ServiceStateMachine:
         locks = LockTable(leases_table.exists, self.locks.limits)
         if locks_data is not None:
             locks.restore(locks_data)
+        ids = IdsTable(leases_table.exists)
+        ids.restore(state.get("ids"))  # absent in snapshots of versions without ids
         assert kv.revision >= 1
-        return RestoredState(applied_index, leases_table, kv, session_table, limits, locks)
+        return RestoredState(applied_index, leases_table, kv, session_table, limits, ids, locks)
 
     def adopt(self, restored: RestoredState) -> None:
         """Replace the state with a decoded one (cheap: references only); live watchers
@@ -359,6 +373,8 @@ class ServiceStateMachine:
         self._use_limits(restored.limits)
         if restored.locks is not None:
             self.locks = restored.locks
+        self.ids = restored.ids
+        self._ops.update(self.ids.ops())
         self.watches.kv = restored.kv
         self.watches.reset()
         assert self.kv is restored.kv and self.kv.revision >= 1
@@ -373,6 +389,7 @@ class RestoredState:
     kv: KVStore
     sessions: SessionTable
     limits: ServiceLimits
+    ids: IdsTable
     locks: LockTable | None = None
 
 

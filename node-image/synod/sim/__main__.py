@@ -63,7 +63,8 @@ def report(results: list[SimResult], *, echo_trace: bool) -> int:
         f"follower_reads={sum(r.follower_reads for r in results)} "
         f"keepalives={sum(r.keepalives for r in results)} "
         f"leases_expired={sum(r.leases_expired for r in results)} "
-        f"admin_changes={sum(r.admin_changes for r in results)}"
+        f"admin_changes={sum(r.admin_changes for r in results)} "
+        f"ids_issued={sum(r.ids_issued for r in results)}"
     )
     return 1 if failed else 0
 

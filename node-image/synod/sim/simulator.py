@@ -49,6 +49,7 @@ from synod.services.commands import (
     txn_op,
 )
 from synod.services.errors import ServiceError
+from synod.sim.ids_workload import IdsWorkload
 from synod.sim.invariants import SafetyMonitor, SafetyViolation
 from synod.sim.locks_workload import LockWorkload
 from synod.sim.network import LinkFaults, Partition, random_partition
@@ -87,6 +88,9 @@ class SimOptions:
     lease_ttl_units: tuple[int, ...] = (1000, 1200, 2000)  # The service allows >= 1000 ms.
     lease_probability: float = 0.3  # Share of client operations that grant or renew leases.
     lease_abandon_probability: float = 0.2  # A holder walks away; its lease must expire.
+    # Share of a lease holder's KV operations replaced by ids ops (sim.ids_workload); off
+    # by default so that the seeds of the other workloads replay unchanged.
+    ids_probability: float = 0.0
     leader_early_crash_probability: float = 0.2
     search_steps_max: int = 2_000_000
 
@@ -109,6 +113,7 @@ class SimResult:
     leases_expired: int = 0  # Lease ids in applied lease_expire commands.
     admin_changes: int = 0  # Membership changes answered as applied.
     lock_acquisitions: int = 0  # Lock grants the clients learned of.
+    ids_issued: int = 0  # IDs issued by the clients' embedded snowflake generators.
     trace: list[str] = field(default_factory=list)
 
     def replay_command(self) -> str:
@@ -134,6 +139,7 @@ class _Client:
     lease_id: int = 0
     lease_safe_until: int = 0  # The client may act as holder until then (from send times).
     cached_leader: int = 0
+    ids_op: dict[str, Any] | None = None  # the ids op in flight (sim.ids_workload)
 
 
 class Simulation:
@@ -217,6 +223,8 @@ class Simulation:
             self.nodes[node_id].start(conf)
             self._start_ticking(node_id)
         self.clients = [_Client(index=i) for i in range(options.clients)]
+        # Its own generator, seeded from the seed: self.rng's stream stays as it was.
+        self.ids = IdsWorkload(random.Random(self.seed * 1_000_003 + 11))
         for client in self.clients:
             self._schedule(1 + client.index, functools.partial(self._client_next, client))
         self._schedule(self._ticks(options.fault_interval_ticks), self._fault_loop)
@@ -253,6 +261,9 @@ class Simulation:
                 self.recovered_at - self.recovery_started_at
             ) // self.options.tick_period_units
             self._check_linearizable()
+            ids_violation = self.ids.violation()
+            if ids_violation is not None:
+                raise SafetyViolation(f"ids: {ids_violation}")
             self.locks.finish()
         except (SafetyViolation, AssertionError) as error:
             where = traceback.extract_tb(error.__traceback__)[-1]
@@ -269,6 +280,7 @@ class Simulation:
         result.lock_acquisitions = self.locks.acquisitions
         for name in ("follower_reads", "keepalives", "leases_expired", "admin_changes"):
             setattr(result, name, getattr(self.stats, name))
+        result.ids_issued = len(self.ids.issued)
         result.trace = list(self.trace)
         return result
 
@@ -587,6 +599,7 @@ class Simulation:
             client.op = None
             client.op_id = next(self.op_ids)
         else:
+            self.ids.issue(client.index, self.now)
             self._choose_operation(client)
         client.attempt = 0
         self._client_send(client)
@@ -604,6 +617,17 @@ class Simulation:
         if lock_op is not None:
             client.kind, client.data = lock_op
             client.op, client.handle, client.op_id = None, None, next(self.op_ids)
+            return
+        if (
+            self.options.ids_probability
+            and client.lease_id
+            and self.ids.rng.random() < self.options.ids_probability
+        ):
+            # An ids op of the lease holder (sim.ids_workload), instead of a KV op.
+            client.op, client.handle = None, None
+            client.op_id = next(self.op_ids)
+            client.ids_op = self.ids.next_op(client.index, client.lease_id, self.now)
+            client.kind, client.data = "ids", encode_command(client.ids_op, *session)
             return
         roll = self.rng.random()
         if roll < 0.4:
@@ -700,7 +724,7 @@ class Simulation:
         if (
             error.get("code") == "not-leader"
             and leader_id
-            and request.kind in ("write", "session_open", "lease_grant", "lock")
+            and request.kind in ("write", "session_open", "lease_grant", "lock", "ids")
             and not request.forwarded_by
         ):
             self._forward(node_id, leader_id, request)
@@ -750,11 +774,17 @@ class Simulation:
                 client.op_id = -1
                 self._schedule(1, lambda: self._client_next(client))
                 return
+            if client.kind == "ids" and code in IDS_FINAL_CODES:
+                self._ids_answered(client, request, result)
+                return
             if request.attempt == client.attempt and code != "session-expired":
                 self._retry(client)
             return
-        if request.kind in ("keepalive", "write", "lease_grant"):
+        if request.kind in ("keepalive", "write", "lease_grant", "ids"):
             client.cached_leader = request.target
+        if client.kind == "ids":
+            self._ids_answered(client, request, result)
+            return
         if client.kind in ("keepalive", "lease_grant"):
             self._lease_answered(client, request, result)
             return
@@ -794,6 +824,16 @@ class Simulation:
             self.stats.keepalives += 1
         # Conservative, as the SDK: the TTL counts from when the request was sent.
         client.lease_safe_until = request.sent_at + int(result["ttl_ms"])
+        self.ids.on_lease(client.index, client.lease_safe_until, int(result["ttl_ms"]))
+        client.op_id = -1
+        self._schedule(self.rng.randint(1, 20), lambda: self._client_next(client))
+
+    def _ids_answered(
+        self, client: _Client, request: ClientRequest, result: dict[str, Any]
+    ) -> None:
+        assert client.ids_op is not None
+        self.ids.answered(client.index, client.ids_op, result, request.sent_at)
+        client.ids_op = None
         client.op_id = -1
         self._schedule(self.rng.randint(1, 20), lambda: self._client_next(client))
 
@@ -895,6 +935,12 @@ class Simulation:
         client.resend_pending = False
         if client.op_id == op_id:  # Still the same operation: not answered meanwhile.
             self._client_send(client)
+
+
+# Service errors that answer an ids op for good (no retry): the worker lease is gone,
+# every worker id is taken, the lease is gone.
+IDS_FINAL_CODES = frozenset({"worker-lease-lost", "limit-exceeded", "generator-not-found",
+                             "not-found", "already-exists", "invalid-argument"})  # fmt: skip
 
 
 def _key_of(op: object) -> bytes:
