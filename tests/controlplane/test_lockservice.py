@@ -10,17 +10,20 @@ takes in it and the release on deletion all go through the node's real HTTP API.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.cluster.harness import Cluster, request
 
 from .conftest import ControlPlane
 from .test_operator import (
+    ROOT,
     _install_crd,
     _namespace,
     _path,
@@ -228,3 +231,25 @@ def test_missing_cluster_and_dedicated_cluster(
         "both LockServices to be gone",
         lambda: not ok(control_plane, "GET", _path("synod", ns, "lockservices"))["items"],
     )
+
+
+DOCS = [ROOT / "docs" / "locks.md", ROOT / "docs" / "operator.md"]
+
+
+def test_doc_examples_are_accepted_by_the_api_server(control_plane: ControlPlane) -> None:
+    _install_crd(control_plane)
+    ns = _namespace(control_plane, "synod-cp-locks-docs")
+    examples = [
+        doc
+        for path in DOCS
+        for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), flags=re.S)
+        for doc in [yaml.safe_load(block)]
+        if doc.get("kind") == "LockService"
+    ]
+    assert len(examples) == len(DOCS)
+    for example in examples:
+        example["metadata"].pop("namespace", None)
+        status, answer = control_plane.request(
+            "POST", _path("synod", ns, "lockservices") + "?dryRun=All", example
+        )
+        assert status == 201, answer
