@@ -97,6 +97,13 @@ def build_dedicated_cluster(
     }
 
 
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether `obj` is controlled by the object with `uid` (its controller reference)."""
+    assert uid
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
 def parse_cluster_urls(text: str) -> dict[str, list[str]]:
     """`SYNOD_OPERATOR_CLUSTER_URLS`: {"ns/cluster": ["http://host:port", ...]}."""
     if not text.strip():

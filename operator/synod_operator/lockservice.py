@@ -128,6 +128,7 @@ class LockObservation:
     error_code: str = ""  # the problem type when the write was refused
     error_detail: str = ""
     listing: dict[str, Any] | None = None  # the `/v1/locks/list` answer
+    name_taken: bool = False  # the dedicated cluster's name is another object's cluster
 
 
 def _counts(listing: dict[str, Any] | None) -> dict[str, Any]:
@@ -158,7 +159,13 @@ def build_lock_status(
     assert generation >= 0
     before = {c["type"]: c for c in previous.get("conditions") or [] if "type" in c}
     attach = spec.attachment
-    if not obs.cluster_found:
+    if obs.name_taken:
+        cluster = (
+            False,
+            "ClusterNameTaken",
+            f"ConsensusCluster {attach.cluster!r} exists and is not this resource's",
+        )
+    elif not obs.cluster_found:
         cluster = (
             False,
             "ClusterNotFound" if not attach.dedicated else "ClusterCreating",

@@ -18,7 +18,7 @@ import aiohttp
 import kopf
 
 from .admin import AdminClient, AdminError, Unreachable
-from .attach import cluster_admin
+from .attach import cluster_admin, controlled_by
 from .handlers import CLIENTS, RETRY_DELAY_S, Logger
 from .kube import KubeError
 from .lockservice import (
@@ -51,20 +51,32 @@ def _parse(name: str, namespace: str | None, spec: kopf.Spec) -> LockServiceSpec
         raise kopf.PermanentError(str(error)) from error
 
 
+class NameTaken(Exception):
+    """The dedicated cluster's name belongs to a ConsensusCluster this resource does not own."""
+
+
 async def _admin(spec: LockServiceSpec, uid: str) -> AdminClient | None:
     kube = CLIENTS.kube_client()
+    attach = spec.attachment
     try:
         manifest = dedicated_cluster_manifest(spec, uid)
         if manifest is not None:
+            existing = await kube.get("ConsensusCluster", attach.namespace, attach.cluster)
+            # Never take over (and later garbage-collect) somebody else's cluster.
+            if existing is not None and not controlled_by(existing, uid):
+                raise NameTaken(attach.cluster)
             await kube.apply(manifest)
-        return await cluster_admin(kube, CLIENTS.http_client(), spec.attachment)
+        return await cluster_admin(kube, CLIENTS.http_client(), attach)
     except KubeError as error:
         raise kopf.TemporaryError(f"reading the cluster: {error}", delay=RETRY_DELAY_S) from error
 
 
 async def converge(spec: LockServiceSpec, uid: str) -> LockObservation:
     """One idempotent pass: ensure the cluster, write the settings, read the counts."""
-    admin = await _admin(spec, uid)
+    try:
+        admin = await _admin(spec, uid)
+    except NameTaken:
+        return LockObservation(cluster_found=False, cluster_ready=False, name_taken=True)
     if admin is None:
         return LockObservation(cluster_found=False, cluster_ready=False)
     if await admin.cluster_status() is None:
@@ -121,7 +133,13 @@ async def ensure_lockservice(
         obs = await converge(parsed, uid)
     _patch_status(parsed, obs, meta, status, patch)
     if not obs.applied:
-        reason = obs.error_code or ("cluster not found" if not obs.cluster_found else "no leader")
+        reason = obs.error_code or (
+            "cluster name taken"
+            if obs.name_taken
+            else "cluster not found"
+            if not obs.cluster_found
+            else "no leader"
+        )
         raise kopf.TemporaryError(
             f"lock namespace {parsed.lock_namespace!r} not written yet: {reason}",
             delay=NOT_READY_DELAY_S,
@@ -168,7 +186,13 @@ async def delete_lockservice(
     kube = CLIENTS.kube_client()
     async with CLIENTS.lock(uid):
         try:
-            admin = await cluster_admin(kube, CLIENTS.http_client(), parsed.attachment)
+            attach = parsed.attachment
+            existing = await kube.get("ConsensusCluster", attach.namespace, attach.cluster)
+            if attach.dedicated and existing is not None and not controlled_by(existing, uid):
+                existing = None  # another object's cluster: not ours to touch
+            admin = None
+            if existing is not None:
+                admin = await cluster_admin(kube, CLIENTS.http_client(), attach)
             removed = admin is not None and await admin.lock_namespace_delete(parsed.lock_namespace)
         except (KubeError, AdminError, *_TRANSPORT_ERRORS) as error:
             if parsed.attachment.dedicated or retry + 1 >= DELETE_ATTEMPTS_MAX:

@@ -203,6 +203,15 @@ def test_missing_cluster_and_dedicated_cluster(
         found = {c["type"]: c for c in (got.get("status") or {}).get("conditions") or []}
         return found.get(kind)
 
+    # Somebody else's cluster already has the dedicated cluster's name: never taken over.
+    ok(
+        control_plane,
+        "POST",
+        _path("synod", ns, "consensusclusters"),
+        cluster_body("taken-cluster", replicas=1),
+    )
+    ok(control_plane, "POST", _path("synod", ns, "lockservices"),
+       lockservice_body("taken", replicas=3))  # fmt: skip
     missing = wait_for("ClusterNotFound", lambda: condition("orphan", "ClusterReady"))
     assert (missing["status"], missing["reason"]) == ("False", "ClusterNotFound")
 
@@ -225,12 +234,16 @@ def test_missing_cluster_and_dedicated_cluster(
         lambda: (c := condition("ded", "ClusterReady")) and c["reason"] == "NoLeader" and c,
     )
     assert no_leader["status"] == "False"
-    for name in ("orphan", "ded"):
+    taken = wait_for("ClusterNameTaken", lambda: condition("taken", "ClusterReady"))
+    assert (taken["status"], taken["reason"]) == ("False", "ClusterNameTaken")
+    for name in ("orphan", "ded", "taken"):
         ok(control_plane, "DELETE", _path("synod", ns, "lockservices", name))
     wait_for(
         "both LockServices to be gone",
         lambda: not ok(control_plane, "GET", _path("synod", ns, "lockservices"))["items"],
     )
+    other = ok(control_plane, "GET", _path("synod", ns, "consensusclusters", "taken-cluster"))
+    assert other["spec"]["replicas"] == 1 and not other["metadata"].get("ownerReferences")
 
 
 DOCS = [ROOT / "docs" / "locks.md", ROOT / "docs" / "operator.md"]

@@ -12,6 +12,7 @@ import pytest
 from synod_operator.attach import (
     CLUSTER_URLS_PER_CLUSTER_MAX,
     attachment,
+    controlled_by,
     member_urls,
     parse_cluster_urls,
 )
@@ -215,3 +216,24 @@ def test_member_urls_override_and_default() -> None:
 def test_bad_cluster_urls_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="SYNOD_OPERATOR_CLUSTER_URLS"):
         parse_cluster_urls(text)
+
+
+def test_a_taken_dedicated_cluster_name_is_reported() -> None:
+    spec = parse_lockservice("jobs", "team-a", {"replicas": 3})
+    obs = LockObservation(False, False, name_taken=True)
+    status = build_lock_status(spec, obs, generation=1, previous={}, now=T0)
+    assert status["conditions"][0]["reason"] == "ClusterNameTaken"
+    assert status["ready"] is False
+
+
+@pytest.mark.parametrize(
+    ("refs", "owned"),
+    [
+        ([], False),
+        ([{"uid": "u1", "controller": True}], True),
+        ([{"uid": "u1", "controller": False}], False),
+        ([{"uid": "u2", "controller": True}], False),
+    ],
+)
+def test_controlled_by(refs: list[dict[str, Any]], owned: bool) -> None:
+    assert controlled_by({"metadata": {"ownerReferences": refs}}, "u1") is owned
