@@ -3,6 +3,8 @@
 Environment:
   SYNOD_OPERATOR_NAMESPACES   comma-separated namespaces to watch; empty = cluster-wide
   SYNOD_OPERATOR_HEALTH_PORT  port of the liveness endpoint (/healthz), default 8080; 0 = none
+  SYNOD_OPERATOR_CLUSTER_URLS member URLs per "ns/cluster" (JSON) for an operator running
+                              outside the cluster (development, control-plane tests)
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 
 import kopf
 
-from . import handlers
+from . import handlers, lockservice_handlers
 
 DEFAULT_HEALTH_PORT = 8080
 
@@ -22,6 +24,7 @@ def main() -> None:
     namespaces = [ns for ns in namespaces if ns]
     port = int(os.environ.get("SYNOD_OPERATOR_HEALTH_PORT", DEFAULT_HEALTH_PORT))
     assert handlers.RECONCILE_INTERVAL_S > 0
+    assert lockservice_handlers.LOCK_RECONCILE_INTERVAL_S > 0
     assert 0 <= port < 65536, "SYNOD_OPERATOR_HEALTH_PORT is a TCP port (0: no endpoint)"
     kopf.configure(verbose=os.environ.get("SYNOD_OPERATOR_VERBOSE") == "1")
     asyncio.run(

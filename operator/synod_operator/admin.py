@@ -90,6 +90,11 @@ class AdminClient:
     async def admin(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST an admin call to the first member that answers (it forwards to the leader)."""
         assert route.startswith("/v1/admin/")
+        return await self.post(route, body)
+
+    async def post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST any API call (admin, lock namespaces) to the first member that answers."""
+        assert route.startswith("/v1/")
         last: Exception | None = None
         for url in self.client_urls:
             try:
@@ -113,3 +118,21 @@ class AdminClient:
 
     async def transfer_leadership(self, to: int | None) -> dict[str, Any]:
         return await self.admin("/v1/admin/leadership/transfer", {} if to is None else {"to": to})
+
+    async def lock_namespace_put(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Create or update a lock namespace (idempotent; docs/locks.md)."""
+        return await self.post("/v1/locks/namespaces/put", settings)
+
+    async def lock_namespace_delete(self, ns: str) -> bool:
+        """Delete a lock namespace, releasing its holders; False when it was already gone."""
+        try:
+            await self.post("/v1/locks/namespaces/delete", {"ns": ns})
+        except AdminError as error:
+            if error.code == "not-found":
+                return False
+            raise
+        return True
+
+    async def lock_list(self, ns: str, limit: int) -> dict[str, Any]:
+        """The first `limit` locks of a namespace with holder and waiter counts."""
+        return await self.post("/v1/locks/list", {"ns": ns, "limit": limit})

@@ -9,6 +9,7 @@ check what the operator itself writes (owned objects, status, events, claims).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -78,7 +79,12 @@ def _chart_docs() -> list[dict[str, Any]]:
 
 
 def _install_crd(plane: ControlPlane) -> None:
-    crd = yaml.safe_load(CRD_PATH.read_text())
+    """Install every CRD in crds/ (ConsensusCluster, LockService) and wait for them."""
+    for path in sorted(CRD_PATH.parent.glob("*.yaml")):
+        _install_one_crd(plane, yaml.safe_load(path.read_text()))
+
+
+def _install_one_crd(plane: ControlPlane, crd: dict[str, Any]) -> None:
     status, answer = plane.request(
         "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd
     )
@@ -95,9 +101,10 @@ def _install_crd(plane: ControlPlane) -> None:
 
     wait_for("the CRD to be established", established)
     # Discovery takes a moment longer than Established.
+    plural = crd["spec"]["names"]["plural"]
     wait_for(
         "the new API in discovery",
-        lambda: plane.request("GET", f"{API}/consensusclusters")[0] == 200,
+        lambda: plane.request("GET", f"{API}/{plural}")[0] == 200,
     )
 
 
@@ -118,11 +125,13 @@ def _path(kind: str, namespace: str, plural: str, name: str = "") -> str:
     return f"{base}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def run_operator(
+    control_plane: ControlPlane, workdir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[Path]:
-    """CRD + the chart's RBAC applied; the operator running with the chart's ServiceAccount."""
+    """CRDs + the chart's RBAC applied; the operator running with the chart's ServiceAccount.
+
+    Yields the path of its log."""
     _install_crd(control_plane)
     _namespace(control_plane, RELEASE_NAMESPACE)
     docs = _chart_docs()
@@ -145,13 +154,13 @@ def operator(
         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
          "spec": {"expirationSeconds": TOKEN_TTL_S}},
     )["status"]["token"]  # fmt: skip
-    workdir = tmp_path_factory.mktemp("operator")
     kubeconfig = json.loads(control_plane.kubeconfig_path.read_text())
     kubeconfig["users"] = [{"name": "admin", "user": {"token": token}}]
     (workdir / "kubeconfig").write_text(json.dumps(kubeconfig))
     log_path = workdir / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(workdir / "kubeconfig"), "SYNOD_OPERATOR_NAMESPACES": "",
-           "SYNOD_OPERATOR_HEALTH_PORT": "0", "SYNOD_OPERATOR_VERBOSE": "1"}  # fmt: skip
+           "SYNOD_OPERATOR_HEALTH_PORT": "0", "SYNOD_OPERATOR_VERBOSE": "1",
+           **(extra_env or {})}  # fmt: skip
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "synod_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -173,6 +182,14 @@ def operator(
             proc.wait(timeout=10)
         if os.environ.get("SYNOD_CP_SHOW_OPERATOR_LOG"):
             print(log_path.read_text()[-20000:])
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    with run_operator(control_plane, tmp_path_factory.mktemp("operator")) as log_path:
+        yield log_path
 
 
 def claim_body(name: str, cluster: str, size: str) -> dict[str, Any]:

@@ -122,14 +122,19 @@ def test_condition_reasons_fit_the_schema() -> None:
     assert set(conditions["properties"]["type"]["enum"]) == {"Available", "Progressing", "Degraded"}
 
 
-def test_only_consensuscluster_ships_for_now() -> None:
-    """LockService, IdGenerator and RateLimitPolicy come with their services."""
-    assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == [CRD_PATH.name]
+def test_crds_shipped() -> None:
+    """IdGenerator and RateLimitPolicy come with their services."""
+    assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == [
+        CRD_PATH.name,
+        "synod.dev_lockservices.yaml",
+    ]
 
 
 def test_chart_copy_is_identical() -> None:
+    sources = sorted((ROOT / "crds").glob("*.yaml"))
     chart_copies = sorted(CHART_CRD_DIR.glob("*.yaml"))
-    assert [p.name for p in chart_copies] == [CRD_PATH.name]
-    assert chart_copies[0].read_bytes() == CRD_PATH.read_bytes(), (
-        "charts/synod/crds drifted from crds/: cp crds/*.yaml charts/synod/crds/"
-    )
+    assert [p.name for p in chart_copies] == [p.name for p in sources]
+    for source, copy in zip(sources, chart_copies, strict=True):
+        assert copy.read_bytes() == source.read_bytes(), (
+            "charts/synod/crds drifted from crds/: cp crds/*.yaml charts/synod/crds/"
+        )
