@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-
 SEEDS ?= 500
 SEED ?=
 
-.PHONY: help venv demo test check lint types sim bench-core bench bench-ids pytest-all clean
+.PHONY: help venv demo test check lint types sim bench-core bench bench-ids bench-locks pytest-all clean
 
 help:
 	@echo "make demo        start a local 3-node cluster and tour the primitives"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-core  throughput of the Raft core on an in-memory network"
 	@echo "make bench       Synod against etcd under the same wrk load (ratios)"
 	@echo "make bench-ids   ID generation: embedded, HTTP batched, segments vs Redis INCR"
+	@echo "make bench-locks Synod's locks against Redis, ZooKeeper and etcd locks (ratios)"
 	@echo "make kind-up / images / e2e-smoke / e2e-operator / envtest: see docs/kubernetes.md"
 
 $(VENV_STAMP): pyproject.toml
@@ -51,14 +52,26 @@ sim: venv
 bench-core: venv
 	$(PY) -m synod.bench.core
 
-# Synod against etcd on this machine: installs etcd-server and wrk from Debian first.
+# Synod's ID generators against Redis INCR: installs redis-server from Debian first.
 bench-ids: venv
 	node-image/synod/bench/install-redis.sh
 	$(PY) -m synod.bench.ids $(BENCH_ARGS)
 
+# Synod against etcd on this machine: installs etcd-server and wrk from Debian first.
 bench: venv
 	node-image/synod/bench/install-peers.sh
 	$(PY) -m synod.bench.etcd_compare $(BENCH_ARGS)
+
+# Synod's locks against Redis 7, a ZooKeeper 3.8 ensemble and etcd 3.4 (docs/benchmarks.md):
+# installs the servers from Debian and the lock clients (pyproject's `bench` extra).
+BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+$(BENCH_STAMP): $(VENV_STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@rm -f $(VENV)/.bench-* && touch $@
+
+bench-locks: venv $(BENCH_STAMP)
+	node-image/synod/bench/install-lock-peers.sh
+	PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python $(PY) -m synod.bench.locks $(BENCH_ARGS)
 
 # Tiers 1-4 in one pytest run. Every tool a test would otherwise skip without is
 # built (or found in its cache) first: the envtest binaries and kubectl for
