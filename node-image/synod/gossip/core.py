@@ -104,6 +104,7 @@ class GossipStats:
     relays_dropped: int = 0
     members_refused: int = 0  # members_max reached
     push_pulls: int = 0
+    join_attempts: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -167,6 +168,8 @@ class GossipCore:
         self._packets: list[Packet] = []
         self._events: list[MembershipEvent] = []
         self._left = False
+        self._join_addresses: list[str] = []
+        self._next_join_ms = now_ms
         self._queue_alive(self.members[name])
         assert self.local.state is MemberState.ALIVE
 
@@ -199,6 +202,8 @@ class GossipCore:
     def next_deadline_ms(self) -> int:
         """The latest time by which `tick` must be called."""
         deadlines = [self._next_gossip_ms, self._next_push_pull_ms]
+        if self._join_addresses:
+            deadlines.append(self._next_join_ms)
         if self._probe is None:
             deadlines.append(self._next_probe_ms)
         else:
@@ -229,9 +234,22 @@ class GossipCore:
         """Contact seed members: a full-state push-pull to each."""
         self._advance(now_ms)
         assert len(addresses) <= self.settings.members_max
-        for address in addresses:
-            if address != self.address:
-                self._send_push_pull(address, join=True, reply=False)
+        self._join_addresses = [a for a in addresses if a != self.address]
+        self._next_join_ms = now_ms
+        self._tick_join()
+
+    def _tick_join(self) -> None:
+        """Push-pull to the seeds until one answers (or join_attempts_max)."""
+        if not self._join_addresses or self.now_ms < self._next_join_ms:
+            return
+        if len(self.members) > 1 or self.stats.join_attempts >= self.settings.join_attempts_max:
+            self._join_addresses = []  # joined (or given up: counted in join_attempts)
+            return
+        self.stats.join_attempts += 1
+        self._next_join_ms = self.now_ms + self.settings.join_retry_ms
+        for address in self._join_addresses:
+            self._send_push_pull(address, join=True, reply=False)
+        assert self._next_join_ms > self.now_ms
 
     def leave(self, now_ms: int) -> None:
         """Announce a voluntary departure (a dead message from ourselves)."""
@@ -246,6 +264,7 @@ class GossipCore:
         self._advance(now_ms)
         if self._left:
             return
+        self._tick_join()
         self._tick_probe()
         for name, suspicion in list(self.suspicions.items()):
             if suspicion.deadline_ms() <= now_ms:

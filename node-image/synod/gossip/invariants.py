@@ -10,7 +10,7 @@ unreliable (starved) and whether the network dropped packets (loss or cuts). Che
   never starved is never declared dead (with faults such deaths are counted as
   false positives, not violations);
 - convergence: once the faults are over and the run has settled, every live member
-  holds every other live member it knows alive (a false death was refuted);
+  knows every other live member and holds it alive (a false death was refuted);
 - monotonic incarnations: what one observer reports of one subject never goes back.
 
 Figures: detection time (crash to the first death declaration), dissemination time
@@ -87,7 +87,9 @@ def check(history: History) -> list[str]:
     for observer in live:
         view = history.final_states.get(observer, {})
         for name in live:
-            if view.get(name, MemberState.ALIVE) is not MemberState.ALIVE:
+            if name not in view:
+                violations.append(f"convergence: {observer} never heard of {name}")
+            elif view[name] is not MemberState.ALIVE:
                 violations.append(
                     f"convergence: {observer} holds the live member {name} "
                     f"{view[name].name.lower()} at the end ({history.end_ms} ms)"

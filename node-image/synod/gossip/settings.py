@@ -29,7 +29,10 @@ class GossipSettings:
     gossip_to_the_dead_ms: int = 30_000  # GossipToTheDeadTime
     push_pull_interval_ms: int = 30_000  # PushPullInterval
     awareness_max_multiplier: int = 8  # AwarenessMaxMultiplier
-    dead_node_reclaim_ms: int = 0  # DeadNodeReclaimTime: 0 = a dead name is never reused
+    # Until a seed answers, the join push-pull is repeated (memberlist leaves the retry to
+    # its caller; Consul's retry_join does it): a lost datagram must not isolate a member.
+    join_retry_ms: int = 1000
+    join_attempts_max: int = 120
     # Lifeguard switches (both on in memberlist; the simulator turns them off to compare).
     lifeguard: bool = True  # local health awareness + buddy system + dynamic suspicion
     refute: bool = True  # answer a suspicion about ourselves (off only as a known-bad variant)
@@ -47,10 +50,6 @@ class GossipSettings:
         for field in fields(self):
             value = getattr(self, field.name)
             if isinstance(value, bool):
-                continue
-            if field.name == "dead_node_reclaim_ms":
-                if value < 0:
-                    raise ValueError("dead_node_reclaim_ms must not be negative")
                 continue
             if value < 1:
                 raise ValueError(f"{field.name} must be positive")
