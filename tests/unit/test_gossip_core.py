@@ -18,7 +18,7 @@ from synod.gossip.messages import (
     encode_message,
 )
 from synod.gossip.settings import GossipSettings
-from synod.gossip.state import EventKind, MemberState, MembershipEvent, Meta
+from synod.gossip.state import EventKind, MembershipEvent, MemberState, Meta
 
 STEPS_MAX = 200_000
 SETTINGS = GossipSettings()
@@ -32,7 +32,7 @@ class Net:
         self.cores = {
             name: GossipCore(
                 settings, name, name, Meta(f"http://{name}", "z1", ("kv",)), seed=index, now_ms=0
-            )  # fmt: skip
+            )
             for index, name in enumerate(names)
         }
         self.in_flight: list[tuple[int, str, Packet]] = []
