@@ -218,3 +218,16 @@ def test_a_member_that_leaves_is_reported_left() -> None:
     net.run_until(net.now_ms + 2000)
     assert net.state("a", "c") is MemberState.LEFT
     assert net.kinds("a", "c")[-1] is EventKind.LEFT
+
+
+def test_a_stale_accusation_is_answered_directly_with_our_incarnation() -> None:
+    core = GossipCore(SETTINGS, "a", "a", Meta(), seed=1, now_ms=0)
+    core.receive("b", encode_datagram("b", [encode_message(Dead(0, "a", "b"))]), 5)
+    assert core.incarnation == 1
+    core.take_packets()
+    core.receive("c", encode_datagram("c", [encode_message(Suspect(0, "a", "c"))]), 6)
+    assert core.incarnation == 1  # no new refutation: c only lags behind
+    (answer,) = core.take_packets()
+    assert answer.address == "c"
+    assert Alive(1, "a", "a", Meta()) in decode_datagram(answer.payload)[1]
+    assert core.stats.stale_accusations == 1

@@ -96,6 +96,7 @@ class GossipStats:
     suspicions_raised: int = 0  # by our own failed probes
     suspicions_refuted: int = 0  # members we suspected (or heard suspected) that refuted
     self_refutations: int = 0
+    stale_accusations: int = 0  # accusations of us at an older incarnation, answered again
     deaths_declared: int = 0  # by our own suspicion timers
     dead_revived: int = 0  # a member we held dead came back alive: a false positive
     decode_errors: int = 0
@@ -331,8 +332,10 @@ class GossipCore:
             case Alive():
                 self._on_alive(message)
             case Suspect():
+                self._answer_stale_accusation(address, message)
                 self._on_suspect(message)
             case Dead():
+                self._answer_stale_accusation(address, message)
                 self._on_dead(message)
             case PushPull():
                 self._on_push_pull(sender, address, message)
@@ -474,7 +477,9 @@ class GossipCore:
 
     def _on_suspect(self, suspect: Suspect) -> None:
         member = self.members.get(suspect.name)
-        if member is None or suspect.incarnation < member.incarnation:
+        if member is None:
+            return
+        if suspect.incarnation < member.incarnation:
             return
         suspicion = self.suspicions.get(suspect.name)
         if suspicion is not None:
@@ -512,7 +517,9 @@ class GossipCore:
 
     def _on_dead(self, dead: Dead) -> None:
         member = self.members.get(dead.name)
-        if member is None or dead.incarnation < member.incarnation:
+        if member is None:
+            return
+        if dead.incarnation < member.incarnation:
             return
         if member.state in (MemberState.DEAD, MemberState.LEFT):
             return
@@ -532,6 +539,19 @@ class GossipCore:
             self._emit(kind, member, source=dead.source, suspected_by=suspicion.suspected_by,
                        confirmed_by=tuple(suspicion.confirmers))  # fmt: skip
         assert dead.name not in self.suspicions
+
+    def _answer_stale_accusation(self, address: str, message: Suspect | Dead) -> None:
+        """The sender still accuses us at an older incarnation: our refutation did not
+        reach it (it was cut off while the refutation spread). Tell it directly instead
+        of waiting for a push-pull (memberlist ignores these)."""
+        local = self.local
+        if message.name != self.name or message.incarnation >= local.incarnation:
+            return
+        if self._left or not self.settings.refute:
+            return
+        self.stats.stale_accusations += 1
+        self._send(address, [Alive(local.incarnation, self.name, self.address, local.meta)])
+        assert local.incarnation > message.incarnation
 
     def _refute(self, accused_incarnation: int) -> None:
         local = self.local

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 
-from synod.gossip.core import GossipCore
+from synod.gossip.core import GossipCore, push_pull_interval_ms
 from synod.gossip.invariants import Figures, History, check, figures, percentile
 from synod.gossip.settings import GossipSettings
 from synod.gossip.state import Meta
@@ -106,10 +106,14 @@ class Scenario:
 
 def settle_ms(settings: GossipSettings, members: int) -> int:
     """Time after the last fault within which every crash must be known everywhere:
-    the longest suspicion (no confirmations) plus probe rounds to suspect and spread."""
+    the longest suspicion (no confirmations), probe rounds to suspect and spread, and
+    one push-pull interval."""
     assert members >= MEMBERS_MIN
     min_ms = suspicion_min_timeout_ms(settings.suspicion_mult, members, settings.probe_interval_ms)
     settle = settings.suspicion_max_timeout_mult * min_ms + 30 * settings.probe_interval_ms
+    # A minority side can hold a stale death that gossip no longer carries (the
+    # refutation spread while it was cut off): the push-pull anti-entropy repairs it.
+    settle += push_pull_interval_ms(settings.push_pull_interval_ms, members)
     assert settle > 0
     return settle
 

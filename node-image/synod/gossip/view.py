@@ -27,6 +27,7 @@ _COUNTERS = {
     "suspicions_raised": "Suspicions this member raised after its own failed probe.",
     "suspicions_refuted": "Suspected members that refuted with a higher incarnation.",
     "self_refutations": "Times this member refuted a suspicion or death of itself.",
+    "stale_accusations": "Accusations at an older incarnation answered with our alive.",
     "deaths_declared": "Suspicions that timed out here into a death.",
     "dead_revived": "Members held dead that came back alive: false positives.",
     "decode_errors": "Datagrams refused by the codec.",
