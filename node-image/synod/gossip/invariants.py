@@ -9,7 +9,7 @@ unreliable (starved) and whether the network dropped packets (loss or cuts). Che
 - accuracy: on a network without loss or cuts, a member that never crashed and was
   never starved is never declared dead (with faults such deaths are counted as
   false positives, not violations);
-- convergence: once the faults are over and the run has settled, every live member
+- convergence: once the faults are over and the run has calmed, every live member
   knows every other live member and holds it alive (a false death was refuted);
 - monotonic incarnations: what one observer reports of one subject never goes back.
 
@@ -43,6 +43,7 @@ class History:
     members: list[str]
     probe_interval_ms: int
     end_ms: int
+    faults_end_ms: int  # Loss stopped here: false positives are per member-hour until then.
     network_faults: bool
     crashed_ms: dict[str, int] = field(default_factory=dict)
     unreliable: set[str] = field(default_factory=set)
@@ -149,7 +150,7 @@ def figures(history: History) -> Figures:
     for name, seen in last_dead.items():
         if all(observer in seen for observer in live):
             disseminations.append((max(seen[o] for o in live) - first_dead[name]) / period)
-    member_hours = len(history.members) * history.end_ms / 3_600_000
+    member_hours = len(history.members) * history.faults_end_ms / 3_600_000
     assert member_hours > 0
     return Figures(detections, disseminations, len(false_deaths), len(false_suspicions),
                    member_hours)  # fmt: skip

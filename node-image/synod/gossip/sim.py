@@ -78,6 +78,7 @@ class Scenario:
     settings: GossipSettings
     loss: float
     end_ms: int
+    faults_end_ms: int = 0  # Loss stops here; the rest of the run is calm.
     crashes: dict[str, int] = field(default_factory=dict)
     cuts: list[Cut] = field(default_factory=list)
     one_ways: list[OneWay] = field(default_factory=list)
@@ -104,18 +105,26 @@ class Scenario:
         return self.loss > 0 or bool(self.cuts)
 
 
-def settle_ms(settings: GossipSettings, members: int) -> int:
-    """Time after the last fault within which every crash must be known everywhere:
-    the longest suspicion (no confirmations), probe rounds to suspect and spread, and
-    one push-pull interval."""
+def detect_ms(settings: GossipSettings, members: int) -> int:
+    """Time after the last crash within which it must be detected and known: the
+    longest suspicion (no confirmations) plus probe rounds to suspect and spread.
+    Packet loss lasts until then."""
     assert members >= MEMBERS_MIN
     min_ms = suspicion_min_timeout_ms(settings.suspicion_mult, members, settings.probe_interval_ms)
-    settle = settings.suspicion_max_timeout_mult * min_ms + 30 * settings.probe_interval_ms
-    # A minority side can hold a stale death that gossip no longer carries (the
-    # refutation spread while it was cut off): the push-pull anti-entropy repairs it.
-    settle += push_pull_interval_ms(settings.push_pull_interval_ms, members)
-    assert settle > 0
-    return settle
+    detect = settings.suspicion_max_timeout_mult * min_ms + 30 * settings.probe_interval_ms
+    assert detect > min_ms
+    return detect
+
+
+def calm_ms(settings: GossipSettings, members: int) -> int:
+    """The fault-free end of a run: a suspicion raised just before the loss stopped is
+    refuted, and a minority side's stale death that gossip no longer carries (the
+    refutation spread while it was cut off) is repaired by a push-pull."""
+    assert members >= MEMBERS_MIN
+    calm = push_pull_interval_ms(settings.push_pull_interval_ms, members)
+    calm += 10 * settings.probe_interval_ms
+    assert calm > 0
+    return calm
 
 
 def random_scenario(
@@ -155,7 +164,8 @@ def random_scenario(
             start = rng.randrange(3_000, 10_000)
             lag = rng.choice([300, 600, 1200])
             scenario.starves.append(Starve(rng.choice(survivors), start, start + 15_000, lag))
-    scenario.end_ms = SCENARIO_END_MS + settle_ms(settings, members)
+    scenario.faults_end_ms = SCENARIO_END_MS + detect_ms(settings, members)
+    scenario.end_ms = scenario.faults_end_ms + calm_ms(settings, members)
     return scenario
 
 
@@ -179,7 +189,7 @@ class _Sim:
 
 
 def _dropped(scenario: Scenario, rng: random.Random, source: str, target: str, at_ms: int) -> bool:
-    if scenario.loss and rng.random() < scenario.loss:
+    if scenario.loss and at_ms < scenario.faults_end_ms and rng.random() < scenario.loss:
         return True
     for cut in scenario.cuts:
         if cut.start_ms <= at_ms < cut.end_ms and ((source in cut.group) != (target in cut.group)):
@@ -231,6 +241,7 @@ def run(scenario: Scenario) -> RunResult:
         list(scenario.names),
         settings.probe_interval_ms,
         scenario.end_ms,
+        scenario.faults_end_ms,
         scenario.network_faults(),
         dict(scenario.crashes),
         scenario.unreliable(),
