@@ -231,3 +231,14 @@ def test_a_stale_accusation_is_answered_directly_with_our_incarnation() -> None:
     assert answer.address == "c"
     assert Alive(1, "a", "a", Meta()) in decode_datagram(answer.payload)[1]
     assert core.stats.stale_accusations == 1
+
+
+def test_a_member_that_left_goes_quiet() -> None:
+    core = GossipCore(SETTINGS, "a", "a", Meta(), seed=1, now_ms=0)
+    core.receive("b", encode_datagram("b", [encode_message(Alive(0, "b", "b", Meta()))]), 0)
+    core.leave(10)
+    core.take_packets()
+    core.tick(20)
+    assert core.next_deadline_ms() > 20 + SETTINGS.gossip_interval_ms
+    core.receive("b", encode_datagram("b", [encode_message(Ping(1, "a", "b", "b"))]), 30)
+    assert core.take_packets() == []

@@ -259,11 +259,19 @@ class GossipCore:
         self._left = True
         self._on_dead(Dead(self.incarnation, self.name, self.name))
         self._gossip()
+        # A member that left runs no protocol: no probe, relay, suspicion or join.
+        self._probe = None
+        self._relays.clear()
+        self.suspicions.clear()
+        self._join_addresses = []
+        assert self.local.state is MemberState.LEFT
 
     def tick(self, now_ms: int) -> None:
         """Run every timer that is due at `now_ms`."""
         self._advance(now_ms)
         if self._left:
+            idle_ms = now_ms + self.settings.push_pull_interval_ms
+            self._next_gossip_ms = self._next_push_pull_ms = self._next_probe_ms = idle_ms
             return
         self._tick_join()
         self._tick_probe()
