@@ -1,7 +1,7 @@
 """The gossip simulator tier: many seeds checked for completeness, accuracy,
-convergence and monotonic incarnations; replay is exact; the checks catch known-bad
-variants (refutation off) and known-bad histories; Lifeguard lowers false positives
-under CPU starvation."""
+convergence and monotonic incarnations; replay is exact; the checks catch the
+known-bad variants (refutation off; Lifeguard off under CPU starvation) and
+known-bad histories."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from synod.gossip.invariants import History, check, figures, percentile
 from synod.gossip.settings import GossipSettings
 from synod.gossip.state import EventKind, MembershipEvent, MemberState
 
-SWEEP_SEEDS = 36  # Seeds over the three sizes; each run simulates ~80 s of its cluster.
+SWEEP_SEEDS = 30  # Seeds over the three sizes; each run simulates ~80 s of its cluster.
 
 
 @pytest.mark.parametrize("members", [5, 12, 20])
@@ -56,15 +56,19 @@ def test_refutation_disabled_is_caught() -> None:
     assert any("convergence" in v for violations in caught for v in violations)
 
 
-def test_lifeguard_lowers_false_deaths_under_starvation() -> None:
+def test_lifeguard_off_under_starvation_is_caught_and_lifeguard_on_is_not() -> None:
     on, off = GossipSettings(), GossipSettings(lifeguard=False)
-    deaths_on = deaths_off = 0
-    for seed in range(1, 9):
+    suspicions_on = suspicions_off = 0
+    caught = []
+    for seed in range(1, 7):
         with_lifeguard, without = sim.run(_starved(seed, on)), sim.run(_starved(seed, off))
-        assert with_lifeguard.violations == [] and without.violations == []
-        deaths_on += with_lifeguard.figures.false_deaths
-        deaths_off += without.figures.false_deaths
-    assert deaths_on < deaths_off
+        assert with_lifeguard.violations == [], with_lifeguard.violations[:3]
+        caught += [v for v in without.violations if v.startswith("accuracy")]
+        suspicions_on += with_lifeguard.figures.false_suspicions
+        suspicions_off += without.figures.false_suspicions
+    # Without Lifeguard the starved members keep accusing healthy ones, and some die.
+    assert caught, "the known-bad variant (Lifeguard off under starvation) passed"
+    assert 2 * suspicions_on < suspicions_off
 
 
 def test_the_cli_prints_its_seed_and_the_table(capsys: pytest.CaptureFixture[str]) -> None:

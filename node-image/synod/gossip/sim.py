@@ -267,6 +267,10 @@ def run(scenario: Scenario) -> RunResult:
             continue
         run_ms = _starved_until(scenario, name, at_ms)
         if run_ms != at_ms:
+            if kind == _TIMER:
+                if sim.wake_ms.get(name) != at_ms and source != "start":
+                    continue  # A stale wake-up.
+                sim.wake_ms[name] = run_ms  # The deadline is served late, not lost.
             sim.push(run_ms, kind, name, source, payload)
             continue
         core = sim.cores.get(name)
