@@ -96,6 +96,7 @@ class GossipUdp:
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._closed = False
 
     def now_ms(self) -> int:
         """Milliseconds since this member started (monotonic)."""
@@ -114,17 +115,29 @@ class GossipUdp:
         self._task = asyncio.create_task(self._run(), name=f"gossip-{self.core.name}")
 
     async def _run(self) -> None:
-        while True:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
             delay_s = max(self.core.next_deadline_ms() - self.now_ms(), 0) / 1000
-            self._wake.clear()
             if delay_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay_s)
+                # Not asyncio.wait_for: on Python 3.11 it can swallow the cancellation
+                # that close() sends when the wait ends at the same moment.
+                self._wake.clear()
+                timer = loop.call_later(delay_s, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
+            else:
+                await asyncio.sleep(0)  # Let datagrams in even when always behind.
+            if self._closed:
+                break
             self.core.tick(self.now_ms())
             self._flush()
 
     def on_datagram(self, data: bytes, address: str) -> None:
         """Hand one datagram to the core and send what it answers."""
+        if self._closed:
+            return
         self.core.receive(address, data, self.now_ms())
         self._flush()
         self._wake.set()  # deadlines may have moved earlier
@@ -151,6 +164,8 @@ class GossipUdp:
 
     async def close(self) -> None:
         """Stop the timer task and close the socket."""
+        self._closed = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
