@@ -11,13 +11,14 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-
 SEEDS ?= 500
 SEED ?=
 
-.PHONY: help venv demo test check lint types sim bench-core bench bench-ids bench-locks pytest-all clean
+.PHONY: help venv demo test check lint types sim sim-gossip bench-core bench bench-ids bench-locks pytest-all clean
 
 help:
 	@echo "make demo        start a local 3-node cluster and tour the primitives"
 	@echo "make check       everything CI runs (lint, types, all test tiers, simulator, kind e2e)"
 	@echo "make test        fast tiers: unit, simulation sweep, process clusters"
 	@echo "make sim SEEDS=N run N simulator seeds (SEED=S replays one seed)"
+	@echo "make sim-gossip  the gossip simulator's detection / false-positive table"
 	@echo "make bench-core  throughput of the Raft core on an in-memory network"
 	@echo "make bench       Synod against etcd under the same wrk load (ratios)"
 	@echo "make bench-ids   ID generation: embedded, HTTP batched, segments vs Redis INCR"
@@ -48,6 +49,10 @@ types: venv
 
 sim: venv
 	$(PY) -m synod.sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS))
+
+# The gossip (SWIM + Lifeguard) simulator's report table (docs/gossip.md), ~3 min.
+sim-gossip: venv
+	$(PY) -m synod.gossip.sim --table
 
 bench-core: venv
 	$(PY) -m synod.bench.core
