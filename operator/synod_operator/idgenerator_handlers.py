@@ -4,7 +4,7 @@
   generator's definition through the cluster's API; `kopf.TemporaryError` while the
   cluster has no leader;
 * a level-triggered timer: the same, idempotently, then a fresh status;
-* delete: nothing is removed from the cluster and no finalizer holds the resource. The ids
+* delete: nothing is removed from the cluster (kopf's finalizer only stops the timer). The ids
   service keeps a generator's definition and its time high-water marks for good (it has
   no delete route, on purpose: forgetting the marks would let a re-created generator
   issue IDs again). An owned dedicated cluster goes by garbage collection, and with it
@@ -179,6 +179,6 @@ async def reconcile_idgenerator(
 
 @kopf.on.delete(GROUP, VERSION, IDGENERATOR_PLURAL, optional=True)
 async def forget_idgenerator(name: str, uid: str, logger: Logger, **_: Any) -> None:
-    """No finalizer (optional): the cluster keeps the definition and its marks."""
+    """Optional (never blocks deletion): the cluster keeps the definition and its marks."""
     CLIENTS.locks.pop(uid, None)
     logger.info("IdGenerator %s deleted; the cluster keeps its definition and marks", name)

@@ -221,7 +221,7 @@ def test_idgenerator_defines_the_generator_and_reports_workers_and_marks(
 
     assert wait_for("AlreadyExists", conflict)["status"] == "False"
 
-    # Deleting keeps the definition and its marks (no finalizer; the node has no delete).
+    # Deleting keeps the definition and its marks (the node has no delete route).
     for name in ("orders", "invoices", "traces", "clash"):
         ok(control_plane, "DELETE", _path("synod", ns, "idgenerators", name))
     wait_for("every IdGenerator to be gone", lambda: _none_left(control_plane, ns))
@@ -229,7 +229,8 @@ def test_idgenerator_defines_the_generator_and_reports_workers_and_marks(
     assert kept["generator"]["worker_bits"] == 8
     assert grant["worker"] in {w["worker"] for w in kept["workers"]}
     events = ok(control_plane, "GET", f"/api/v1/namespaces/{ns}/events")["items"]
-    assert any(e["involvedObject"]["kind"] == "IdGenerator" for e in events)
+    reasons = {e["reason"] for e in events if e["involvedObject"]["kind"] == "IdGenerator"}
+    assert "DefinitionConflict" in reasons, reasons
 
 
 def test_missing_cluster_and_dedicated_cluster(
