@@ -25,11 +25,12 @@ test-operator: venv helm
 	$(PY) -m pytest -q tests/unit/test_operator_crd.py tests/unit/test_operator_builders.py \
 	    tests/unit/test_operator_planner.py tests/unit/test_operator_chart.py \
 	    tests/unit/test_operator_lockservice.py tests/unit/test_operator_lockservice_crd.py \
-	    tests/unit/test_operator_lockservice_admin.py
+	    tests/unit/test_operator_lockservice_admin.py tests/unit/test_operator_idgenerator.py \
+	    tests/unit/test_operator_idgenerator_crd.py tests/unit/test_operator_idgenerator_admin.py
 
 test-operator-controlplane: venv envtest helm
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests/controlplane/test_operator.py \
-	    tests/controlplane/test_lockservice.py
+	    tests/controlplane/test_lockservice.py tests/controlplane/test_idgenerator.py
 
 e2e-operator: venv kind-up images
 	$(PY) -m pytest -q -s -p no:cacheprovider e2e/operator

@@ -136,3 +136,24 @@ class AdminClient:
     async def lock_list(self, ns: str, limit: int) -> dict[str, Any]:
         """The first `limit` locks of a namespace with holder and waiter counts."""
         return await self.post("/v1/locks/list", {"ns": ns, "limit": limit})
+
+    async def get(self, route: str) -> dict[str, Any]:
+        """GET any API read from the first member that answers."""
+        assert route.startswith("/v1/")
+        last: Exception | None = None
+        for url in self.client_urls:
+            try:
+                return await _call(self.session, "GET", url + route, None, ADMIN_TIMEOUT_S)
+            except (aiohttp.ClientError, TimeoutError) as error:
+                last = error
+        raise Unreachable(f"no member answered {route}: {last}")
+
+    async def ids_define(self, generator: str, definition: dict[str, Any]) -> dict[str, Any]:
+        """Define a snowflake generator (idempotent for the same definition; another one is
+        AdminError `already-exists`; docs/ids.md)."""
+        assert generator and "/" not in generator
+        return await self.post(f"/v1/ids/{generator}", definition)
+
+    async def ids_list(self) -> dict[str, Any]:
+        """Every generator (live worker leases, highest mark) and segment tag (`max_id`)."""
+        return await self.get("/v1/ids")

@@ -1,7 +1,7 @@
 """kopf handlers for ConsensusCluster: thin shells over builders, planner and status.
 
 Run with `kopf run -m synod_operator.handlers -m synod_operator.lockservice_handlers
---standalone -A` or
+-m synod_operator.idgenerator_handlers --standalone -A` or
 `python -m synod_operator` (docs/operator.md).
 
 * create/update/resume: apply the owned objects (a spec change reacts at once);

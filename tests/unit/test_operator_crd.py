@@ -123,9 +123,10 @@ def test_condition_reasons_fit_the_schema() -> None:
 
 
 def test_crds_shipped() -> None:
-    """IdGenerator and RateLimitPolicy come with their services."""
+    """RateLimitPolicy comes with its service."""
     assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == [
         CRD_PATH.name,
+        "synod.dev_idgenerators.yaml",
         "synod.dev_lockservices.yaml",
     ]
 
