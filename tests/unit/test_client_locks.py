@@ -150,6 +150,26 @@ def test_renewals_failing_until_safe_until_lose_the_lock() -> None:
                     assert not lock.held
                     with pytest.raises(LockLost):
                         lock.check()
+            # The session revoked its lease: the hold declared lost here is gone there too.
+            while cluster.node.machine.leases.ttls_ms():
+                await asyncio.sleep(0.01)
+        assert not (await client.lock_status("m"))["held"]
+
+    run_with(body)
+
+
+def test_a_queued_acquire_gives_up_when_its_session_lease_ends() -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        async with AsyncClient(cluster.urls, timeout_s=2) as other:
+            holder = await other.lock("m", ttl_ms=1_000).acquire()
+            waiting = asyncio.create_task(client.lock("m", ttl_ms=1_000).acquire())
+            await queued(cluster, "m", 1)
+            await client.lease_revoke(client.lock_session(1_000).lease_id)
+            with pytest.raises((LockLost, LockWaitTimeout)):
+                await asyncio.wait_for(waiting, WAIT_S)
+            status = await client.lock_status("m")
+            assert status["waiters"] == [] and holder.held
+            await holder.release()
 
     run_with(body)
 
@@ -186,7 +206,7 @@ def test_session_lease_loss_loses_every_lock_of_the_session() -> None:
         entered: list[Lock] = []
 
         async def guarded(name: str) -> None:
-            lock = client.lock(name, ttl_ms=300, on_lost=lambda lk, err: lost.append(lk.name))
+            lock = client.lock(name, ttl_ms=1_000, on_lost=lambda lk, err: lost.append(lk.name))
             async with lock:
                 entered.append(lock)
                 await asyncio.sleep(WAIT_S)  # cancelled when the lease is lost
@@ -199,15 +219,15 @@ def test_session_lease_loss_loses_every_lock_of_the_session() -> None:
                 await asyncio.sleep(0.001)
         lease_id = entered[0].lease_id
         assert entered[1].lease_id == lease_id
-        session = client.lock_session(300)
+        session = client.lock_session(1_000)
         await client.lease_revoke(lease_id)  # the lease ends: both holds are released
         for task in tasks:
             with pytest.raises(LockLost):
                 await asyncio.wait_for(task, WAIT_S)
         assert sorted(lost) == ["x", "y"] and all(not lock.held for lock in entered)
-        assert session.lost is not None and client.lock_session(300) is not session
+        assert session.lost is not None and client.lock_session(1_000) is not session
         # The next lock gets a new session lease.
-        async with client.lock("x", ttl_ms=300) as again:
+        async with client.lock("x", ttl_ms=1_000) as again:
             assert again.lease_id != lease_id and again.held
 
     run_with(body)

@@ -329,6 +329,9 @@ class Lock:
                     waiter_id=int(doc["waiter_id"]), poll_ms=poll_ms(self.client)))  # fmt: skip
             else:
                 raise LockWaitTimeout(f"{self.name!r}: more than {POLLS_PER_ACQUIRE_MAX} polls")
+            if session.lost is not None:  # granted, but the lease ended meanwhile
+                raise LockLost(f"{self.name!r}: lease ended while acquiring: {session.lost}",
+                               {"lock": self.name})  # fmt: skip
         except LockWaitTimeout:
             await self._give_up(queued=False)  # the server already dropped the wait
             raise
