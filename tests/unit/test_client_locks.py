@@ -39,6 +39,13 @@ async def queued(cluster: MemoryCluster, name: str, count: int) -> None:
             await asyncio.sleep(0.001)
 
 
+def kinds(cluster: MemoryCluster) -> list[str]:
+    """The replicated writes the node applied, by kind, without the client session's
+    own open/close (once per client, not per lock)."""
+    return [str(op["kind"]) for op in cluster.node.writes
+            if not str(op["kind"]).startswith("session_")]  # fmt: skip
+
+
 def test_mutex_tokens_and_fifo_hand_over() -> None:
     async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         order: list[str] = []
@@ -66,7 +73,7 @@ def test_mutex_tokens_and_fifo_hand_over() -> None:
     run_with(body)
 
 
-def test_try_lock_and_wait_timeout_leave_no_lease_behind() -> None:
+def test_try_lock_and_wait_timeout_share_the_session_lease_and_close_revokes_it() -> None:
     async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
         async with client.lock("m", owner="a", ttl_ms=1_000):
             with pytest.raises(LockWaitTimeout):
@@ -78,7 +85,12 @@ def test_try_lock_and_wait_timeout_leave_no_lease_behind() -> None:
             cluster.node.apply(lock_timer_fire_op([waiter["waiter_id"]]))  # leader's timer
             with pytest.raises(LockWaitTimeout):
                 await waiting
-        assert cluster.node.machine.leases.ttls_ms() == {}  # every lease was revoked
+        session = client.lock_session(1_000)
+        assert cluster.node.machine.leases.ttls_ms() == {session.lease_id: 1_000}  # one lease
+        assert kinds(cluster).count("lease_grant") == 1
+        await client.close()
+        assert cluster.node.machine.leases.ttls_ms() == {}  # close revoked the session lease
+        assert kinds(cluster)[-1] == "lease_revoke" and session.lost is not None
 
     run_with(body)
 
@@ -128,7 +140,7 @@ def test_revocation_cancels_the_guarded_task_and_raises_lock_lost() -> None:
 
 def test_renewals_failing_until_safe_until_lose_the_lock() -> None:
     async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
-        cluster.fault("/v1/locks/renew", Fault(error=NoLeader("injected")), times=10_000)
+        cluster.fault("/v1/lease/keepalive", Fault(error=NoLeader("injected")), times=10_000)
         lock = client.lock("m", ttl_ms=200, cancel_on_lost=False)
         async with asyncio.timeout(WAIT_S):
             with pytest.raises(LockLost, match="safe_until"):
@@ -138,6 +150,85 @@ def test_renewals_failing_until_safe_until_lose_the_lock() -> None:
                     assert not lock.held
                     with pytest.raises(LockLost):
                         lock.check()
+            # The session revoked its lease: the hold declared lost here is gone there too.
+            while cluster.node.machine.leases.ttls_ms():
+                await asyncio.sleep(0.01)
+        assert not (await client.lock_status("m"))["held"]
+
+    run_with(body)
+
+
+def test_a_queued_acquire_gives_up_when_its_session_lease_ends() -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        async with AsyncClient(cluster.urls, timeout_s=2) as other:
+            holder = await other.lock("m", ttl_ms=1_000).acquire()
+            waiting = asyncio.create_task(client.lock("m", ttl_ms=1_000).acquire())
+            await queued(cluster, "m", 1)
+            await client.lease_revoke(client.lock_session(1_000).lease_id)
+            with pytest.raises((LockLost, LockWaitTimeout)):
+                await asyncio.wait_for(waiting, WAIT_S)
+            status = await client.lock_status("m")
+            assert status["waiters"] == [] and holder.held
+            await holder.release()
+
+    run_with(body)
+
+
+def test_a_cycle_is_two_writes_on_the_shared_session_lease() -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        first = await client.lock("a", ttl_ms=1_000).acquire()
+        await first.release()
+        assert kinds(cluster) == ["lease_grant", "lock_acquire", "lock_release"]
+        del cluster.node.writes[:]
+        held = [await client.lock(name, ttl_ms=1_000).acquire() for name in ("a", "b", "c")]
+        assert {lock.lease_id for lock in held} == {first.lease_id}
+        assert all(lock.held and lock.safe_until > time.monotonic() for lock in held)
+        for lock in held:
+            await lock.release()
+        assert kinds(cluster) == ["lock_acquire"] * 3 + ["lock_release"] * 3
+        assert cluster.node.machine.leases.ttls_ms() == {first.lease_id: 1_000}
+        # Another TTL is another session; own_lease is a private lease, revoked on release.
+        del cluster.node.writes[:]
+        other = await client.lock("a", ttl_ms=2_000).acquire()
+        own = await client.lock("b", ttl_ms=1_000, own_lease=True).acquire()
+        assert len({first.lease_id, other.lease_id, own.lease_id}) == 3
+        await other.release()
+        await own.release()
+        assert kinds(cluster) == ["lease_grant", "lock_acquire", "lease_grant", "lock_acquire",
+                                  "lock_release", "lock_release", "lease_revoke"]  # fmt: skip
+
+    run_with(body)
+
+
+def test_session_lease_loss_loses_every_lock_of_the_session() -> None:
+    async def body(cluster: MemoryCluster, client: AsyncClient) -> None:
+        lost: list[str] = []
+        entered: list[Lock] = []
+
+        async def guarded(name: str) -> None:
+            lock = client.lock(name, ttl_ms=1_000, on_lost=lambda lk, err: lost.append(lk.name))
+            async with lock:
+                entered.append(lock)
+                await asyncio.sleep(WAIT_S)  # cancelled when the lease is lost
+
+        # The watchdogs' status reads fail: only the session's keep-alive sees the loss.
+        cluster.fault("/v1/locks/status", Fault(error=NoLeader("injected")), times=10_000)
+        tasks = [asyncio.create_task(guarded(name)) for name in ("x", "y")]
+        async with asyncio.timeout(WAIT_S):
+            while len(entered) < 2:
+                await asyncio.sleep(0.001)
+        lease_id = entered[0].lease_id
+        assert entered[1].lease_id == lease_id
+        session = client.lock_session(1_000)
+        await client.lease_revoke(lease_id)  # the lease ends: both holds are released
+        for task in tasks:
+            with pytest.raises(LockLost):
+                await asyncio.wait_for(task, WAIT_S)
+        assert sorted(lost) == ["x", "y"] and all(not lock.held for lock in entered)
+        assert session.lost is not None and client.lock_session(1_000) is not session
+        # The next lock gets a new session lease.
+        async with client.lock("x", ttl_ms=1_000) as again:
+            assert again.lease_id != lease_id and again.held
 
     run_with(body)
 

@@ -5,8 +5,9 @@ measurements alternating between the systems (uncontended for all, then contende
 all, then takeover for all), so a change in the machine's background load hits all alike:
 
 - **synod**: 3 members started like :class:`synod.bench.etcd_compare.SynodCluster`; the
-  SDK's ``client.lock(name, ttl_ms=...)`` (lease grant + queued acquire, release + lease
-  revoke: every step a replicated write; fencing token on every grant);
+  SDK's ``client.lock(name, ttl_ms=...)`` on the client's session lease (granted once
+  per worker process, kept alive by one loop): a queued acquire and a release, 2
+  replicated writes per cycle; fencing token on every grant;
 - **redis** (persistence off: ``save ""``, ``appendonly no``) and **redis-aof**
   (``appendonly yes``, ``appendfsync everysec``): one ``redis-server`` each, redis-py's
   ``Lock`` (a ``SET NX PX`` + Lua release; waiters poll every ``REDIS_SLEEP_S``);

@@ -37,7 +37,16 @@ from synod.client.errors import (
     error_from_problem,
 )
 from synod.client.lease import LeaseKeepAlive
-from synod.client.locks import Election, Lock, RWLock, poll_ms, validate_token
+from synod.client.locks import (
+    DRIFT_DEFAULT,
+    SESSIONS_PER_CLIENT_MAX,
+    Election,
+    Lock,
+    LockSession,
+    RWLock,
+    poll_ms,
+    validate_token,
+)
 from synod.client.sse import iter_sse
 from synod.client.txn import Txn, range_, value, version
 from synod.client.txn import put as put_op
@@ -175,6 +184,7 @@ class AsyncClient:
         self._discovery_due = discover_leader
         self._keepers: weakref.WeakSet[LeaseKeepAlive] = weakref.WeakSet()
         self._locks: weakref.WeakSet[Lock] = weakref.WeakSet()
+        self._lock_sessions: dict[tuple[int, float], LockSession] = {}
         self._penalties: dict[str, float] = {}  # url -> monotonic time it may be used again
         self._http: aiohttp.ClientSession | None = None
         self._client_id = 0
@@ -202,7 +212,9 @@ class AsyncClient:
         for keeper in list(self._keepers):
             await keeper.stop()
         for held in list(self._locks):
-            await held.stop_watchdog()  # its lease then expires by its TTL
+            await held.stop_watchdog()  # a private lease then expires by its TTL
+        for lock_session in list(self._lock_sessions.values()):  # SESSIONS_PER_CLIENT_MAX
+            await lock_session.close()  # revokes the shared lease: its holds are released
         await self.close_session()
         if self._http is not None:
             await self._http.close()
@@ -671,6 +683,31 @@ class AsyncClient:
         lock: ... lock.token``. Options: see :class:`~synod.client.locks.Lock`.
         Raises ValueError on bad options."""
         return Lock(self, name, **options)
+
+    def lock_session(self, ttl_ms: int, drift: float = DRIFT_DEFAULT) -> LockSession:
+        """The session lease shared by this client's locks of ``ttl_ms`` (and
+        ``drift``): a new one if there is none or the last one ended. Nothing is sent
+        before a lock uses it. Raises ValueError (bad bounds), LimitExceeded (more than
+        SESSIONS_PER_CLIENT_MAX distinct TTLs in use)."""
+        key = (ttl_ms, drift)
+        found = self._lock_sessions.get(key)
+        if found is not None and found.lost is None:
+            return found
+        if found is None and len(self._lock_sessions) >= SESSIONS_PER_CLIENT_MAX:
+            raise LimitExceeded(f"{SESSIONS_PER_CLIENT_MAX} lock session TTLs in use",
+                                {"limit": "sessions_per_client_max",
+                                 "max": SESSIONS_PER_CLIENT_MAX})  # fmt: skip
+        created = LockSession(self, ttl_ms, drift)
+        self._lock_sessions[key] = created
+        assert len(self._lock_sessions) <= SESSIONS_PER_CLIENT_MAX
+        return created
+
+    def _drop_lock_session(self, ended: LockSession) -> None:
+        """Forget an ended session (the next lock of its TTL gets a new one)."""
+        key = (ended.ttl_ms, ended.drift)
+        if self._lock_sessions.get(key) is ended:
+            del self._lock_sessions[key]
+        assert self._lock_sessions.get(key) is not ended
 
     def rwlock(self, name: str, **options: Any) -> RWLock:
         """A read-write lock: ``.read()`` / ``.write()`` give Locks. Raises nothing."""

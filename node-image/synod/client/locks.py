@@ -5,11 +5,17 @@ async with client.lock("orders/42", ttl_ms=10_000) as lock:
     await write_somewhere(fence=lock.token)      # resources check the token
 ```
 
-Each acquisition gets its own lease (``ttl_ms``). While the block runs a **watchdog**
-renews the lease and confirms the hold (``/v1/locks/renew``) every ttl/3, and keeps a
-**conservative local deadline** ``safe_until`` (monotonic seconds): the send time of the
-last successful grant or renewal + TTL * (1 - ``drift``). Measuring from the *send* time
-charges the whole round trip to the holder. When a renewal says the lock is gone, or no
+Holds are bound to a **session lease** (etcd's ``concurrency.Session``): one lease per
+client and TTL, granted lazily by the first lock with that ``ttl_ms``, kept alive by one
+keep-alive loop shared by all locks of the client, revoked when the client closes. An
+acquire+release cycle is then 2 replicated writes (acquire, release) instead of 4
+(grant, acquire, release, revoke). ``own_lease=True`` gives a lock a dedicated lease
+(granted on acquire, revoked on release), as before. The session keeps a **conservative
+local deadline** ``safe_until`` (monotonic seconds): the send time of the last
+successful grant or renewal + TTL * (1 - ``drift``); measuring from the *send* time
+charges the whole round trip to the holder. Each held lock's **watchdog** confirms the
+hold every ttl/3 (a linearizable status read, no write). When the session lease is gone
+(every lock of the session is lost), a confirmation says the lock was revoked, or no
 renewal succeeded before ``safe_until``, the lock is **lost**: ``on_lost`` is called and
 (``cancel_on_lost``, the default) the task inside the block is cancelled; leaving the
 block then raises :class:`LockLost`. Past ``safe_until`` nothing the holder does is
@@ -31,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from synod.client.errors import (
     FencingTokenStale,
-    LockNotHeld,
+    LimitExceeded,
     LockWaitTimeout,
     NotFound,
     SynodError,
@@ -48,6 +54,7 @@ __all__ = [
     "Leader",
     "Lock",
     "LockLost",
+    "LockSession",
     "RWLock",
     "SyncLock",
     "default_owner",
@@ -64,6 +71,10 @@ POLLS_PER_ACQUIRE_MAX = 100_000
 # server's bound (synod.node.locks_routes.LOCK_POLL_MS_MAX).
 POLL_SHARE_OF_TIMEOUT = 0.6
 POLL_MS_MAX = 5_000
+# Holds and waits sharing one session lease (the server's locks_per_lease_max).
+LOCKS_PER_SESSION_MAX = 10_000
+# Session leases one client keeps at once (one per distinct ttl_ms).
+SESSIONS_PER_CLIENT_MAX = 64
 LockLostCallback = Callable[["Lock", SynodError], None]
 
 
@@ -97,6 +108,121 @@ def sql_fence_guard(column: str = "fence_token") -> str:
     return f"{column} <= ?"
 
 
+class LockSession:
+    """A lease shared by locks (etcd's ``concurrency.Session``): granted lazily by the
+    first acquire, kept alive by one keep-alive loop, revoked by `close`. When the lease
+    ends (or no renewal succeeds before ``safe_until``) every lock held under it is lost.
+
+    ``client.lock(...)`` uses the client's session for its ``ttl_ms`` (see
+    ``AsyncClient.lock_session``); ``own_lease=True`` gives a lock a private one."""
+
+    def __init__(self, client: AsyncClient, ttl_ms: int, drift: float = DRIFT_DEFAULT) -> None:
+        """Prepare; nothing is sent before `ensure`. Raises ValueError on bad bounds."""
+        if ttl_ms <= 0 or not 0 <= drift < 1:
+            raise ValueError("ttl_ms > 0 and 0 <= drift < 1")
+        self.client = client
+        self.ttl_ms = ttl_ms
+        self.drift = drift
+        self.lease_id = 0
+        self.safe_until = 0.0  # monotonic seconds
+        self.renewals = 0
+        self.lost: SynodError | None = None
+        self._locks: set[Lock] = set()
+        self._keeper: asyncio.Task[None] | None = None
+        self._granting = asyncio.Lock()
+
+    async def ensure(self) -> int:
+        """The lease id, granting the lease (and starting its keep-alive loop) first if
+        there is none yet. Raises LockLost (the session ended), SynodError (grant)."""
+        async with self._granting:
+            if self.lost is not None:
+                raise LockLost(f"lock session lease {self.lease_id} ended: {self.lost}",
+                               {"lease": self.lease_id})  # fmt: skip
+            if self.lease_id:
+                return self.lease_id
+            sent_s = time.monotonic()
+            grant = await self.client.lease_grant(self.ttl_ms)
+            assert grant.id > 0
+            self.lease_id = grant.id
+            self._safe_from(sent_s, grant.ttl_ms)
+            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+            return self.lease_id
+
+    def attach(self, lock: Lock) -> None:
+        """Count ``lock`` (holding or queued) as using this lease. Raises
+        LimitExceeded beyond LOCKS_PER_SESSION_MAX."""
+        if len(self._locks) >= LOCKS_PER_SESSION_MAX:
+            raise LimitExceeded(f"{LOCKS_PER_SESSION_MAX} locks use lease {self.lease_id}",
+                                {"limit": "locks_per_session_max",
+                                 "max": LOCKS_PER_SESSION_MAX})  # fmt: skip
+        self._locks.add(lock)
+        assert len(self._locks) <= LOCKS_PER_SESSION_MAX
+
+    def detach(self, lock: Lock) -> None:
+        """``lock`` no longer uses this lease. Raises nothing."""
+        self._locks.discard(lock)
+        assert lock not in self._locks
+
+    def _safe_from(self, sent_s: float, ttl_ms: int) -> None:
+        self.safe_until = max(self.safe_until, sent_s + ttl_ms / 1000 * (1 - self.drift))
+
+    async def _keep(self) -> None:
+        """Renew every ttl/3; the session is lost when the lease is gone or
+        ``safe_until`` passes without a successful renewal."""
+        interval_s = self.ttl_ms / 1000 / RENEWALS_PER_TTL
+        for _renewal in range(2**62):  # ends when lost or cancelled by close
+            await asyncio.sleep(max(0.0, min(interval_s, self.safe_until - time.monotonic())))
+            if time.monotonic() >= self.safe_until:
+                self._lose(LockLost(f"lease {self.lease_id}: safe_until passed without "
+                                    "renewal", {"lease": self.lease_id}))  # fmt: skip
+                # The lease may still live on the cluster: end it, so the holds that were
+                # declared lost here do not outlive the session there.
+                with contextlib.suppress(SynodError):
+                    await self.client.lease_revoke(self.lease_id)
+                return
+            sent_s = time.monotonic()
+            try:
+                ttl_ms = await self.client.lease_keepalive(self.lease_id)
+            except NotFound as exc:
+                self._lose(LockLost(f"lease {self.lease_id} ended: {exc.detail}", exc.problem))
+                return
+            except SynodError:
+                continue  # safe_until decides
+            self.renewals += 1
+            self._safe_from(sent_s, ttl_ms or self.ttl_ms)
+
+    def _lose(self, error: SynodError) -> None:
+        """Every lock held under this lease is lost; queued ones give up at their next
+        poll. The client's next lock gets a new session. Raises nothing."""
+        if self.lost is not None:
+            return
+        self.lost = error
+        self.client._drop_lock_session(self)
+        for lock in list(self._locks):  # bound: LOCKS_PER_SESSION_MAX
+            if lock.token:
+                lock._lose(LockLost(f"lock {lock.name!r} lost: {error}", {"lock": lock.name}))
+        assert self.lost is not None
+
+    async def stop(self) -> None:
+        """Stop renewing (the lease then expires by its TTL). Raises nothing."""
+        if self._keeper is not None:
+            await _cancel(self._keeper)
+            self._keeper = None
+
+    async def close(self) -> None:
+        """Stop renewing and revoke the lease (its holds are released, its waits
+        leave their queues); the session cannot be used again. Raises nothing."""
+        await self.stop()
+        lease_id, ended = self.lease_id, self.lost is not None
+        if self.lost is None:
+            self.lost = LockLost(f"lock session lease {lease_id} closed", {"lease": lease_id})
+        self.client._drop_lock_session(self)
+        if lease_id and not ended:
+            with contextlib.suppress(SynodError):
+                await self.client.lease_revoke(lease_id)
+        assert self.lost is not None
+
+
 class Lock:
     """One acquisition of a lock (mutex, rw mode, semaphore permit or election)."""
 
@@ -116,8 +242,11 @@ class Lock:
         drift: float = DRIFT_DEFAULT,
         on_lost: LockLostCallback | None = None,
         cancel_on_lost: bool = True,
+        own_lease: bool = False,
     ) -> None:
-        """Prepare; nothing is sent before `acquire` (or ``async with``).
+        """Prepare; nothing is sent before `acquire` (or ``async with``). ``ttl_ms`` is
+        the TTL of the session lease (shared by the client's locks of that TTL) or, with
+        ``own_lease``, of a lease granted for this lock alone.
 
         Raises ValueError on bad bounds."""
         if ttl_ms <= 0 or wait_ms < 0 or not 0 <= drift < 1:
@@ -132,16 +261,29 @@ class Lock:
         self.drift = drift
         self.on_lost = on_lost
         self.cancel_on_lost = cancel_on_lost
+        self.own_lease = own_lease
+        self.session: LockSession | None = None
         self.token = 0
         self.lease_id = 0
-        self.safe_until = 0.0  # monotonic seconds
         self.lost: SynodError | None = None
-        self.renewals = 0
+        self.confirmations = 0
+        self._renewals_base = 0
         self._watchdog: asyncio.Task[None] | None = None
         self._guarded: asyncio.Task[Any] | None = None
         self._cancelled_by_us = False
 
     # -- state -------------------------------------------------------------------------
+
+    @property
+    def safe_until(self) -> float:
+        """Monotonic seconds until which the lease is known alive: the session's
+        conservative deadline (0 before acquire). Raises nothing."""
+        return self.session.safe_until if self.session is not None else 0.0
+
+    @property
+    def renewals(self) -> int:
+        """Successful renewals of the lease since this acquire began. Raises nothing."""
+        return self.session.renewals - self._renewals_base if self.session is not None else 0
 
     @property
     def held(self) -> bool:
@@ -158,51 +300,48 @@ class Lock:
     def _body(self, **extra: Any) -> dict[str, Any]:
         return {"ns": self.ns, "name": self.name, "owner": self.owner, **extra}
 
-    def _safe_from(self, sent_s: float, ttl_ms: int) -> None:
-        self.safe_until = max(self.safe_until, sent_s + ttl_ms / 1000 * (1 - self.drift))
-
     # -- acquire / release -------------------------------------------------------------
 
     async def acquire(self) -> Lock:
-        """Grant a lease, queue for the lock (FIFO) and wait at most ``wait_ms``; start
-        the watchdog. Raises LockWaitTimeout, LockUpgradeRefused, SynodError (the
-        lease is revoked on failure)."""
-        sent_s = time.monotonic()
-        grant = await self.client.lease_grant(self.ttl_ms)
-        self.lease_id = grant.id
-        self._safe_from(sent_s, grant.ttl_ms)
-        # A queued waiter may wait longer than the TTL: its lease is kept alive meanwhile.
-        keeper = asyncio.get_running_loop().create_task(self._keep_lease())
+        """Queue for the lock (FIFO) under the session lease (granted first if this is
+        the session's first lock, or with ``own_lease``) and wait at most ``wait_ms``;
+        start the watchdog. A granted acquire is one replicated write. Raises
+        LockWaitTimeout, LockUpgradeRefused, LockLost (the session lease ended while
+        queued), SynodError (the queue is left on failure)."""
+        if self.own_lease:
+            self.session = LockSession(self.client, self.ttl_ms, self.drift)
+        else:
+            self.session = self.client.lock_session(self.ttl_ms, self.drift)
+        session = self.session
+        self.lost = None
+        self.lease_id = await session.ensure()
+        self._renewals_base = session.renewals
+        session.attach(self)
         try:
             doc = await self._acquire_call()
             for _poll in range(POLLS_PER_ACQUIRE_MAX):
                 if doc.get("granted"):
                     break
+                if session.lost is not None:
+                    raise LockLost(f"{self.name!r}: lease ended while queued: {session.lost}",
+                                   {"lock": self.name})  # fmt: skip
                 doc = await self.client._call("POST", "/v1/locks/wait", self._body(
                     waiter_id=int(doc["waiter_id"]), poll_ms=poll_ms(self.client)))  # fmt: skip
             else:
                 raise LockWaitTimeout(f"{self.name!r}: more than {POLLS_PER_ACQUIRE_MAX} polls")
-        except BaseException:
-            await _cancel(keeper)
-            await self._give_up()
+            if session.lost is not None:  # granted, but the lease ended meanwhile
+                raise LockLost(f"{self.name!r}: lease ended while acquiring: {session.lost}",
+                               {"lock": self.name})  # fmt: skip
+        except LockWaitTimeout:
+            await self._give_up(queued=False)  # the server already dropped the wait
             raise
-        await _cancel(keeper)
+        except BaseException:
+            await self._give_up(queued=True)
+            raise
         self.token = int(doc["token"])
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         self.client._locks.add(self)
         return self
-
-    async def _keep_lease(self) -> None:
-        """Renew the lease every ttl/3 while queued (errors: the next try, or the wait
-        route answers lock-wait-timeout once the lease is gone)."""
-        interval_s = self.ttl_ms / 1000 / RENEWALS_PER_TTL
-        for _renewal in range(2**62):  # cancelled when the acquire ends
-            await asyncio.sleep(interval_s)
-            sent_s = time.monotonic()
-            with contextlib.suppress(SynodError):
-                ttl_ms = await self.client.lease_keepalive(self.lease_id)
-                self.renewals += 1
-                self._safe_from(sent_s, ttl_ms or self.ttl_ms)
 
     async def _acquire_call(self) -> dict[str, Any]:
         path, body = "/v1/locks/acquire", self._body(lease=self.lease_id, wait_ms=self.wait_ms,
@@ -217,33 +356,45 @@ class Lock:
                 body["permits"] = self.permits
         return await self.client._call("POST", path, body, write=True)
 
-    async def _give_up(self) -> None:
-        """Leave the queue if we are in it and drop the lease. Raises nothing."""
-        with contextlib.suppress(SynodError):
-            await self.client._call("POST", "/v1/locks/release", self._body(), write=True)
-        with contextlib.suppress(SynodError):
-            await self.client.lease_revoke(self.lease_id)
+    async def _give_up(self, *, queued: bool) -> None:
+        """Leave the queue if we may be in it; drop a private lease. Raises nothing."""
+        if queued:
+            with contextlib.suppress(SynodError):
+                await self.client._call("POST", "/v1/locks/release", self._body(), write=True)
+        await self._detach()
+
+    async def _detach(self) -> None:
+        if self.session is not None:
+            self.session.detach(self)
+            if self.own_lease:
+                await self.session.close()
 
     async def stop_watchdog(self) -> None:
         """Stop renewing (the client is closing). Raises nothing."""
         if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            await _cancel(self._watchdog)
+            self._watchdog = None
+        if self.own_lease and self.session is not None:
+            await self.session.stop()
 
     async def release(self) -> None:
-        """Stop the watchdog, release the hold (checked by token) and revoke the lease.
+        """Stop the watchdog and release the hold (checked by token): one replicated
+        write; a private lease (``own_lease``) is revoked too.
 
-        Raises nothing: a lock that cannot be released is freed when its lease ends."""
+        Raises nothing: a hold that cannot be released now is freed when its lease ends
+        (for a session lease: when the client closes or stops renewing)."""
         await self.stop_watchdog()
-        if self.token and self.lost is None:
+        # A lock lost here (revoked, safe_until passed) while its lease lives on: the
+        # token-checked release frees a hold that may remain (a stale token changes
+        # nothing). Under an ended lease there is nothing left to release.
+        session_alive = self.session is not None and self.session.lost is None
+        if self.token and (self.lost is None or (session_alive and not self.own_lease)):
             with contextlib.suppress(SynodError):
                 await self.client._call(
                     "POST", "/v1/locks/release", self._body(token=self.token, all=True), write=True
                 )
-        if self.lease_id:
-            with contextlib.suppress(SynodError):
-                await self.client.lease_revoke(self.lease_id)
+        await self._detach()
+        self.client._locks.discard(self)
         self.token = 0
 
     async def __aenter__(self) -> Lock:
@@ -265,30 +416,39 @@ class Lock:
     # -- the watchdog ------------------------------------------------------------------
 
     async def _watch(self) -> None:
-        """Renew every ttl/3; declare the lock lost when refused or past safe_until."""
+        """Confirm the hold every ttl/3 (a status read; the session renews the lease);
+        declare the lock lost when it is gone, granted again, or past safe_until."""
         interval_s = self.ttl_ms / 1000 / RENEWALS_PER_TTL
-        for _renewal in range(2**62):  # ends when lost or cancelled by release
+        for _check in range(2**62):  # ends when lost or cancelled by release
             await asyncio.sleep(max(0.0, min(interval_s, self.safe_until - time.monotonic())))
+            if self.lost is not None:
+                return  # the session declared it
             if time.monotonic() >= self.safe_until:
                 self._lose(LockLost(f"lock {self.name!r}: safe_until passed without renewal",
                                     {"lock": self.name}))  # fmt: skip
                 return
-            sent_s = time.monotonic()
             try:
-                doc = await self.client._call("POST", "/v1/locks/renew",
-                                              self._body(lease=self.lease_id))  # fmt: skip
-            except (LockNotHeld, NotFound) as exc:
+                status = await self.client.lock_status(self.name, ns=self.ns)
+            except NotFound as exc:
                 self._lose(LockLost(f"lock {self.name!r} lost: {exc.detail}", exc.problem))
                 return
             except SynodError:
                 continue  # safe_until decides
-            if int(doc.get("token", 0)) != self.token:
-                self._lose(LockLost(f"lock {self.name!r} was granted again", doc))
+            mine = [hold for hold in status.get("holders", [])
+                    if hold.get("owner") == self.owner
+                    and int(hold.get("lease", 0)) == self.lease_id]  # fmt: skip
+            if not mine:
+                self._lose(LockLost(f"lock {self.name!r} lost: {self.owner!r} does not hold "
+                                    "it any more", {"lock": self.name}))  # fmt: skip
                 return
-            self.renewals += 1
-            self._safe_from(sent_s, int(doc.get("ttl_ms", self.ttl_ms)))
+            if int(mine[0].get("token", 0)) != self.token:
+                self._lose(LockLost(f"lock {self.name!r} was granted again", mine[0]))
+                return
+            self.confirmations += 1
 
     def _lose(self, error: SynodError) -> None:
+        if self.lost is not None:
+            return
         self.lost = error
         if self.on_lost is not None:
             with contextlib.suppress(Exception):
