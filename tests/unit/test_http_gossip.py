@@ -8,14 +8,22 @@ stops answering and the others declare it dead.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+from aiohttp.test_utils import TestServer
+from click.testing import CliRunner, Result
 from prometheus_client import generate_latest
 
+from synod.cli.main import cli
 from synod.gossip.core import GossipCore
 from synod.gossip.settings import GossipSettings
 from synod.gossip.state import MemberState, Meta
 from synod.gossip.view import register
+from synod.node.http import build_app
 from synod.node.routes import route_specs
 from synod.node.schema import validate
 from tests.unit.http_helpers import async_test, ok, serve
@@ -121,3 +129,47 @@ async def test_members_route_answers_disabled_without_gossip() -> None:
         assert status["gossip"] is None
         text = await (await client.get("/metrics")).text()
         assert "synod_gossip_" not in text
+
+
+@contextlib.asynccontextmanager
+async def _served(node: MemoryNode, gossip: GossipCore | None) -> AsyncIterator[str]:
+    server = TestServer(build_app(node, registry=node.registry, gossip=gossip))
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def _members_cli(gossip: GossipCore | None, *args: str) -> Result:
+    async with _served(MemoryNode(), gossip) as url:
+        # The CLI's blocking client runs its own loop: keep it off this one.
+        return await asyncio.to_thread(
+            CliRunner().invoke, cli, ["members", *args, "--endpoints", url, "--attempts", "2"]
+        )
+
+
+@async_test
+async def test_members_cli_prints_the_gossip_view() -> None:
+    cores = Cores()
+    cores.run_until(lambda: len(cores.states("2")) == 3, "2 learning every member")
+    cores.down.add("1")
+    cores.run_until(lambda: cores.states("2")["1"] is MemberState.DEAD, "death of 1")
+    result = await _members_cli(cores.core("2"))
+    assert result.exit_code == 0, result.output
+    assert "gossip view of 2" in result.output
+    lines = {line.split()[1]: line for line in result.output.splitlines() if "10.0.0." in line}
+    assert "dead" in lines["1"] and "http://10.0.0.1:2379" in lines["1"]
+    assert "alive" in lines["3"]
+    result = await _members_cli(cores.core("2"), "-o", "json")
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.output)
+    assert {m["name"]: m["state"] for m in view["members"]} == {"1": "dead", "2": "alive",
+                                                                "3": "alive"}  # fmt: skip
+
+
+@async_test
+async def test_members_cli_says_when_gossip_is_off() -> None:
+    result = await _members_cli(None)
+    assert result.exit_code == 0, result.output
+    assert "gossip is off" in result.output
