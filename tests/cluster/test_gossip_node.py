@@ -1,6 +1,7 @@
 """`synod node --listen-gossip` as real processes on loopback: three members see each
 other alive through `/v1/cluster/members`, then one is killed -9 and the other two
-report it dead (and count it in the `gossip` summary of `/v1/cluster/status`).
+report it dead (and count it in the `gossip` summary of `/v1/cluster/status`); a
+member stopped with SIGTERM leaves, and is recorded `left`.
 """
 
 from __future__ import annotations
@@ -93,10 +94,13 @@ def test_members_see_each_other_and_a_killed_one_is_declared_dead(
 
     victim = 3
     group.kill(victim)
+    killed_at = time.monotonic()
     survivors = [n for n in group.nodes if n != victim]
     _wait(lambda: all(_states(group, n).get(str(victim)) == "dead" for n in survivors),
           f"members {survivors} to declare {victim} dead", group.root,
           DEAD_WAIT_S_MAX)  # fmt: skip
+    print(f"gossip: kill -9 of {victim} seen dead by {survivors} after "
+          f"{time.monotonic() - killed_at:.1f} s")  # fmt: skip
     for node_id in survivors:
         assert _states(group, node_id) == {**everyone_alive, str(victim): "dead"}
         status = group.status(node_id)
@@ -105,3 +109,8 @@ def test_members_see_each_other_and_a_killed_one_is_declared_dead(
     with urllib.request.urlopen(group.nodes[1].url + "/metrics", timeout=5.0) as response:
         metrics = response.read().decode()
     assert 'synod_gossip_members{state="dead"} 1.0' in metrics
+
+    # SIGTERM: the member leaves before it stops, so the other records "left", not dead.
+    assert group.terminate(2) == 0
+    _wait(lambda: _states(group, 1).get("2") == "left", "member 1 to see 2 leave",
+          group.root, DEAD_WAIT_S_MAX)  # fmt: skip
