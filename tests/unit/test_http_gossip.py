@@ -16,6 +16,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import generate_latest
 
 from synod.cli.main import cli
@@ -23,6 +26,7 @@ from synod.gossip.core import GossipCore
 from synod.gossip.settings import GossipSettings
 from synod.gossip.state import MemberState, Meta
 from synod.gossip.view import register
+from synod.node.gossip_node import trace_event
 from synod.node.http import build_app
 from synod.node.routes import route_specs
 from synod.node.schema import validate
@@ -173,3 +177,29 @@ async def test_members_cli_says_when_gossip_is_off() -> None:
     result = await _members_cli(None)
     assert result.exit_code == 0, result.output
     assert "gossip is off" in result.output
+
+
+def test_membership_events_become_span_events_with_provenance() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    cores = Cores()
+    cores.run_until(lambda: len(cores.states("1")) == 3, "1 learning every member")
+    cores.down.add("3")
+    cores.run_until(lambda: cores.states("1")["3"] is MemberState.DEAD, "death of 3")
+    events = cores.core("1").take_events()
+    deaths = [e for e in events if e.name == "3" and e.kind == "dead"]
+    assert deaths, events
+    for event in events:
+        trace_event(tracer, "1", event)
+    spans = exporter.get_finished_spans()
+    assert len(spans) == len(events) and {s.name for s in spans} == {"gossip.membership"}
+    recorded = [s.events[0] for s in spans if s.events[0].name == "gossip.dead"]
+    attributes = recorded[-1].attributes
+    assert attributes is not None
+    assert attributes["gossip.observer"] == "1" and attributes["gossip.member"] == "3"
+    death = deaths[-1]
+    assert attributes["gossip.suspected_by"] == death.suspected_by
+    assert list(attributes["gossip.confirmed_by"]) == list(death.confirmed_by)  # type: ignore[arg-type]
+    assert death.suspected_by in ("1", "2")

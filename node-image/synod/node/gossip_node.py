@@ -16,11 +16,13 @@ import logging
 import socket
 
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 from prometheus_client import CollectorRegistry
 
 from synod.gossip.core import GossipCore
 from synod.gossip.settings import GossipSettings
-from synod.gossip.state import MemberState, Meta
+from synod.gossip.state import MembershipEvent, MemberState, Meta
 from synod.gossip.udp import GossipUdp, parse_address
 from synod.gossip.view import members_view, register
 from synod.node.config import NodeConfig
@@ -30,6 +32,27 @@ log = logging.getLogger("synod.node.gossip")
 GOSSIP = web.AppKey("gossip", GossipCore)  # Absent from the app when gossip is off.
 SEEDS_MAX = 64  # Seed addresses resolved at start (the node config's MEMBERS_MAX).
 RESOLVE_TIMEOUT_MS = 2000  # One DNS look-up of a seed or of the advertised host.
+SPAN_NAME = "gossip.membership"
+
+
+def trace_event(tracer: trace.Tracer, observer: str, event: MembershipEvent) -> None:
+    """Record one membership event with its provenance (who suspected, who confirmed)
+    as a span of its own carrying one span event. Raises nothing."""
+    assert observer, "the observer is a member name"
+    assert event.name, "a membership event names its member"
+    attributes: dict[str, AttributeValue] = {
+        "gossip.observer": observer,
+        "gossip.member": event.name,
+        "gossip.incarnation": event.incarnation,
+        "gossip.at_ms": event.at_ms,
+        "gossip.source": event.source,
+        "gossip.suspected_by": event.suspected_by,
+        "gossip.confirmed_by": list(event.confirmed_by),
+    }
+    with tracer.start_as_current_span(
+        SPAN_NAME, attributes={"gossip.kind": str(event.kind)}
+    ) as span:
+        span.add_event(f"gossip.{event.kind}", attributes=attributes)
 
 
 def _is_ip(host: str) -> bool:
@@ -70,12 +93,15 @@ async def start_gossip(
     assert config.advertise_gossip, "load_config sets advertise_gossip with listen_gossip"
     assert len(config.gossip_join) <= SEEDS_MAX
     advertise = await resolve(config.advertise_gossip) or config.advertise_gossip
+    tracer = trace.get_tracer("synod.node")  # No-op unless tracing is configured.
+    name = str(config.node_id)
     member = GossipUdp(
         settings or GossipSettings(),
-        str(config.node_id),
+        name,
         config.listen_gossip,
         Meta(client_url=config.advertise_client),
         advertise=advertise,
+        on_event=lambda event: trace_event(tracer, name, event),
     )
     seeds = [s for s in [await resolve(a) for a in config.gossip_join] if s and s != advertise]
     await member.start(seeds)
