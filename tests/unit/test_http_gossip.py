@@ -35,6 +35,7 @@ from tests.unit.memory_node import MemoryNode
 
 STEP_MS = 50
 SIM_MS_MAX = 120_000  # Fake time a convergence may take before the test fails.
+DELIVERY_ROUNDS_MAX = 10  # Rounds of deliveries per step (acks answer pings in a step).
 
 
 class Cores:
@@ -63,7 +64,7 @@ class Cores:
         for core in self.cores.values():
             if core.name not in self.down:
                 core.tick(self.now_ms)
-        for _ in range(10):  # Deliveries cascade: acks answer pings within a step.
+        for _ in range(DELIVERY_ROUNDS_MAX):
             moved = 0
             for sender in self.cores.values():
                 for packet in sender.take_packets():
