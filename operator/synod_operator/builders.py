@@ -17,6 +17,7 @@ from .spec import API_VERSION, KIND, ClusterSpec
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
+GOSSIP_PORT = 7946  # SWIM gossip over UDP (docs/gossip.md); the node image exposes it.
 DATA_MOUNT_PATH = "/var/lib/synod"
 DATA_DIR = f"{DATA_MOUNT_PATH}/data"  # a subdirectory: volume roots may hold lost+found
 TMP_MOUNT_PATH = "/tmp"
@@ -177,6 +178,8 @@ def config_data(spec: ClusterSpec, initial_replicas: int, bootstrapped: bool) ->
         "SYNOD_PEER_DNS": f"{spec.name}.{peers_service_name(spec.name)}.{spec.namespace}.svc",
         "SYNOD_PEER_PORT": str(PEER_PORT),
         "SYNOD_CLIENT_PORT": str(CLIENT_PORT),
+        # Advertised as <pod>.<peers service>:7946; seeds are the other founding pods.
+        "SYNOD_LISTEN_GOSSIP": f"0.0.0.0:{GOSSIP_PORT}",
         "SYNOD_HEARTBEAT_INTERVAL_MS": str(spec.raft.heartbeat_interval_ms),
         "SYNOD_ELECTION_TIMEOUT_MS": str(spec.raft.election_timeout_ms),
         "SYNOD_SNAPSHOT_ENTRIES": str(spec.raft.snapshot_entries),
@@ -229,6 +232,7 @@ def build_peers_service(spec: ClusterSpec, owner: Owner) -> dict[str, Any]:
             "ports": [
                 {"name": "peer", "port": PEER_PORT, "targetPort": "peer", "protocol": "TCP"},
                 {"name": "client", "port": CLIENT_PORT, "targetPort": "client", "protocol": "TCP"},
+                {"name": "gossip", "port": GOSSIP_PORT, "targetPort": "gossip", "protocol": "UDP"},
             ],
         },
     }
@@ -306,6 +310,7 @@ def _container(spec: ClusterSpec) -> dict[str, Any]:
         "ports": [
             {"name": "client", "containerPort": CLIENT_PORT, "protocol": "TCP"},
             {"name": "peer", "containerPort": PEER_PORT, "protocol": "TCP"},
+            {"name": "gossip", "containerPort": GOSSIP_PORT, "protocol": "UDP"},
         ],
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "client"},

@@ -56,3 +56,45 @@ def test_bad_settings_are_named(argv: list[str], env: dict[str, str], message: s
 def test_initial_cluster_rejects_duplicates() -> None:
     with pytest.raises(ConfigError, match="unique"):
         parse_initial_cluster(CLUSTER + ",1=127.0.0.1:1@http://127.0.0.1:2")
+
+
+def test_gossip_is_off_unless_listen_gossip_is_given() -> None:
+    config = load_config(["--id", "1", "--initial-cluster", "1=h:2380@http://h:2379"], {})
+    assert config.listen_gossip == "" and config.advertise_gossip == ""
+    assert config.gossip_join == ()
+
+
+def test_gossip_local_mode_takes_seeds_from_gossip_join() -> None:
+    env = {"SYNOD_LISTEN_GOSSIP": "127.0.0.1:7001", "SYNOD_GOSSIP_JOIN": "127.0.0.1:7002, a:7003"}
+    config = load_config(["--id", "1", "--initial-cluster", "1=h:2380@http://h:2379"], env)
+    assert config.listen_gossip == "127.0.0.1:7001"
+    assert config.advertise_gossip == "127.0.0.1:7001"
+    assert config.gossip_join == ("127.0.0.1:7002", "a:7003")
+
+
+def test_gossip_dns_mode_seeds_are_the_other_pods_at_the_gossip_port() -> None:
+    env = {
+        "SYNOD_ID_FROM_HOSTNAME": "true",
+        "SYNOD_PEER_DNS": "c.c-peers.ns.svc",
+        "SYNOD_INITIAL_REPLICAS": "3",
+        "SYNOD_LISTEN_GOSSIP": "0.0.0.0:7946",
+    }
+    config = load_config([], env, hostname="c-1")
+    assert config.advertise_gossip == "c-1.c-peers.ns.svc:7946"
+    assert config.gossip_join == ("c-0.c-peers.ns.svc:7946", "c-2.c-peers.ns.svc:7946")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SYNOD_LISTEN_GOSSIP": "7946"}, "listen_gossip must look like HOST:PORT"),
+        ({"SYNOD_LISTEN_GOSSIP": "0.0.0.0:7946"}, "needs --advertise-gossip"),
+        (
+            {"SYNOD_LISTEN_GOSSIP": "127.0.0.1:7946", "SYNOD_GOSSIP_JOIN": "x:0"},
+            "gossip_join must look like HOST:PORT",
+        ),
+    ],
+)
+def test_bad_gossip_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(["--id", "1", "--initial-cluster", "1=h:2380@http://h:2379"], env)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from synod.node.config import load_config
 from synod_operator import builders
 from synod_operator.builders import Owner, build_all, config_data, config_hash
 from synod_operator.planner import (
@@ -297,3 +298,23 @@ def test_condition_transition_time_is_kept_while_unchanged() -> None:
     assert conditions["Available"]["lastTransitionTime"] == earlier
     assert conditions["Progressing"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     assert status["phase"] == "Running" and status["operation"] is None
+
+
+def test_members_run_gossip_on_7946_udp_seeded_by_the_other_pods() -> None:
+    made = objects()
+    data = made["ConfigMap/demo-config"]["data"]
+    assert data["SYNOD_LISTEN_GOSSIP"] == "0.0.0.0:7946"
+    container = made["StatefulSet/demo"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "gossip", "containerPort": 7946, "protocol": "UDP"} in container["ports"]
+    peers = made["Service/demo-peers"]["spec"]["ports"]
+    assert {"name": "gossip", "port": 7946, "targetPort": "gossip", "protocol": "UDP"} in peers
+    # What the node makes of this environment in pod demo-1 (docs/gossip.md).
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env = {k: v.replace("$(POD_NAME)", "demo-1") for k, v in {**data, **env}.items()}
+    config = load_config([], env, hostname="demo-1")
+    assert config.listen_gossip == "0.0.0.0:7946"
+    assert config.advertise_gossip == "demo-1.demo-peers.team-a.svc:7946"
+    assert config.gossip_join == (
+        "demo-0.demo-peers.team-a.svc:7946",
+        "demo-2.demo-peers.team-a.svc:7946",
+    )

@@ -44,6 +44,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 LEADER_WAIT_S_DEFAULT = 30.0
 DEV_POLL_INTERVAL_S = 0.5
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+MEMBERS_SHOWN_MAX = 1024  # Rows of `synod members` (GossipSettings.members_max); -o json has all.
 DURATION_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1000}
 
 
@@ -348,6 +349,36 @@ def _status_table(first: ClusterStatus, rows: list[tuple[Any, ClusterStatus | No
                      str(member.match_index or ""), contact]  # fmt: skip
         table.add_row(str(member.id), member.client_url.removeprefix("http://"), *cells)
     return table
+
+
+# -- members (gossip) ---------------------------------------------------------------
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@client_options
+def members(opts: ClientOptions) -> None:
+    """The gossip view of a member: every member it knows, with state and client URL."""
+    with opts.client() as client:
+        view = client.gossip_members()
+    if opts.json:
+        print_json(view)
+        return
+    if not view.get("enabled"):
+        out_console.print("gossip is off on this member (start it with --listen-gossip)")
+        return
+    table = Table(title=f"gossip view of {view.get('self')}   "
+                        f"health score: {view.get('health_score')}")  # fmt: skip
+    for column in ("NAME", "STATE", "INCARNATION", "ADDRESS", "CLIENT URL"):
+        table.add_column(column, justify="right" if column == "INCARNATION" else "left")
+    colours = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+    for member in view["members"][:MEMBERS_SHOWN_MAX]:
+        state = str(member.get("state", ""))
+        table.add_row(str(member.get("name", "")), f"[{colours.get(state, 'white')}]{state}[/]",
+                      str(member.get("incarnation", "")), escape(str(member.get("address", ""))),
+                      escape(str(member.get("client_url", ""))))  # fmt: skip
+    out_console.print(table)
+    if len(view["members"]) > MEMBERS_SHOWN_MAX:
+        out_console.print(f"{len(view['members']) - MEMBERS_SHOWN_MAX} more: use -o json")
 
 
 # -- kv ---------------------------------------------------------------------------

@@ -782,6 +782,26 @@ class AsyncClient:
             raise error_from_problem(status, doc)
         return ClusterStatus.from_json(doc)
 
+    async def gossip_members(self, endpoint: str | None = None) -> dict[str, Any]:
+        """`/v1/cluster/members` (the gossip view) of ``endpoint`` (one attempt) or of any
+        node (retried): ``{"enabled", "self", "health_score", "members": [...]}``.
+
+        Raises Unavailable, ProtocolError."""
+        if endpoint is None:
+            return await self._call("GET", "/v1/cluster/members")
+        url = normalize_endpoints(endpoint)[0]
+        try:
+            status, doc = await self._send(
+                url, "GET", "/v1/cluster/members", None, {}, self.timeout_s
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"{url}: {type(exc).__name__} {exc}".strip()) from exc
+        if status >= 300:
+            raise error_from_problem(status, doc)
+        if not isinstance(doc, dict) or not isinstance(doc.get("members"), list):
+            raise ProtocolError(f"{url}: /v1/cluster/members answered no members list")
+        return doc
+
     async def add_learner(
         self, member_id: int, peer_url: str, client_url: str = ""
     ) -> dict[str, Any]:

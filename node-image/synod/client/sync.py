@@ -156,6 +156,7 @@ class Client:
     lease_keepalive = _blocking(AsyncClient.lease_keepalive)
     lease_timetolive = _blocking(AsyncClient.lease_timetolive)
     status = _blocking(AsyncClient.status)
+    gossip_members = _blocking(AsyncClient.gossip_members)
     add_learner = _blocking(AsyncClient.add_learner)
     promote = _blocking(AsyncClient.promote)
     remove_member = _blocking(AsyncClient.remove_member)

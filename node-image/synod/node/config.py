@@ -13,6 +13,7 @@ import socket
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from synod.node.members import Member
 from synod.raft.types import NodeId
@@ -51,6 +52,9 @@ class NodeConfig:
     request_timeout_ms: int = 5000
     log_level: str = "info"
     cluster_token: str = ""  # Names the cluster on the peer wire; "" derives it (cluster_id)
+    listen_gossip: str = ""  # UDP host:port of SWIM gossip; "" turns gossip off
+    advertise_gossip: str = ""  # What other members send to ("" when gossip is off)
+    gossip_join: tuple[str, ...] = ()  # Seeds (host:port); DNS mode: the other pods
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -144,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--request-timeout-ms")
     add("--log-level")
     add("--cluster-token")
+    add("--listen-gossip")
+    add("--advertise-gossip")
+    add("--gossip-join")
     return parser
 
 
@@ -227,9 +234,56 @@ def load_config(
         request_timeout_ms=_int(settings, "request_timeout_ms", 5000),
         log_level=settings.get("log_level", "info"),
         cluster_token=settings.get("cluster_token", ""),
+        **_gossip_settings(settings, node_id, members, peer_dns, own),
     )
     _validate(config)
     return config
+
+
+def _gossip_settings(
+    settings: dict[str, str],
+    node_id: NodeId,
+    members: tuple[Member, ...],
+    peer_dns: str,
+    own: Member | None,
+) -> dict[str, Any]:
+    """listen_gossip, advertise_gossip and gossip_join (docs/gossip.md, "In the node").
+
+    Gossip is off unless listen_gossip is set. Seeds come from --gossip-join; in DNS
+    mode without it, from every other initial member's host at the gossip port."""
+    listen = settings.get("listen_gossip", "").strip()
+    if not listen:
+        return {}
+    host, port = _host_port("listen_gossip", listen)
+    join = tuple(a.strip() for a in settings.get("gossip_join", "").split(",") if a.strip())
+    for address in join:
+        _host_port("gossip_join", address)
+    if len(join) > MEMBERS_MAX:
+        raise ConfigError(f"gossip_join has more than {MEMBERS_MAX} addresses")
+    if peer_dns and own is not None:
+        own_host = own.peer_address.rpartition(":")[0]
+        default_advertise = f"{own_host}:{port}"
+        if not join:
+            join = tuple(
+                f"{m.peer_address.rpartition(':')[0]}:{port}"
+                for m in members
+                if m.node_id != node_id
+            )
+    else:
+        default_advertise = listen if host not in ("0.0.0.0", "::", "") else ""
+    advertise = settings.get("advertise_gossip", default_advertise).strip()
+    if not advertise:
+        raise ConfigError("listen_gossip on a wildcard address needs --advertise-gossip")
+    _host_port("advertise_gossip", advertise)
+    assert len(join) <= MEMBERS_MAX
+    return {"listen_gossip": listen, "advertise_gossip": advertise, "gossip_join": join}
+
+
+def _host_port(name: str, address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name} must look like HOST:PORT, got {address!r}")
+    return host, int(port)
 
 
 def _resolve_id(settings: dict[str, str], hostname: str | None) -> NodeId:

@@ -26,9 +26,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from synod.gossip.core import GossipCore
 from synod.node import ids_http, watch_stream
 from synod.node.api import NodeApi, NodeError, NotLeader, Session
 from synod.node.forward import FORWARDED_HEADER, HttpForwarder, StreamAborted
+from synod.node.gossip_node import GOSSIP, members_answer, status_summary
 from synod.node.http_state import (
     STATE,
     AppState,
@@ -249,7 +251,13 @@ async def _admin_snapshot(call: Call) -> Answer:
 
 
 async def _cluster_status(call: Call) -> Answer:
-    return {k: jsonable(v) for k, v in call.node.status().items() if k != "header"}, None
+    fields = {k: jsonable(v) for k, v in call.node.status().items() if k != "header"}
+    fields["gossip"] = status_summary(call.request.app.get(GOSSIP))
+    return fields, None
+
+
+async def _cluster_members(call: Call) -> Answer:
+    return members_answer(call.request.app.get(GOSSIP)), None
 
 
 _JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
@@ -272,6 +280,7 @@ _JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
     "adminSetLimits": _admin_set_limits,
     "adminSnapshot": _admin_snapshot,
     "clusterStatus": _cluster_status,
+    "clusterMembers": _cluster_members,
     **LOCK_OPERATIONS,
 }
 
@@ -475,12 +484,14 @@ def build_app(
     limits: HttpLimits | None = None,
     forwarder: HttpForwarder | None = None,
     registry: CollectorRegistry | None = None,
+    gossip: GossipCore | None = None,
 ) -> web.Application:
     """The aiohttp application serving docs/api.md for ``node``.
 
     ``registry`` receives the HTTP metrics (the node renders it in ``metrics()``; a
     private one is made if None; apps built on one registry share the instruments).
     ``forwarder`` defaults to an HttpForwarder bounded by ``limits.forward_timeout_ms``.
+    ``gossip`` is the node's gossip core (`/v1/cluster/members`); None when it is off.
     Raises ValueError if something else registered metrics of the same names.
     """
     limits = limits or HttpLimits()
@@ -500,6 +511,8 @@ def build_app(
         client_max_size=limits.request_body_bytes_max,
     )  # fmt: skip
     app[STATE] = state
+    if gossip is not None:
+        app[GOSSIP] = gossip
     for spec in specs:
         handler = _OTHER_HANDLERS.get(spec.operation_id) or _json_handler(spec)
         path = spec.path.replace("{key}", "{key:.+}")  # keys may contain "/"

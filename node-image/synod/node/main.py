@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from synod.node.config import ConfigError, NodeConfig, load_config
+from synod.node.gossip_node import start_gossip, stop_gossip
 from synod.node.http import HttpLimits, build_app, server_options
 from synod.node.server import RaftServer
 from synod.node.tracing import configure_tracing
@@ -28,8 +29,18 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
     configure_tracing(f"synod-node-{config.node_id}")
     server = RaftServer(config)
     await server.start()
+    try:
+        gossip = await start_gossip(config, server.node_metrics.registry)
+    except OSError:
+        await server.stop(transfer_leadership=False)
+        raise
     limits = HttpLimits(service=server.state.limits)  # One set of limits for both layers.
-    app = build_app(server, limits=limits, registry=server.node_metrics.registry)
+    app = build_app(
+        server,
+        limits=limits,
+        registry=server.node_metrics.registry,
+        gossip=gossip.core if gossip else None,
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **server_options(limits))
     await runner.setup()
     host, port = split_host_port(config.listen_client)
@@ -41,6 +52,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         # Hand leadership over while still answering (forwarded) requests, then close.
+        await stop_gossip(gossip)  # Others see it leave rather than suspect it.
         await server.stop(transfer_leadership=True)
         await runner.cleanup()
     log.info("node %d stopped", config.node_id)

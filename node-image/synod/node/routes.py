@@ -396,6 +396,40 @@ def _settable_limits() -> Schema:
     })  # fmt: skip
 
 
+def _gossip_summary() -> Schema:
+    states = ("alive", "suspect", "dead", "left")
+    counts = obj({s: integer() for s in states}, states, "known members by gossip state")
+    props = {"self": string(), "health_score": integer(), "members": counts}
+    return obj(props, tuple(props), "gossip summary (null when gossip is off)")
+
+
+def _gossip_members() -> Schema:
+    states = ("alive", "suspect", "dead", "left")
+    member = obj(
+        {
+            "name": string("the member id (decimal)"),
+            "address": string("its gossip host:port"),
+            "state": string(enum=states),
+            "incarnation": integer(),
+            "client_url": string(),
+            "zone": string(),
+            "services": _array(string()),
+            "state_changed_ms": integer("when it entered this state (ms on this member)"),
+        },
+        ("name", "address", "state", "incarnation", "client_url", "zone", "services",
+         "state_changed_ms"),
+    )  # fmt: skip
+    return _answer(
+        {
+            "enabled": boolean("false when this member runs without --listen-gossip"),
+            "self": _nullable(string("this member's gossip name")),
+            "health_score": integer("Lifeguard local health score (0 healthy)"),
+            "members": _array(member),
+        },
+        "every member this one knows by gossip, dead and left included",
+    )
+
+
 def _cluster_routes() -> list[RouteSpec]:
     nullable_int, nullable_str = {"type": ["integer", "null"]}, {"type": ["string", "null"]}
     member = {
@@ -423,6 +457,7 @@ def _cluster_routes() -> list[RouteSpec]:
             "snapshot_index": integer(),
             "limits": _settable_limits(),
             "members": _array(member),
+            "gossip": _nullable(_gossip_summary()),
         },
         "this member's view of the cluster (match_index and last_contact_ms are known "
         "on the leader)",
@@ -443,6 +478,9 @@ def _cluster_routes() -> list[RouteSpec]:
         ),
         RouteSpec("clusterStatus", "GET", "/v1/cluster/status", "Role, term, leader, members",
                   status, _COMMON_ERRORS),
+        RouteSpec("clusterMembers", "GET", "/v1/cluster/members",
+                  "This member's gossip view (enabled false and no members when gossip is "
+                  "off)", _gossip_members(), _COMMON_ERRORS),
         RouteSpec("healthz", "GET", "/healthz", "200 while the Raft loop turns",
                   obj({"status": string(enum=("ok",)), "reason": string()},
                       ("status", "reason")),
