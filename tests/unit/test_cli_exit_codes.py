@@ -13,7 +13,13 @@ from aiohttp.test_utils import TestServer
 from click.testing import CliRunner, Result
 
 from synod.cli.main import cli
-from synod.cli.output import EXIT_NOT_FOUND, EXIT_OUTCOME_UNKNOWN, EXIT_UNAVAILABLE
+from synod.cli.output import (
+    EXIT_NOT_FOUND,
+    EXIT_OUTCOME_UNKNOWN,
+    EXIT_UNAVAILABLE,
+    exit_code_for,
+)
+from synod.client.errors import PROBLEM_TYPE_PREFIX, ClockRollback, error_from_problem
 from synod.node.api import NoLeader, OutcomeUnknown, Session
 from synod.node.http import build_app
 from tests.unit.http_helpers import async_test
@@ -93,3 +99,13 @@ async def test_admin_no_op_says_nothing_changed() -> None:
     assert result.exit_code == 0, result.output
     assert "nothing to do: node 9 is not a member" in result.output
     assert "removed" not in result.output
+
+
+def test_a_clock_rollback_exits_as_unavailable() -> None:
+    """Nothing was issued and a later call may succeed: 5, like no leader (not 1)."""
+    error = error_from_problem(503, {
+        "type": PROBLEM_TYPE_PREFIX + "clock-rollback", "title": "Clock rolled back",
+        "status": 503, "detail": "the clock is 80 ms behind", "behind_ms": 80,
+    })  # fmt: skip
+    assert isinstance(error, ClockRollback)
+    assert exit_code_for(error) == EXIT_UNAVAILABLE

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from synod.client import (
+    ClockRollback,
     Compacted,
     Conflict,
     InvalidArgument,
@@ -49,7 +50,7 @@ EXIT_ERROR = 1  # anything not listed below
 EXIT_USAGE = 2  # bad command line, or the cluster rejected an argument (400, 413)
 EXIT_NOT_FOUND = 3  # key or lease absent
 EXIT_COMPARE_FAILED = 4  # a compare-and-swap did not hold, or another 409
-EXIT_UNAVAILABLE = 5  # no node answered, no leader, timeouts
+EXIT_UNAVAILABLE = 5  # no node answered, no leader, timeouts, an ID clock behind
 EXIT_COMPACTED = 6  # the revision asked for was compacted away
 EXIT_LEASE_EXPIRED = 7  # a lease being kept alive expired or was revoked
 EXIT_OUTCOME_UNKNOWN = 8  # a write may or may not have been applied
@@ -62,7 +63,7 @@ Exit codes:
   2  usage error, or an argument the cluster rejected (invalid, too large)
   3  not found (key or lease)
   4  compare failed (or another conflict)
-  5  cluster unavailable (no answer, no leader, timeout)
+  5  cluster unavailable (no answer, no leader, timeout; an ID clock rolled back)
   6  revision compacted
   7  lease expired while being kept alive
   8  outcome unknown: the write may have been applied (read it back)
@@ -96,6 +97,9 @@ def exit_code_for(error: SynodError) -> int:
         (NotFound, EXIT_NOT_FOUND),
         (Conflict, EXIT_COMPARE_FAILED),
         (Unavailable, EXIT_UNAVAILABLE),
+        # Not retried by the client (the caller decides whether to wait), but like
+        # Unavailable nothing was issued and a later call may succeed.
+        (ClockRollback, EXIT_UNAVAILABLE),
         (Compacted, EXIT_COMPACTED),
         (InvalidArgument, EXIT_USAGE),
         (TooLarge, EXIT_USAGE),
