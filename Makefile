@@ -57,8 +57,14 @@ sim-gossip: venv
 bench-core: venv
 	$(PY) -m synod.bench.core
 
+# The peers' Python clients for the benchmarks (pyproject's `bench` extra).
+BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+$(BENCH_STAMP): $(VENV_STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@rm -f $(VENV)/.bench-* && touch $@
+
 # Synod's ID generators against Redis INCR: installs redis-server from Debian first.
-bench-ids: venv
+bench-ids: venv $(BENCH_STAMP)
 	node-image/synod/bench/install-redis.sh
 	$(PY) -m synod.bench.ids $(BENCH_ARGS)
 
@@ -69,11 +75,6 @@ bench: venv
 
 # Synod's locks against Redis 7, a ZooKeeper 3.8 ensemble and etcd 3.4 (docs/benchmarks.md):
 # installs the servers from Debian and the lock clients (pyproject's `bench` extra).
-BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-$(BENCH_STAMP): $(VENV_STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	@rm -f $(VENV)/.bench-* && touch $@
-
 bench-locks: venv $(BENCH_STAMP)
 	node-image/synod/bench/install-lock-peers.sh
 	PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python $(PY) -m synod.bench.locks $(BENCH_ARGS)

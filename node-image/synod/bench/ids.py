@@ -8,7 +8,7 @@ Measured in one run on this machine, each for ``--duration`` seconds (default 3)
   (``count=1000``), over 16 connections: IDs/s and request p50/p99 latency;
 - segment mode through the SDK (``client.segment(...).next()``);
 - Redis ``INCR`` one per ID and pipelined (1000 per round trip) over loopback, via a
-  minimal RESP client on a socket (what redis-py sends; no extra dependency);
+  redis-py client (pyproject's ``bench`` extra);
 - Python UUIDv7 (``synod.ids.uuid7``) and ``uuid.uuid4``.
 
 The last line is ``bench-ids: embedded=N/s http_batched=N/s synod/redis=R`` where R
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import shutil
 import signal
@@ -147,27 +148,26 @@ async def _http(url: str, count: int, duration_s: float) -> Row:
     return Row(name, made / elapsed, _percentile(latencies, 0.5), _percentile(latencies, 0.99))
 
 
-class Resp:
-    """A minimal RESP2 client for INCR (integer replies only)."""
+def _redis_rows(port: int, duration_s: float) -> list[Row]:
+    """INCR through redis-py, what a Python service would use: one round trip per ID,
+    and BATCH INCRs in one pipeline (no MULTI)."""
+    redis = importlib.import_module("redis")  # the `bench` extra (untyped here)
+    client = redis.Redis(port=port)
+    try:
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = self.sock.makefile("rb")
+        def pipelined() -> int:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(BATCH):  # bound: BATCH commands
+                pipe.incr("k")
+            return len(pipe.execute())
 
-    def incr(self, key: bytes, times: int) -> int:
-        command = b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(key), key)
-        self.sock.sendall(command * times)
-        last = 0
-        for _ in range(times):  # bound: the replies asked for
-            line = self.reader.readline()
-            assert line.startswith(b":"), line
-            last = int(line[1:])
-        return last
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
+        return [
+            Row("redis INCR one per ID (1 conn)",
+                _timed(duration_s, lambda: client.incr("k") and 1)),
+            Row(f"redis INCR pipelined {BATCH} (1 conn)", _timed(duration_s, pipelined)),
+        ]  # fmt: skip
+    finally:
+        client.close()
 
 
 @contextlib.contextmanager
@@ -218,20 +218,7 @@ def run(duration_s: float) -> list[Row]:
                 segment.next(), 1)[1])))  # fmt: skip
         with redis_server(root) as port:
             if port is not None:
-                resp = Resp(port)
-                rows.append(
-                    Row(
-                        "redis INCR one per ID (1 conn)",
-                        _timed(duration_s, lambda: resp.incr(b"k", 1) and 1),
-                    )
-                )
-                rows.append(
-                    Row(
-                        f"redis INCR pipelined {BATCH} (1 conn)",
-                        _timed(duration_s, lambda: resp.incr(b"k", BATCH) and BATCH),
-                    )
-                )
-                resp.close()
+                rows.extend(_redis_rows(port, duration_s))
     rows.append(Row("python uuid7 (synod.ids)", _timed(duration_s, lambda: (uuid7(), 1)[1])))
     rows.append(Row("python uuid.uuid4", _timed(duration_s, lambda: (uuid.uuid4(), 1)[1])))
     assert rows and all(row.ids_per_s > 0 for row in rows)
