@@ -19,44 +19,7 @@ if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "install-lock-peers: need root or sudo to apt-get install ${missing[*]}" >&2
-        exit 1
-    fi
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-lock-peers: no apt-get; install ${missing[*]} by hand" \
-         "(redis >= 7, zookeeper 3.8 with a JRE, etcd 3.4)" >&2
-    exit 1
-fi
-
-echo "install-lock-peers: installing ${missing[*]}"
-policy_added=0
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-    $SUDO chmod +x /usr/sbin/policy-rc.d
-    policy_added=1
-fi
-cleanup() { if [ "$policy_added" -eq 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi; }
-trap cleanup EXIT
-
-export DEBIAN_FRONTEND=noninteractive
-if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
-    $SUDO apt-get update -q
-    $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
-fi
-if command -v systemctl >/dev/null 2>&1; then
-    for unit in redis-server zookeeper etcd; do
-        if systemctl is-active --quiet "$unit" 2>/dev/null; then
-            $SUDO systemctl stop "$unit" || true
-            $SUDO systemctl disable "$unit" || true
-        fi
-    done
-fi
+"$(dirname "$0")/apt-install.sh" install-lock-peers "${missing[*]}" "redis-server zookeeper etcd"
 command -v redis-server >/dev/null && command -v etcd >/dev/null
 test -e "$ZK_JAR"
 echo "install-lock-peers: $(redis-server --version | awk '{print $1, $2, $3}')," \
