@@ -84,6 +84,21 @@ def test_gossip_dns_mode_seeds_are_the_other_pods_at_the_gossip_port() -> None:
     assert config.gossip_join == ("c-0.c-peers.ns.svc:7946", "c-2.c-peers.ns.svc:7946")
 
 
+def test_gossip_dns_mode_a_pod_added_by_a_scale_up_advertises_its_own_name() -> None:
+    """c-3 is not one of the 3 founding pods (it joins as a learner): it crashed with
+    "needs --advertise-gossip" in the kind e2e's scale 3 -> 5."""
+    env = {
+        "SYNOD_ID_FROM_HOSTNAME": "true",
+        "SYNOD_PEER_DNS": "c.c-peers.ns.svc",
+        "SYNOD_INITIAL_REPLICAS": "3",
+        "SYNOD_LISTEN_GOSSIP": "0.0.0.0:7946",
+        "SYNOD_JOIN": "true",
+    }
+    config = load_config([], env, hostname="c-3")
+    assert config.advertise_gossip == "c-3.c-peers.ns.svc:7946"
+    assert config.gossip_join == tuple(f"c-{i}.c-peers.ns.svc:7946" for i in range(3))
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

@@ -234,7 +234,15 @@ def load_config(
         request_timeout_ms=_int(settings, "request_timeout_ms", 5000),
         log_level=settings.get("log_level", "info"),
         cluster_token=settings.get("cluster_token", ""),
-        **_gossip_settings(settings, node_id, members, peer_dns, own),
+        # A pod added after the founding ones (scale up) is not an initial member, but in
+        # DNS mode its address is known all the same: it must gossip under it.
+        **_gossip_settings(
+            settings,
+            node_id,
+            members,
+            peer_dns,
+            own or (dns_member(peer_dns, node_id, peer_port, client_port) if peer_dns else None),
+        ),
     )
     _validate(config)
     return config
