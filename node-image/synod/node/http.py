@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from synod.gossip.core import GossipCore
-from synod.node import ids_http, watch_stream
+from synod.node import batch_http, ids_http, watch_stream
 from synod.node.api import NodeApi, NodeError, NotLeader, Session
 from synod.node.forward import FORWARDED_HEADER, HttpForwarder, StreamAborted
 from synod.node.gossip_node import GOSSIP, members_answer, status_summary
@@ -46,6 +46,7 @@ from synod.node.inputs import (
     delete_from_json,
     parse_query,
     parse_session,
+    parse_session_values,
     peer_address_from_json,
     put_from_json,
     range_from_json,
@@ -62,7 +63,7 @@ from synod.node.problems import (
 )
 from synod.node.routes import PROMETHEUS_TEXT, RouteSpec, route_specs
 from synod.node.schema import parse_json, validate
-from synod.node.tracing import route_label, tracing_middleware
+from synod.node.tracing import operation_span, route_label, tracing_middleware
 from synod.services import commands
 from synod.services.errors import ServiceError
 from synod.services.kv import parse_request, parse_txn
@@ -348,6 +349,54 @@ def _json_handler(spec: RouteSpec) -> Handler:
     return handler
 
 
+async def _run_batched(
+    request: web.Request, spec: RouteSpec, body: Any, headers: Mapping[str, str]
+) -> tuple[int, Any]:
+    """One operation of a `/v1/batch`: what its own request would answer, except that
+    NotLeader is answered (not-leader / no-leader), not forwarded. Counted in the HTTP
+    metrics under its own route. Raises nothing but cancellation."""
+    state = request.app[STATE]
+    started = time.perf_counter()
+    try:
+        with operation_span("POST", spec.path, headers):
+            status, document = 200, await _batched_answer(state, request, spec, body, headers)
+    except Exception as error:
+        problem = problem_of(error, "POST", spec.path)
+        status, document = problem.status, problem.to_dict()
+    state.requests_total.labels(spec.path, "POST", str(status)).inc()
+    state.request_duration_seconds.labels(spec.path).observe(time.perf_counter() - started)
+    assert 200 <= status <= 599
+    return status, document
+
+
+async def _batched_answer(
+    state: AppState, request: web.Request, spec: RouteSpec, body: Any,
+    headers: Mapping[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """Raises Problem, NodeError, ServiceError as the route's own handler would."""
+    with _slot(state, "pending_requests", state.limits.pending_requests_max,
+               "pending_requests_max"):  # fmt: skip
+        assert isinstance(body, dict), "validated by the batch's schema"
+        session = None
+        if spec.session:
+            session = parse_session_values({name: [headers[name]] if name in headers else []
+                                            for name in SESSION_HEADERS})  # fmt: skip
+        try:
+            fields, revision = await _JSON_OPERATIONS[spec.operation_id](
+                Call(state, request, body, session)
+            )
+        except NotLeader as error:
+            code = "not-leader" if error.leader_client_url else "no-leader"
+            raise Problem(code, str(error), leader_id=error.leader_id,
+                          leader_client_url=error.leader_client_url) from None  # fmt: skip
+        return {"header": header_for(state.node, revision), **fields}
+
+
+def _batch_limits(request: web.Request) -> tuple[int, int]:
+    limits = request.app[STATE].limits
+    return limits.request_body_bytes_max, limits.request_body_read_timeout_ms
+
+
 @contextlib.contextmanager
 def _slot(state: AppState, counter: str, bound: int, limit: str) -> Iterator[None]:
     """Hold one of ``bound`` slots counted in ``state.<counter>`` (pending_requests or
@@ -418,20 +467,26 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     had started) and cancellation; nothing else."""
     try:
         return await handler(request)
-    except Problem as problem:
-        return problem.response()
-    except NodeError as error:
-        return problem_from_node_error(error).response()
-    except ServiceError as error:
-        return problem_from_service_error(error).response()
     except web.HTTPException as exc:
         allow = exc.headers.get("Allow")
         return _problem_of_http_exception(exc).response({"Allow": allow} if allow else None)
     except StreamAborted:
         raise
-    except Exception:
-        log.exception("internal error serving %s %s", request.method, request.path)
-        return Problem("internal", "internal error; see the node's log").response()
+    except Exception as error:
+        return problem_of(error, request.method, request.path).response()
+
+
+def problem_of(error: Exception, method: str, path: str) -> Problem:
+    """The problem document of a failed operation (an unexpected error is logged and
+    answered ``internal``). Raises nothing."""
+    if isinstance(error, Problem):
+        return error
+    if isinstance(error, NodeError):
+        return problem_from_node_error(error)
+    if isinstance(error, ServiceError):
+        return problem_from_service_error(error)
+    log.error("internal error serving %s %s", method, path, exc_info=error)
+    return Problem("internal", "internal error; see the node's log")
 
 
 @web.middleware
@@ -496,7 +551,9 @@ def build_app(
     """
     limits = limits or HttpLimits()
     specs = route_specs(limits.service)
-    assert {s.operation_id for s in specs} == set(_JSON_OPERATIONS) | set(_OTHER_HANDLERS)
+    assert {s.operation_id for s in specs} == (
+        set(_JSON_OPERATIONS) | set(_OTHER_HANDLERS) | {"batch"}
+    )
     total, duration = _instruments(registry if registry is not None else CollectorRegistry())
     document = openapi_document(specs)
     state = AppState(
@@ -513,8 +570,12 @@ def build_app(
     app[STATE] = state
     if gossip is not None:
         app[GOSSIP] = gossip
+    others = {
+        **_OTHER_HANDLERS,
+        "batch": batch_http.batch_handler(list(specs), _run_batched, _batch_limits),
+    }
     for spec in specs:
-        handler = _OTHER_HANDLERS.get(spec.operation_id) or _json_handler(spec)
+        handler = others.get(spec.operation_id) or _json_handler(spec)
         path = spec.path.replace("{key}", "{key:.+}")  # keys may contain "/"
         app.router.add_route(spec.method, path, handler, name=spec.operation_id)
     app.on_startup.append(_start_forwarder)

@@ -94,14 +94,25 @@ def parse_session(request: web.Request) -> Session | None:
 
     Raises Problem invalid-argument if they are incomplete or inconsistent.
     """
-    raw = {name: request.headers.getall(name, []) for name in SESSION_HEADERS}
+    return parse_session_values({name: request.headers.getall(name, []) for name in
+                                 SESSION_HEADERS})  # fmt: skip
+
+
+def parse_session_values(raw: dict[str, list[str]]) -> Session | None:
+    """The Session of the Synod-* header values by name (every value of each; a batched
+    operation has at most one), None without them.
+
+    Raises Problem invalid-argument if they are incomplete or inconsistent.
+    """
+    assert set(raw) <= set(SESSION_HEADERS)
     if not any(raw.values()):
         return None
     if any(len(values) > 1 for values in raw.values()):
         raise Problem("invalid-argument", "session headers must not be repeated")
-    if not raw["Synod-Client-Id"] or not raw["Synod-Seq"]:
+    if not raw.get("Synod-Client-Id") or not raw.get("Synod-Seq"):
         raise Problem("invalid-argument", "a session write needs Synod-Client-Id and Synod-Seq")
     values = {name: _parse_header_int(name, v[0]) if v else 0 for name, v in raw.items()}
+    values = {name: values.get(name, 0) for name in SESSION_HEADERS}
     session = Session(values["Synod-Client-Id"], values["Synod-Seq"], values["Synod-Ack-Seq"])
     if session.client_id < 1 or session.seq < 1:
         raise Problem("invalid-argument", "Synod-Client-Id and Synod-Seq must be >= 1")

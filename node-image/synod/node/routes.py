@@ -27,6 +27,13 @@ URL_BYTES_MAX = 2048
 
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
+NDJSON = "application/x-ndjson"
+# Operations in one /v1/batch request (the SDK sends at most this many together), the
+# routes they may call, and the per-operation headers they carry (session, trace).
+BATCH_OPS_MAX = 64
+BATCHABLE_PREFIXES = ("/v1/kv/", "/v1/lease/", "/v1/locks/", "/v1/election/")
+BATCH_HEADERS = ("Synod-Client-Id", "Synod-Seq", "Synod-Ack-Seq", "traceparent", "tracestate")
+BATCH_HEADER_BYTES_MAX = 512
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 # Problem codes every /v1 route may answer (bad input, overload, bugs).
@@ -495,6 +502,32 @@ def _cluster_routes() -> list[RouteSpec]:
     ]  # fmt: skip
 
 
+def batchable(spec: RouteSpec) -> bool:
+    """True if ``spec`` may run inside a `/v1/batch`. Raises nothing."""
+    return (spec.method == "POST" and spec.body is not None and not spec.path_params
+            and spec.path.startswith(BATCHABLE_PREFIXES))  # fmt: skip
+
+
+def _batch_route(specs: tuple[RouteSpec, ...]) -> RouteSpec:
+    """/v1/batch: independent operations in one request, answered as NDJSON lines. Each
+    operation is ``{"call": {<route path>: <that route's body>}, "headers": {...}}``."""
+    calls = {spec.path: spec.body for spec in specs if batchable(spec) and spec.body}
+    call = obj(calls, description="exactly one route path with its own request body",
+               exactly_one=True)  # fmt: skip
+    headers = obj({name: string(bytes_max=BATCH_HEADER_BYTES_MAX) for name in BATCH_HEADERS})
+    op = obj({"call": call, "headers": headers}, ("call",))
+    ops = {"type": "array", "items": op, "minItems": 1, "maxItems": BATCH_OPS_MAX,
+           "x-synod-limit": "batch_ops_max"}  # fmt: skip
+    answer = {"type": "string", "description": (
+        'one JSON line per operation, in completion order: {"i": index, "status": '
+        "HTTP status, \"body\": the operation's answer or problem document}")}  # fmt: skip
+    return RouteSpec(
+        "batch", "POST", "/v1/batch", "Run independent operations in one request", answer,
+        _COMMON_ERRORS, body=obj({"ops": ops}, ("ops",)), content_type=NDJSON,
+        example={"ops": [{"call": {"/v1/kv/range": {"key": "a"}}}]},
+    )  # fmt: skip
+
+
 def _ids_routes(limits: ServiceLimits) -> list[RouteSpec]:
     """/v1/ids: generators (snowflake), their worker leases, segments, decoding."""
     ids_limits = IdsLimits()
@@ -640,6 +673,7 @@ def route_specs(limits: ServiceLimits | None = None) -> tuple[RouteSpec, ...]:
     specs = (*_kv_routes(limits), *_lease_routes(limits), _watch_route(limits),
              *_admin_routes(), *_cluster_routes(), *lock_route_specs(),
              *_ids_routes(limits))  # fmt: skip
+    specs = (*specs, _batch_route(specs))
     assert len({spec.operation_id for spec in specs}) == len(specs)
     assert len({spec.route_id for spec in specs}) == len(specs)
     assert all(spec.example is None or spec.body or spec.query for spec in specs)

@@ -1,0 +1,106 @@
+"""`POST /v1/batch`: several independent API operations in one HTTP request.
+
+A client with many calls in flight at once (the SDK's concurrent tasks) sends them
+together: one request and one connection turn instead of one each, which is most of
+what an operation costs in Python on both sides. Each operation is exactly the request
+it stands for — the same route, body schema, session headers (exactly-once writes),
+bounds and problem documents — and they run concurrently, so writes that arrive
+together share a Raft append and its fsync. Nothing is atomic across operations: use a
+txn for that.
+
+The answer streams one JSON line per operation as it completes (NDJSON,
+``{"i": index, "status": 200, "body": {...}}``), so a long-poll in the batch (a queued
+lock acquire) never holds back the others. An operation that needs the leader on a
+follower answers ``not-leader`` (with the leader's address) instead of being forwarded:
+the client redirects it like any other request.
+
+Operations allowed: POST routes with a JSON body and no path parameters under
+`/v1/kv/`, `/v1/lease/`, `/v1/locks/` and `/v1/election/` (``routes.batchable``); the
+whole batch is validated first (each body against its own route's schema), so one bad
+operation refuses the batch and runs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from asyncio import FIRST_COMPLETED
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from synod.node.inputs import read_body
+from synod.node.routes import BATCH_OPS_MAX, NDJSON, RouteSpec, batchable
+from synod.node.schema import parse_json, validate
+
+__all__ = ["batch_handler"]
+
+log = logging.getLogger(__name__)
+
+# (request, spec, body, headers) -> (HTTP status, JSON document) of one operation; never
+# raises for anything the operation may answer (problems are documents).
+RunOp = Callable[[web.Request, RouteSpec, Any, Mapping[str, str]], Awaitable[tuple[int, Any]]]
+Limits = Callable[[web.Request], tuple[int, int]]  # (body bytes max, read timeout ms)
+
+
+def _parse_ops(
+    raw: bytes, batch: RouteSpec, routes: Mapping[str, RouteSpec]
+) -> list[tuple[RouteSpec, Any, dict[str, str]]]:
+    """The (spec, body, headers) of each operation, all validated against their routes'
+    schemas. Raises Problem invalid-argument, too-large (more than BATCH_OPS_MAX)."""
+    assert batch.body is not None
+    document = parse_json(raw)
+    validate(document, batch.body)
+    parsed = []
+    for op in document["ops"]:  # bound: BATCH_OPS_MAX (validated)
+        ((path, body),) = op["call"].items()
+        parsed.append((routes[path], body, op.get("headers", {})))
+    assert 1 <= len(parsed) <= BATCH_OPS_MAX
+    return parsed
+
+
+def batch_handler(specs: list[RouteSpec], run_op: RunOp, limits: Limits) -> Callable[
+        [web.Request], Awaitable[web.StreamResponse]]:  # fmt: skip
+    """The handler of `POST /v1/batch` over the batchable ``specs``."""
+    routes = {spec.path: spec for spec in specs if batchable(spec)}
+    batch = next(spec for spec in specs if spec.operation_id == "batch")
+    assert routes and all(spec.route_id.startswith("POST ") for spec in routes.values())
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        bytes_max, timeout_ms = limits(request)
+        ops = _parse_ops(await read_body(request, bytes_max, timeout_ms), batch, routes)
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+        tasks = [asyncio.ensure_future(_indexed(i, run_op(request, *op))) for i, op in
+                 enumerate(ops)]  # fmt: skip
+        pending = set(tasks)
+        try:
+            for _round in range(len(tasks)):  # bound: BATCH_OPS_MAX (one answer at least)
+                if not pending:
+                    break
+                done, pending = await asyncio.wait(pending, return_when=FIRST_COMPLETED)
+                # The answers that are ready together go out in one write.
+                await response.write(b"".join(_line(task.result()) for task in done))
+            await response.write_eof()
+        except ConnectionError:
+            # The client went away: what is left is stopped below; writes already
+            # proposed stay proposed (the session answers their retries).
+            log.info("batch stream closed: the client went away")
+        finally:
+            for task in tasks:  # bound: BATCH_OPS_MAX
+                task.cancel()
+        return response
+
+    return handler
+
+
+def _line(answer: tuple[int, tuple[int, Any]]) -> bytes:
+    index, (status, body) = answer
+    line = {"i": index, "status": status, "body": body}
+    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+async def _indexed(index: int, work: Awaitable[tuple[int, Any]]) -> tuple[int, tuple[int, Any]]:
+    return index, await work
