@@ -37,6 +37,9 @@ class NodeMetrics:
         self.leader_changes = Counter(
             "synod_raft_leader_changes", "Leader or role changes seen.", registry=registry
         )
+        self.voters = Gauge(
+            "synod_raft_voters", "Voting members in the configuration.", registry=registry
+        )
         self.commit_index = Gauge("synod_raft_commit_index", "Commit index.", registry=registry)
         self.applied_index = Gauge("synod_raft_applied_index", "Applied index.", registry=registry)
         self.proposals_applied = Counter(

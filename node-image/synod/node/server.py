@@ -386,6 +386,8 @@ class RaftServer:
             if future.done():
                 continue  # Timed out or cancelled on the HTTP side.
             if isinstance(outcome, BaseException):
+                if isinstance(outcome, NodeError):  # dropped, timed out, no leader
+                    self.node_metrics.proposals_failed.inc()
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
@@ -405,6 +407,7 @@ class RaftServer:
         if done.membership_changed:
             self._sync_peers(raft)
         metrics.term.set(raft.term)
+        metrics.voters.set(len(raft.conf.voters))
         metrics.commit_index.set(raft.log.committed)
         metrics.applied_index.set(raft.log.applied)
         metrics.proposals_pending.set(self._driver().pending())
