@@ -9,7 +9,6 @@ Prometheus operator's API is known to the cluster (`--api-versions` here, as
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import yaml
