@@ -120,12 +120,12 @@ ALERTS: tuple[Alert, ...] = (
     Alert(
         "SynodPeerRoundTripSlow",
         "histogram_quantile(0.99, sum by (namespace, job, instance, peer, le) "
-        "(rate(synod_peer_round_trip_seconds_bucket[5m]))) > 0.15",
+        "(rate(synod_peer_round_trip_seconds_bucket[5m]))) > 0.5",
         "10m",
         "warning",
         "Synod member {{ $labels.instance }} reaches peer {{ $labels.peer }} slowly.",
         "The 99th percentile of heartbeat round trips is "
-        "{{ $value | humanizeDuration }} (over 0.15 s).",
+        "{{ $value | humanizeDuration }} (over 0.5 s, half the default election timeout).",
     ),
     Alert(
         "SynodHighServerErrorRate",
