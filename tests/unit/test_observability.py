@@ -101,3 +101,13 @@ def test_rules_file_carries_every_alert_with_a_runbook() -> None:
     for rule in group:
         assert rule["annotations"]["runbook_url"].endswith("#" + rule["alert"].lower())
         assert rule["labels"]["severity"] in ("critical", "warning")
+
+
+def test_docs_describe_every_dashboard_panel_and_alert() -> None:
+    text = (ROOT / "docs" / "observability.md").read_text()
+    for dashboard in DASHBOARDS:
+        assert f"`{dashboard.uid}`" in text, dashboard.uid
+        for panel in dashboard.panels:
+            assert f"| {panel.title} |" in text, (dashboard.uid, panel.title)
+    for alert in ALERTS:
+        assert f"[{alert.name}](runbooks.md#{alert.name.lower()})" in text, alert.name
