@@ -49,7 +49,9 @@ class NodeMetrics:
             "synod_raft_proposals_pending", "Proposals waiting to commit.", registry=registry
         )
         self.proposals_failed = Counter(
-            "synod_raft_proposals_failed", "Proposals dropped or failed.", registry=registry
+            "synod_raft_proposals_failed",
+            "Proposals and read-index requests that failed (dropped, timed out, no leader).",
+            registry=registry,
         )
         self.wal_fsync_seconds = Histogram(
             "synod_wal_fsync_duration_seconds",

@@ -586,6 +586,7 @@ class RaftServer:
             async with asyncio.timeout(self._timeout_s()):
                 return await future  # Cancelled on timeout: resolving it later is a no-op.
         except TimeoutError:
+            self.node_metrics.proposals_failed.inc()
             raise Timeout(
                 f"no answer within {self.config.request_timeout_ms} ms; "
                 "retry (with the same session seq for writes)"
