@@ -44,6 +44,37 @@ class Attachment:
         return f"http://{self.cluster}.{self.namespace}.svc:{builders.CLIENT_PORT}"
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What one reconcile of a service resource saw and did."""
+
+    cluster_found: bool
+    cluster_ready: bool  # a leader answered
+    applied: bool = False  # the resource's document was accepted (or there is none)
+    error_code: str = ""  # the problem type when the write was refused
+    error_detail: str = ""
+    listing: dict[str, Any] | None = None  # what the status counts come from
+    name_taken: bool = False  # the dedicated cluster's name is another object's cluster
+
+
+def cluster_condition(attach: Attachment, obs: Observation) -> tuple[bool, str, str]:
+    """(ok, reason, message) of the ClusterReady condition. Raises nothing."""
+    if obs.name_taken:
+        message = f"ConsensusCluster {attach.cluster!r} exists and is not this resource's"
+        return (False, "ClusterNameTaken", message)
+    if not obs.cluster_found:
+        reason = "ClusterNotFound" if not attach.dedicated else "ClusterCreating"
+        return (False, reason, f"ConsensusCluster {attach.cluster!r} does not exist (yet)")
+    if not obs.cluster_ready:
+        return (False, "NoLeader", f"no leader of {attach.cluster!r} answered")
+    return (True, "LeaderAnswered", f"{attach.cluster!r} has a leader")
+
+
+def refusal_reason(code: str) -> str:
+    """A problem code as a condition reason: ``already-exists`` -> ``AlreadyExists``."""
+    return "".join(part.capitalize() for part in code.split("-")) or "Refused"
+
+
 def dedicated_cluster_name(resource_name: str) -> str:
     assert resource_name
     name = resource_name + DEDICATED_SUFFIX

@@ -15,7 +15,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .attach import Attachment, attachment, build_dedicated_cluster, owner_reference
+from .attach import (
+    Attachment,
+    Observation,
+    attachment,
+    build_dedicated_cluster,
+    cluster_condition,
+    owner_reference,
+    refusal_reason,
+)
 from .spec import GROUP, REPLICAS_MAX, REPLICAS_MIN, VERSION, SpecError
 from .status import _condition
 
@@ -207,17 +215,8 @@ def dedicated_cluster_manifest(spec: IdGeneratorSpec, uid: str) -> dict[str, Any
     return build_dedicated_cluster(attach, owner, spec.replicas, spec.storage)
 
 
-@dataclass(frozen=True)
-class IdObservation:
-    """What one reconcile saw and did."""
-
-    cluster_found: bool
-    cluster_ready: bool  # a leader answered
-    applied: bool = False  # the definition was accepted (or there is none to write)
-    error_code: str = ""  # the problem type when the write was refused
-    error_detail: str = ""
-    listing: dict[str, Any] | None = None  # the `GET /v1/ids` answer
-    name_taken: bool = False  # the dedicated cluster's name is another object's cluster
+# One reconcile's view: the Observation every service resource shares.
+IdObservation = Observation
 
 
 def _counts(spec: IdGeneratorSpec, listing: dict[str, Any] | None) -> dict[str, Any]:
@@ -239,10 +238,6 @@ def _counts(spec: IdGeneratorSpec, listing: dict[str, Any] | None) -> dict[str, 
     return {"highWaterMark": max_ids[0]} if max_ids else {}
 
 
-def _reason(code: str) -> str:
-    return "".join(part.capitalize() for part in code.split("-")) or "Refused"
-
-
 def build_id_status(
     spec: IdGeneratorSpec,
     obs: IdObservation,
@@ -257,28 +252,14 @@ def build_id_status(
     attach = spec.attachment
     if attach is None:
         cluster = (True, "NoClusterNeeded", "uuidv7 IDs are made in the client process")
-    elif obs.name_taken:
-        cluster = (
-            False,
-            "ClusterNameTaken",
-            f"ConsensusCluster {attach.cluster!r} exists and is not this resource's",
-        )
-    elif not obs.cluster_found:
-        cluster = (
-            False,
-            "ClusterNotFound" if not attach.dedicated else "ClusterCreating",
-            f"ConsensusCluster {attach.cluster!r} does not exist (yet)",
-        )
-    elif not obs.cluster_ready:
-        cluster = (False, "NoLeader", f"no leader of {attach.cluster!r} answered")
     else:
-        cluster = (True, "LeaderAnswered", f"{attach.cluster!r} has a leader")
+        cluster = cluster_condition(attach, obs)
     if spec.mode != "snowflake" and cluster[0]:
         definition = (True, "NothingToDefine", f"mode {spec.mode} keeps no definition")
     elif obs.applied:
         definition = (True, "Applied", f"generator {spec.generator!r} defined")
     elif obs.error_code:
-        definition = (False, _reason(obs.error_code), obs.error_detail or obs.error_code)
+        definition = (False, refusal_reason(obs.error_code), obs.error_detail or obs.error_code)
     else:
         definition = (False, "WaitingForCluster", "the cluster is not ready")
     ready = cluster[0] and definition[0]

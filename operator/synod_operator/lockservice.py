@@ -11,7 +11,15 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from .attach import Attachment, attachment, build_dedicated_cluster, owner_reference
+from .attach import (
+    Attachment,
+    Observation,
+    attachment,
+    build_dedicated_cluster,
+    cluster_condition,
+    owner_reference,
+    refusal_reason,
+)
 from .spec import GROUP, REPLICAS_MAX, REPLICAS_MIN, VERSION, SpecError
 from .status import _condition
 
@@ -118,17 +126,8 @@ def dedicated_cluster_manifest(spec: LockServiceSpec, uid: str) -> dict[str, Any
     return build_dedicated_cluster(attach, owner, spec.replicas, spec.storage)
 
 
-@dataclass(frozen=True)
-class LockObservation:
-    """What one reconcile saw and did."""
-
-    cluster_found: bool
-    cluster_ready: bool  # a leader answered
-    applied: bool = False  # the settings document was accepted this time
-    error_code: str = ""  # the problem type when the write was refused
-    error_detail: str = ""
-    listing: dict[str, Any] | None = None  # the `/v1/locks/list` answer
-    name_taken: bool = False  # the dedicated cluster's name is another object's cluster
+# One reconcile's view: the Observation every service resource shares.
+LockObservation = Observation
 
 
 def _counts(listing: dict[str, Any] | None) -> dict[str, Any]:
@@ -159,27 +158,11 @@ def build_lock_status(
     assert generation >= 0
     before = {c["type"]: c for c in previous.get("conditions") or [] if "type" in c}
     attach = spec.attachment
-    if obs.name_taken:
-        cluster = (
-            False,
-            "ClusterNameTaken",
-            f"ConsensusCluster {attach.cluster!r} exists and is not this resource's",
-        )
-    elif not obs.cluster_found:
-        cluster = (
-            False,
-            "ClusterNotFound" if not attach.dedicated else "ClusterCreating",
-            f"ConsensusCluster {attach.cluster!r} does not exist (yet)",
-        )
-    elif not obs.cluster_ready:
-        cluster = (False, "NoLeader", f"no leader of {attach.cluster!r} answered")
-    else:
-        cluster = (True, "LeaderAnswered", f"{attach.cluster!r} has a leader")
+    cluster = cluster_condition(attach, obs)
     if obs.applied:
         settings = (True, "Applied", f"lock namespace {spec.lock_namespace!r} written")
     elif obs.error_code:
-        reason = "".join(part.capitalize() for part in obs.error_code.split("-")) or "Refused"
-        settings = (False, reason, obs.error_detail or obs.error_code)
+        settings = (False, refusal_reason(obs.error_code), obs.error_detail or obs.error_code)
     else:
         settings = (False, "WaitingForCluster", "the cluster is not ready")
     ready = cluster[0] and settings[0]

@@ -86,3 +86,50 @@ def test_exporter_selection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("SYNOD_TRACE_FILE", str(tmp_path / "t.jsonl"))
     assert tracing._span_processor("file") is not None
     assert tracing._span_processor("zipkin-v9") is None
+
+
+# A queued acquire: the client's span covers its acquire request and its long-poll.
+LOCK_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    from synod.client.aio import AsyncClient
+    from synod.node.tracing import configure_tracing
+    from synod.services.commands import lease_grant_op
+    from tests.unit.http_helpers import served_url
+    from tests.unit.memory_node import MemoryNode
+
+    configure_tracing("synod-test")
+
+    async def main():
+        node = MemoryNode()
+        node.apply(lease_grant_op(10_000, 1))
+        polls = {"route": "/v1/locks/wait", "method": "POST", "code": "200"}
+        # timeout_s 0.5: each long-poll answers "still waiting" after 0.3 s.
+        async with served_url(node) as url, AsyncClient([url], timeout_s=0.5) as client:
+            holder = await client.lock("m", ttl_ms=10_000, own_lease=True).acquire()
+            waiter = asyncio.create_task(client.lock("m", ttl_ms=10_000,
+                                                     own_lease=True).acquire())
+            # Until one poll has answered "still waiting" (bounded by the test's timeout).
+            while not node.registry.get_sample_value("synod_http_requests_total", polls):
+                await asyncio.sleep(0.01)
+            await holder.release()
+            await (await waiter).release()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_lock_acquire_is_one_client_span_over_its_requests(tmp_path: Path) -> None:
+    trace_file = tmp_path / "spans.jsonl"
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "file", "SYNOD_TRACE_FILE": str(trace_file)}
+    env.pop("OTEL_SERVICE_NAME", None)
+    subprocess.run([sys.executable, "-c", LOCK_SCRIPT], env=env, check=True, timeout=60,
+                   cwd=Path(__file__).parents[2])  # fmt: skip
+    spans = [json.loads(line) for line in trace_file.read_text().splitlines()]
+    acquires = [s for s in spans if s["name"] == "synod.lock.acquire"]
+    assert len(acquires) == 2 and all(s["kind"] == "SpanKind.CLIENT" for s in acquires)
+    waited = max(acquires, key=lambda s: s["attributes"]["synod.lock.token"])
+    children = [s["name"] for s in spans if s["parent_id"] == waited["context"]["span_id"]]
+    assert "POST /v1/locks/acquire" in children
+    assert "POST /v1/locks/wait" in children  # the poll after "still waiting"

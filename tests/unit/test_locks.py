@@ -413,3 +413,42 @@ def test_changed_set_is_bounded() -> None:
     changed, overflow = table.take_changed()
     assert overflow and len(changed) <= 2
     assert table.take_changed() == (set(), False)
+
+
+def test_stats_count_what_the_table_did() -> None:
+    # Each counter moves for its event only (metrics read them: synod_lock_*_total).
+    sm = machine(leases=4)
+    stats = sm.locks.stats
+    held = ok(sm, lock_acquire_op("m", "a", 1))
+    assert (stats.acquired_at_once, stats.acquired_from_queue) == (1, 0)
+    ok(sm, lock_acquire_op("m", "a", 1))  # re-entry: not a new acquisition
+    assert stats.acquired_at_once == 1
+    ok(sm, lock_acquire_op("m", "b", 2, wait_ms=60_000))
+    ok(sm, lock_acquire_op("m", "c", 3, wait_ms=60_000))
+    assert err(sm, lock_release_op("m", "a", token=held["token"] + 1)) == "fencing-token-stale"
+    assert stats.fencing_rejected == 1
+    ok(sm, lock_release_op("m", "a", release_all=True))  # hands over to b
+    assert (stats.released, stats.acquired_from_queue) == (1, 1)
+    ok(sm, lock_release_op("m", "c"))  # c gives up its wait
+    assert stats.cancelled == 1
+    ok(sm, lease_revoke_op(2))  # b's lease ends: its hold expires
+    assert stats.expired == 1
+    ok(sm, lock_acquire_op("n", "a", 1))
+    queued = ok(sm, lock_acquire_op("n", "d", 4, wait_ms=1_000))
+    ok(sm, lock_timer_fire_op([queued["waiter_id"]]))
+    assert stats.wait_timeouts == 1
+    ok(sm, lock_revoke_op("n"))
+    assert stats.revoked == 1
+    ok(sm, lock_acquire_op("n", "a", 1))
+    guarded = txn_op([], [put_op(b"k", b"v")])
+    assert err(sm, {**guarded, "fences": [{"name": "n", "token": 1}]}) == "fencing-token-stale"
+    assert stats.fencing_rejected == 2
+    assert stats.as_dict()["expired"] == 1
+
+
+def test_stats_survive_a_snapshot_restore() -> None:
+    sm = machine()
+    ok(sm, lock_acquire_op("m", "a", 1))
+    counted = sm.locks.stats
+    sm.restore(sm.snapshot())
+    assert sm.locks.stats is counted and counted.acquired_at_once == 1

@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from synod.node.locks_http import LockWaits
+from synod.node.metrics import NodeMetrics
 from synod.node.routes import route_specs
 from synod.node.schema import validate
 from synod.services.commands import lease_grant_op, lease_revoke_op
@@ -63,6 +65,56 @@ async def test_acquire_long_poll_is_answered_by_the_release() -> None:
         assert second["granted"] and second["token"] > first["token"]
         status = await call(client, "/v1/locks/status", {"name": "orders/42"})
         assert [h["owner"] for h in status["holders"]] == ["b"]
+
+
+def _sample(metrics: NodeMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.registry.get_sample_value(name, labels or {})
+    assert value is not None, f"{name} is not exported"
+    return value
+
+
+@async_test
+async def test_lock_metrics_count_grants_and_time_the_wait_and_the_hand_over() -> None:
+    node = node_with_leases()
+    metrics = NodeMetrics(1)
+    metrics.watch_locks(lambda: node.machine.locks)
+    node.lock_waits = LockWaits(lambda: node.machine.locks,
+                                observe_wait=metrics.lock_wait_seconds.observe,
+                                observe_handover=metrics.lock_handover_seconds.observe)  # fmt: skip
+    async with serve(node) as client:
+        first = await call(client, "/v1/locks/acquire", {"name": "m", "owner": "a", "lease": 1})
+        waiting = asyncio.create_task(call(client, "/v1/locks/acquire", {
+            "name": "m", "owner": "b", "lease": 2, "wait_ms": 60_000}))  # fmt: skip
+        await until_queued(node, "m", 1)
+        assert _sample(metrics, "synod_lock_waiters") == 1
+        assert _sample(metrics, "synod_lock_wait_duration_seconds_count") == 0
+        await call(client, "/v1/locks/release", {"name": "m", "owner": "a",
+                                                 "token": first["token"]})  # fmt: skip
+        assert (await waiting)["granted"]
+    assert _sample(metrics, "synod_lock_held") == 1 and _sample(metrics, "synod_locks") == 1
+    assert _sample(metrics, "synod_lock_acquisitions_total", {"via": "at_once"}) == 1
+    assert _sample(metrics, "synod_lock_acquisitions_total", {"via": "queue"}) == 1
+    assert _sample(metrics, "synod_lock_releases_total") == 1
+    assert _sample(metrics, "synod_lock_wait_duration_seconds_count") == 1
+    assert _sample(metrics, "synod_lock_handover_duration_seconds_count") == 1
+    assert _sample(metrics, "synod_lock_fencing_rejections_total") == 0
+
+
+def test_lock_wait_timings_are_bounded_and_skip_grants_a_release_did_not_cause() -> None:
+    waits_seen: list[float] = []
+    handovers: list[float] = []
+    table = node_with_leases().machine.locks
+    waits = LockWaits(lambda: table, waits_max=2, observe_wait=waits_seen.append,
+                      observe_handover=handovers.append)  # fmt: skip
+    waits.releasing(("default", "m"))
+    waits.queued(("default", "m"), 1)  # queued after that release: an expiry will grant it
+    waits.granted(("default", "m"), 1)
+    assert len(waits_seen) == 1 and handovers == []
+    for waiter_id in range(2, 10):  # never answered: the oldest starts are dropped
+        waits.queued(("default", "n"), waiter_id)
+    waits.granted(("default", "n"), 2)
+    waits.granted(("default", "n"), 9)
+    assert len(waits_seen) == 2
 
 
 @async_test

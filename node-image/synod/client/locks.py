@@ -35,6 +35,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+
 from synod.client.errors import (
     FencingTokenStale,
     LimitExceeded,
@@ -47,6 +49,8 @@ from synod.client.types import TxnResult
 
 if TYPE_CHECKING:
     from synod.client.aio import AsyncClient
+
+_TRACER = trace.get_tracer("synod.client")
 
 __all__ = [
     "DRIFT_DEFAULT",
@@ -308,6 +312,18 @@ class Lock:
         start the watchdog. A granted acquire is one replicated write. Raises
         LockWaitTimeout, LockUpgradeRefused, LockLost (the session lease ended while
         queued), SynodError (the queue is left on failure)."""
+        # One CLIENT span for the whole acquire, its queueing and polls included; the
+        # requests inside it carry its trace context to the nodes.
+        with _TRACER.start_as_current_span(
+            "synod.lock.acquire", kind=trace.SpanKind.CLIENT,
+            attributes={"synod.lock.name": self.name, "synod.lock.ns": self.ns,
+                        "synod.lock.type": self.lock_type},
+        ) as span:  # fmt: skip
+            await self._acquire()
+            span.set_attribute("synod.lock.token", self.token)
+        return self
+
+    async def _acquire(self) -> None:
         if self.own_lease:
             self.session = LockSession(self.client, self.ttl_ms, self.drift)
         else:
@@ -341,7 +357,6 @@ class Lock:
         self.token = int(doc["token"])
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         self.client._locks.add(self)
-        return self
 
     async def _acquire_call(self) -> dict[str, Any]:
         path, body = "/v1/locks/acquire", self._body(lease=self.lease_id, wait_ms=self.wait_ms,

@@ -13,6 +13,7 @@ by this node's clock.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,12 +44,27 @@ _WAKEUPS_PER_POLL_MAX = 10_000
 
 Key = tuple[str, str]
 Answer = tuple[dict[str, Any], int | None]
+Observe = Callable[[float], None]
 
 
 class LockWaits:
-    """Node-local: long-polls sleeping on a lock until the applied state changes it."""
+    """Node-local: long-polls sleeping on a lock until the applied state changes it.
 
-    def __init__(self, table: Callable[[], LockTable], waits_max: int = LOCK_WAITS_MAX) -> None:
+    It also times them for metrics, on this node's monotonic clock: ``observe_wait``
+    gets the seconds from an acquire queued here to its grant answered here, and
+    ``observe_handover`` the seconds from a release received here to the answer of the
+    waiter it made holder (when both are served here, as they are for clients of the
+    leader). Neither decides anything: grants and timeouts come from the log.
+    """
+
+    def __init__(
+        self,
+        table: Callable[[], LockTable],
+        waits_max: int = LOCK_WAITS_MAX,
+        *,
+        observe_wait: Observe | None = None,
+        observe_handover: Observe | None = None,
+    ) -> None:
         """``table`` returns the current applied LockTable (a snapshot restore replaces
         it). Raises nothing."""
         assert waits_max >= 1
@@ -56,6 +72,34 @@ class LockWaits:
         self.waits_max = waits_max
         self._events: dict[Key, set[asyncio.Event]] = {}
         self._count = 0
+        self._observe_wait = observe_wait
+        self._observe_handover = observe_handover
+        # Start times, each map bounded by waits_max (the oldest entry goes first): a
+        # client that never polls again must not grow them.
+        self._queued_s: dict[tuple[str, str, int], float] = {}
+        self._releasing_s: dict[Key, float] = {}
+
+    def queued(self, key: Key, waiter_id: int) -> None:
+        """An acquire of ``key`` was queued as ``waiter_id`` here. Raises nothing."""
+        assert waiter_id >= 1
+        _remember(self._queued_s, (*key, waiter_id), time.monotonic(), self.waits_max)
+
+    def releasing(self, key: Key) -> None:
+        """A release of ``key`` arrived here. Raises nothing."""
+        _remember(self._releasing_s, key, time.monotonic(), self.waits_max)
+
+    def granted(self, key: Key, waiter_id: int) -> None:
+        """The queued ``waiter_id`` of ``key`` is answered granted. Raises nothing."""
+        now_s = time.monotonic()
+        queued_s = self._queued_s.pop((*key, waiter_id), None)
+        if queued_s is not None and self._observe_wait is not None:
+            self._observe_wait(max(0.0, now_s - queued_s))
+        released_s = self._releasing_s.pop(key, None)
+        # A release older than the wait did not end it (an expiry or a timer did).
+        caused = released_s is not None and (queued_s is None or released_s >= queued_s)
+        if caused and released_s is not None and self._observe_handover is not None:
+            self._observe_handover(max(0.0, now_s - released_s))
+        assert len(self._queued_s) <= self.waits_max
 
     def notify(self) -> None:
         """Wake the polls of every lock changed since the last call (all of them after
@@ -90,6 +134,15 @@ class LockWaits:
             if not events:
                 del self._events[key]
             assert self._count >= 0
+
+
+def _remember(starts: dict[Any, float], key: Any, now_s: float, entries_max: int) -> None:
+    """``starts[key] = now_s``, dropping the oldest entry beyond ``entries_max``."""
+    starts.pop(key, None)
+    if len(starts) >= entries_max:
+        del starts[next(iter(starts))]
+    starts[key] = now_s
+    assert len(starts) <= entries_max
 
 
 def _ok(result: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +181,7 @@ async def _await_grant(call: Call, name: str, owner: str, waiter_id: int, poll_s
     for _wakeup in range(_WAKEUPS_PER_POLL_MAX):
         state, token = waits.table().waiter_state(ns, name, owner, waiter_id)
         if state == "granted":
+            waits.granted((ns, name), waiter_id)
             return {"granted": True, "token": token, "count": 1, "waiter_id": waiter_id,
                     "lock_revision": waits.table().revision}, None  # fmt: skip
         if state == "gone":
@@ -154,6 +208,7 @@ async def _acquire(call: Call, lock_type: str | None = None) -> Answer:
     fields = {k: result[k] for k in ("granted", "token", "count", "waiter_id", "lock_revision")}
     if result["granted"]:
         return fields, result.get("revision")
+    call.node.lock_waits.queued((_ns(body), body["name"]), result["waiter_id"])
     poll_s = _poll_s(body, body.get("wait_ms", 0))
     return await _await_grant(call, body["name"], body["owner"], result["waiter_id"], poll_s)
 
@@ -174,6 +229,7 @@ async def _lock_wait(call: Call) -> Answer:
 
 async def _lock_release(call: Call) -> Answer:
     body = call.body
+    call.node.lock_waits.releasing((_ns(body), body["name"]))
     op = lock_release_op(body["name"], body["owner"], ns=_ns(body), token=body.get("token", 0),
                          release_all=body.get("all", False))  # fmt: skip
     result = await call.node.write(op, call.session)

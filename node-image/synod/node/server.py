@@ -130,7 +130,11 @@ class RaftServer:
             entries_kept_after_snapshot=config.snapshot_catchup_entries,
         )
         self.state = ServiceStateMachine()
-        self.lock_waits = LockWaits(lambda: self.state.locks)
+        self.lock_waits = LockWaits(
+            lambda: self.state.locks,
+            observe_wait=self.node_metrics.lock_wait_seconds.observe,
+            observe_handover=self.node_metrics.lock_handover_seconds.observe,
+        )
         self.driver: NodeDriver | None = None
         self.transport = PeerTransport(
             config.node_id,
@@ -157,8 +161,7 @@ class RaftServer:
         # Read at scrape time: exact even on a node that runs no turns (an idle follower).
         self.node_metrics.watchers.set_function(lambda: len(self.state.watches))
         self.node_metrics.leases.set_function(lambda: len(self.state.lease_ttls_ms()))
-        self.node_metrics.lock_holders.set_function(lambda: self.state.locks.counts()["holders"])
-        self.node_metrics.lock_waiters.set_function(lambda: self.state.locks.counts()["waiters"])
+        self.node_metrics.watch_locks(lambda: self.state.locks)
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_sent_s: dict[NodeId, float] = {}

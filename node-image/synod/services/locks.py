@@ -58,6 +58,7 @@ __all__ = [
     "FencingTokenStale",
     "LockLimits",
     "LockNotHeld",
+    "LockStats",
     "LockTable",
     "LockUpgradeRefused",
     "LockWaitTimeout",
@@ -200,6 +201,31 @@ class Namespace:
 LockKey = tuple[str, str]
 
 
+@dataclass(slots=True)
+class LockStats:
+    """What this replica's table did since the process started, for metrics only.
+
+    Not replicated and not in snapshots: every replica applies the same ops, so each
+    counts the same grants and expirations from its own start (like Prometheus
+    counters, they restart at zero with the process). A snapshot restore keeps them.
+    """
+
+    acquired_at_once: int = 0  # granted in the acquire itself
+    acquired_from_queue: int = 0  # hand-overs: a waiter granted by a release, expiry...
+    released: int = 0  # holds ended by their owner's release
+    expired: int = 0  # holds ended because their lease expired or was revoked
+    revoked: int = 0  # holds ended by an admin revocation
+    wait_timeouts: int = 0  # waiters dropped by their wait bound
+    cancelled: int = 0  # waiters that gave up (left the queue)
+    fencing_rejected: int = 0  # stale tokens refused: release, proclaim, checks, fences
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name. Raises nothing."""
+        out = {name: getattr(self, name) for name in self.__slots__}
+        assert all(value >= 0 for value in out.values())
+        return out
+
+
 class LockTable:
     """The replicated lock namespaces. ``lease_exists`` asks the lease table.
 
@@ -220,6 +246,7 @@ class LockTable:
         self._by_lease: dict[int, dict[LockKey, int]] = {}
         self.changed: set[LockKey] = set()
         self.changed_overflow = False
+        self.stats = LockStats()
         assert self.revision == 0 and DEFAULT_NAMESPACE in self.namespaces
 
     # -- apply (each op map in, result fields out; raises ServiceError, state unchanged) --
@@ -346,15 +373,18 @@ class LockTable:
                 if waiter.owner == owner:  # giving up a wait: leave the queue atomically
                     self._drop_waiter(lock, key, waiter)
                     self._settle(key)
+                    self.stats.cancelled += 1
                     return {"released": False, "cancelled": True, "count": 0}
         if lock is None or hold is None:
             raise LockNotHeld(f"{owner!r} does not hold lock {name!r}", lock=name, owner=owner)
         if token and token != hold.token:
+            self.stats.fencing_rejected += 1
             raise FencingTokenStale(f"token {token} is not the holder's token of {name!r}",
                                     lock=name, token=token, current=hold.token)  # fmt: skip
         hold.count = 0 if release_all else hold.count - 1
         if hold.count == 0:
             self._drop_hold(lock, key, hold)
+            self.stats.released += 1
         self._touch(lock, key)
         self._settle(key)
         return {"released": hold.count == 0, "cancelled": False, "count": hold.count}
@@ -370,6 +400,7 @@ class LockTable:
         victims = [h for h in lock.holders.values() if not owner or h.owner == owner]
         for hold in victims:  # bound: holders_per_semaphore_max
             self._drop_hold(lock, key, hold)
+        self.stats.revoked += len(victims)
         self._touch(lock, key)
         self._settle(key)
         return {"revoked": [hold.owner for hold in victims]}
@@ -388,6 +419,7 @@ class LockTable:
         if lock is None or hold is None:
             raise LockNotHeld(f"{owner!r} is not the leader of {name!r}", lock=name, owner=owner)
         if hold.token != token:
+            self.stats.fencing_rejected += 1
             raise FencingTokenStale(f"token {token} is not the leader's token",
                                     lock=name, token=token, current=hold.token)  # fmt: skip
         hold.value = value
@@ -410,6 +442,7 @@ class LockTable:
             else:
                 waiter = next(w for w in lock.waiters if w.waiter_id == timer_id)
                 self._drop_waiter(lock, key, waiter)
+                self.stats.wait_timeouts += 1
             self._touch(lock, key)
             self._settle(key)
             fired.append(timer_id)
@@ -446,6 +479,7 @@ class LockTable:
             lock = space.locks[name]
             key = (ns, name)
             released += len(lock.holders)
+            self.stats.revoked += len(lock.holders)
             for hold in list(lock.holders.values()):
                 self._drop_hold(lock, key, hold)
             for waiter in list(lock.waiters):
@@ -473,6 +507,7 @@ class LockTable:
             dead = [h for h in lock.holders.values() if h.lease == lease_id]
             for hold in dead:
                 self._drop_hold(lock, key, hold)
+            self.stats.expired += len(dead)
             for waiter in [w for w in lock.waiters if w.lease == lease_id]:
                 self._drop_waiter(lock, key, waiter)
             delay_ms = space.settings.lock_delay_ms
@@ -564,6 +599,7 @@ class LockTable:
         lock = self._space(ns).locks.get(name)
         tokens = [] if lock is None else [h.token for h in lock.holders.values()]
         if token not in tokens:
+            self.stats.fencing_rejected += 1
             raise FencingTokenStale(
                 f"token {token} does not hold lock {name!r} in {ns!r}",
                 lock=name, token=token, current=max(tokens, default=0),
@@ -672,6 +708,10 @@ class LockTable:
                     want.waiter_id)  # fmt: skip
         lock.holders[want.owner] = hold
         lock.revision = self.revision
+        if want.waiter_id:
+            self.stats.acquired_from_queue += 1
+        else:
+            self.stats.acquired_at_once += 1
         self._ref(want.lease, key, +1)
         self._note(key)
         return hold

@@ -372,6 +372,7 @@ class ServiceStateMachine:
         self.leases, self.kv, self.sessions = restored.leases, restored.kv, restored.sessions
         self._use_limits(restored.limits)
         if restored.locks is not None:
+            restored.locks.stats = self.locks.stats  # counters of this process go on
             self.locks = restored.locks
         self.ids = restored.ids
         self._ops.update(self.ids.ops())
