@@ -46,8 +46,12 @@ def node_registry() -> CollectorRegistry:
     from synod.node.http import register_metrics as register_http
     from synod.node.ids_http import IdsPool
     from synod.node.metrics import NodeMetrics
+    from synod.services.state import ServiceStateMachine
 
-    registry = NodeMetrics(1).registry
+    metrics = NodeMetrics(1)
+    state = ServiceStateMachine()
+    metrics.watch_locks(lambda: state.locks)  # as RaftServer does
+    registry = metrics.registry
     register_http(registry)
     IdsPool(registry)
     core = GossipCore(GossipSettings(), "1", "127.0.0.1:1", Meta(), seed=1, now_ms=0)

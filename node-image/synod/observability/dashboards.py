@@ -104,6 +104,11 @@ def _rate(counter: str, by: str, selector: str = JOB) -> str:
     return f"sum by ({by}) (rate({counter}_total{{{selector}}}[{RATE}]))"
 
 
+def _applied(counter: str) -> str:
+    """A counter of the applied state: every member counts the same events."""
+    return f"max by (job) (rate({counter}_total{{{JOB}}}[{RATE}]))"
+
+
 def _overview() -> Dashboard:
     return Dashboard(
         "synod-overview",
@@ -247,15 +252,30 @@ def _locks() -> Dashboard:
                       "{{route}}"),), unit="s"),
             Panel("Fencing rejections",
                   "Writes or validations refused because their fencing token is stale: "
-                  "a former holder acted after losing its lock.",
+                  "a former holder acted after losing its lock (answers by route, and the "
+                  "applied state's count).",
                   (_q(_rate("synod_http_problems", "route",
-                            f'{JOB}, code="fencing-token-stale"'), "{{route}}"),),
+                            f'{JOB}, code="fencing-token-stale"'), "{{route}}"),
+                   _q(_applied("synod_lock_fencing_rejections"), "applied {{job}}")),
                   unit="reqps"),
-            Panel("Lock wait timeouts", "Waiters that gave up before their turn.",
-                  (_q(_rate("synod_http_problems", "route",
-                            f'{JOB}, code="lock-wait-timeout"'), "{{route}}"),),
-                  unit="reqps",
-                  empty_reason="only a waiter that gives up before its turn counts here"),
+            Panel("Locks", "Locks held or waited for (applied state).",
+                  (_q(f"max by (job) (synod_locks{{{JOB}}})", "{{job}}"),)),
+            Panel("Acquisitions", "Grants at once or from the queue (hand-overs), per second.",
+                  (_q(f"max by (job, via) (rate(synod_lock_acquisitions_total{{{JOB}}}[{RATE}]))",
+                      "{{via}}"),), unit="ops"),
+            Panel("Hold endings", "Holds released, expired (lease gone) or revoked, per second.",
+                  (_q(_applied("synod_lock_releases"), "released"),
+                   _q(_applied("synod_lock_expirations"), "expired"),
+                   _q(_applied("synod_lock_revocations"), "revoked")), unit="ops"),
+            Panel("Waiters leaving", "Waiters dropped by their wait bound or cancelled.",
+                  (_q(_applied("synod_lock_wait_timeouts"), "timed out"),
+                   _q(_applied("synod_lock_cancellations"), "cancelled")), unit="ops"),
+            Panel("Wait and hand-over p99",
+                  "From an acquire queued on a node to its grant answered there; from a "
+                  "release to the answer of the waiter it made holder (NaN until one).",
+                  (_q(_p99("synod_lock_wait_duration_seconds", "instance"), "wait {{instance}}"),
+                   _q(_p99("synod_lock_handover_duration_seconds", "instance"),
+                      "hand-over {{instance}}")), unit="s"),
         ),
     )  # fmt: skip
 
