@@ -47,6 +47,19 @@ ALERT_WAIT_S = 60.0
 # hold (pending) without a fault, so the test evaluates them but does not assert silence
 # (wall-clock thresholds belong to benchmarks). promtool tests them on fixed series.
 LATENCY_ALERTS = frozenset({"SynodSlowFsync", "SynodSlowApply", "SynodPeerRoundTripSlow"})
+# What an election does (a stalled process on a loaded machine can cause one): these
+# may hold then, and only then. The alerts refused keepalives and stale tokens could
+# trip are never excused; for cancelled watches the test checks that they are counted
+# (with the 200 their stream started with) and that none is a 5xx, which is what
+# SynodHighServerErrorRate counts.
+ELECTION_ALERTS = frozenset(
+    {"SynodNoLeader", "SynodFrequentLeaderChanges", "SynodProposalsFailing",
+     "SynodHighServerErrorRate"}
+)  # fmt: skip
+NEVER_EXCUSED = frozenset(
+    {"SynodLockFencingRejections", "SynodLeaseKeepaliveFailures", "SynodMemberDown",
+     "SynodInsufficientMembers", "SynodIdClockRollback", "SynodGossipFlapping"}
+)  # fmt: skip
 HTTP_TIMEOUT_S = 5.0
 # Failures the workload causes on purpose, below the alerts' thresholds (> 3 in 10 min).
 STALE_TOKENS = 2
@@ -161,7 +174,7 @@ def _workload(cluster: Cluster) -> None:
         for i in range(ROUNDS):
             put = client.put(f"obs/k{i % 4}", f"v{i}")
             assert client.get(f"obs/k{i % 4}") is not None
-            # A watch opened, one event read, then cancelled by the client (code 499).
+            # A watch opened, one event read, then cancelled by the client.
             stream = client.watch(f"obs/k{i % 4}", start_revision=put.revision)
             assert next(stream).kv.key == f"obs/k{i % 4}"
             stream.close()
@@ -230,12 +243,20 @@ def test_panels_and_alerts_against_a_real_prometheus(
                 prometheus.query(_instant(query.expr))
     # Every alert expression evaluates, and none holds on the healthy cluster even
     # though its watches were cancelled and a few tokens and keepalives were refused.
+    elections = prometheus.query(
+        f'max(increase(synod_raft_leader_changes_total{{job="{JOB_NAME}"}}[5m])) > 0'
+    )
+    excused = LATENCY_ALERTS | (ELECTION_ALERTS if elections else frozenset())
+    assert {a.name for a in ALERTS} == NEVER_EXCUSED | LATENCY_ALERTS | ELECTION_ALERTS
     for alert in ALERTS:
         held = prometheus.query(alert.expr)
-        assert alert.name in LATENCY_ALERTS or held == [], (alert.name, held)
+        assert alert.name in excused or held == [], (alert.name, held, elections)
     assert len(prometheus.api("rules")["groups"][0]["rules"]) == len(ALERTS)
-    active = [a for a in prometheus.alerts() if a["labels"]["alertname"] not in LATENCY_ALERTS]
-    assert active == []
+    active = [a for a in prometheus.alerts() if a["labels"]["alertname"] not in excused]
+    assert active == [], (active, elections)
+    watch = f'job="{JOB_NAME}", route="/v1/watch"'
+    assert prometheus.query(f'sum(synod_http_requests_total{{{watch}, code="200"}}) > 0')
+    assert not prometheus.query(f'synod_http_requests_total{{{watch}, code=~"5.."}}')
     problems = prometheus.query(f'synod_http_problems_total{{job="{JOB_NAME}"}}')
     codes = {p["metric"]["code"] for p in problems}
     assert {"fencing-token-stale", "not-found"} <= codes, codes

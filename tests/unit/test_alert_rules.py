@@ -102,7 +102,8 @@ CASES = [
           f'synod_http_requests_total{{{C}, instance="n1", route="/v1/kv/put", code="503"}}':
           "0+6x20"},
          "15m", [{"job": "c1"}], "10%"),
-    # etcd#13147: every watch stream ending because its client cancelled it (499), and
+    # etcd#13147: every watch stream ending because its client went away (499 for a cut
+    # forwarded stream; a direct one keeps its 200), and
     # a stream of 4xx problems, are not server errors.
     Case("SynodHighServerErrorRate",
          {f'synod_http_requests_total{{{C}, instance="n1", route="/v1/watch", code="499"}}':

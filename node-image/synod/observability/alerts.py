@@ -10,8 +10,9 @@ operator's ServiceMonitor from the client Service, and a bare scrape config name
 job itself; a missing ``namespace`` label (no Kubernetes) groups as empty.
 
 Lessons from etcd's mixin (etcd#13147: its failed-gRPC alert fired at 100 % on
-cancelled watches): errors are 5xx answers only (a client that closes its watch
-stream is counted 499, never an error), and problem answers are picked by their
+cancelled watches): errors are 5xx answers only (a watch stream its client closes is
+counted with the 200 it started with, a forwarded stream cut mid-way 499: never an
+error), and problem answers are picked by their
 stable code (not-leader is routing, not a failure).
 """
 
@@ -135,7 +136,7 @@ ALERTS: tuple[Alert, ...] = (
         "warning",
         "Synod cluster {{ $labels.job }} answers many server errors.",
         "{{ $value | humanizePercentage }} of answers are 5xx. Cancelled watches and "
-        "clients that went away (499) are not counted.",
+        "clients that went away (200 or 499) are not counted.",
     ),
     Alert(
         "SynodLockFencingRejections",

@@ -129,8 +129,8 @@ def _overview() -> Dashboard:
             Panel("Requests by route", "HTTP requests answered per second, by route.",
                   (_q(_rate("synod_http_requests", "route"), "{{route}}"),), unit="reqps"),
             Panel("Server errors (5xx) by route",
-                  "Answers with status 5xx. Streams the client closed (499, e.g. a "
-                  "cancelled watch) are not errors and are not counted here.",
+                  "Answers with status 5xx. Streams their client closed (a cancelled "
+                  "watch: 200, or 499 when a forwarded stream is cut) are not errors.",
                   (_q(_rate("synod_http_requests", "route, code", f'{JOB}, code=~"5.."'),
                       "{{route}} {{code}}"),),
                   unit="reqps", empty_reason="a healthy cluster answers no 5xx"),
@@ -225,8 +225,8 @@ def _kv() -> Dashboard:
             Panel("Live watchers", "Watchers registered on each member.",
                   (_q(f"synod_watchers{{{JOB}}}", "{{instance}}"),)),
             Panel("Watch streams ended by code",
-                  "Watch streams by how they ended: 499 is a client that went away (a "
-                  "cancelled watch), which is normal and never an error.",
+                  "Watch streams by code, counted when they end: a stream its client "
+                  "cancels keeps its 200 (499: a forwarded stream cut); never an error.",
                   (_q(_rate("synod_http_requests", "code", watch), "{{code}}"),),
                   unit="reqps"),
         ),
