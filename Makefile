@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-
 SEEDS ?= 500
 SEED ?=
 
-.PHONY: help venv demo test check lint types sim sim-gossip bench-core bench bench-ids bench-locks pytest-all clean
+.PHONY: help venv demo test check lint types sim sim-gossip bench-core bench bench-ids bench-locks pytest-all clean observability
 
 help:
 	@echo "make demo        start a local 3-node cluster and tour the primitives"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench       Synod against etcd under the same wrk load (ratios)"
 	@echo "make bench-ids   ID generation: embedded, HTTP batched, segments vs Redis INCR"
 	@echo "make bench-locks Synod's locks against Redis, ZooKeeper and etcd locks (ratios)"
+	@echo "make observability  regenerate the chart's dashboards and alert rules (docs/observability.md)"
 	@echo "make kind-up / images / e2e-smoke / e2e-operator / envtest: see docs/kubernetes.md"
 
 $(VENV_STAMP): pyproject.toml
@@ -92,6 +93,11 @@ check: lint types pytest-all
 	$(MAKE) --no-print-directory sim SEEDS=$(SEEDS)
 	$(MAKE) --no-print-directory e2e-smoke
 	$(MAKE) --no-print-directory e2e-operator
+
+# Grafana dashboards and Prometheus rules, generated from the node's metric registry into
+# charts/synod/files (tests/unit/test_observability.py fails when they are stale).
+observability: venv
+	$(PY) -m synod.observability
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -61,6 +61,9 @@ test-tools: envtest helm
 	  echo "installing $(TEST_DEBIAN_PACKAGES) (missing: $$missing)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBIAN_PACKAGES) >/dev/null; \
 	fi
+	@# promtool and prometheus (the alert-rule tests, the real-Prometheus query test): the
+	@# Debian package, installed with its service kept from starting (the tests run their own).
+	@dpkg -s prometheus >/dev/null 2>&1 || node-image/synod/bench/apt-install.sh test-tools prometheus "prometheus prometheus-node-exporter"
 
 test-controlplane: venv envtest helm
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests/controlplane

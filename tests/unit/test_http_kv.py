@@ -190,3 +190,7 @@ async def test_metrics_use_route_templates() -> None:
     assert 'code="404",method="GET",route="unmatched"} 1.0' in text
     assert 'synod_http_request_duration_seconds_count{route="/v1/kv/put"} 1.0' in text
     assert "a/b/c" not in text and "nope" not in text
+    # Problem answers are counted by their stable code (the alerts pick codes by name).
+    assert 'synod_http_problems_total{code="not-found",route="/v1/kv/{key}"} 1.0' in text
+    assert 'synod_http_problems_total{code="not-found",route="unmatched"} 1.0' in text
+    assert 'synod_http_problems_total{code="not-found",route="/v1/kv/put"}' not in text

@@ -56,6 +56,7 @@ from synod.node.inputs import (
 from synod.node.locks_http import LOCK_OPERATIONS
 from synod.node.openapi import openapi_document
 from synod.node.problems import (
+    PROBLEM_CODE,
     Problem,
     problem_from_node_error,
     problem_from_result_error,
@@ -75,6 +76,7 @@ __all__ = [
     "HttpLimits",
     "build_app",
     "jsonable",
+    "register_metrics",
     "server_options",
 ]
 
@@ -363,6 +365,7 @@ async def _run_batched(
     except Exception as error:
         problem = problem_of(error, "POST", spec.path)
         status, document = problem.status, problem.to_dict()
+        state.problems_total.labels(spec.path, problem.code).inc()
     state.requests_total.labels(spec.path, "POST", str(status)).inc()
     state.request_duration_seconds.labels(spec.path).observe(time.perf_counter() - started)
     assert 200 <= status <= 599
@@ -500,6 +503,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
         code = str(response.status)
+        problem = response.get(PROBLEM_CODE)
+        if problem is not None:
+            state.problems_total.labels(route, problem).inc()
         return response
     except StreamAborted:
         code = "499"
@@ -514,12 +520,12 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 # One set of instruments per registry: a node may rebuild its app (tests, restarts of
 # the listener) without registering the metrics twice.
-_INSTRUMENTS: weakref.WeakKeyDictionary[CollectorRegistry, tuple[Counter, Histogram]] = (
+_INSTRUMENTS: weakref.WeakKeyDictionary[CollectorRegistry, tuple[Counter, Histogram, Counter]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _instruments(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+def _instruments(registry: CollectorRegistry) -> tuple[Counter, Histogram, Counter]:
     """The HTTP counters of ``registry``, registered on first use. Raises ValueError if
     another owner registered metrics of the same names."""
     found = _INSTRUMENTS.get(registry)
@@ -529,8 +535,20 @@ def _instruments(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
                     ("route", "method", "code"), registry=registry)  # fmt: skip
     duration = Histogram("synod_http_request_duration_seconds", "HTTP request duration",
                          ("route",), registry=registry)  # fmt: skip
-    _INSTRUMENTS[registry] = (total, duration)
-    return total, duration
+    # Problem answers by their stable code (synod/codes.py): alerts pick the codes that
+    # mean trouble (fencing-token-stale, lease-not-found on keepalive) by name rather
+    # than by status, which many benign answers share.
+    problems = Counter("synod_http_problems_total", "Problem answers by route and code",
+                       ("route", "code"), registry=registry)  # fmt: skip
+    _INSTRUMENTS[registry] = (total, duration, problems)
+    return total, duration, problems
+
+
+def register_metrics(registry: CollectorRegistry) -> None:
+    """Register the HTTP layer's metrics on ``registry`` (idempotent; the metric catalog
+    of synod.observability uses it). Raises ValueError on a name clash."""
+    instruments = _instruments(registry)
+    assert len(instruments) == 3 and _INSTRUMENTS[registry] == instruments
 
 
 def build_app(
@@ -554,13 +572,15 @@ def build_app(
     assert {s.operation_id for s in specs} == (
         set(_JSON_OPERATIONS) | set(_OTHER_HANDLERS) | {"batch"}
     )
-    total, duration = _instruments(registry if registry is not None else CollectorRegistry())
+    total, duration, problems = _instruments(
+        registry if registry is not None else CollectorRegistry()
+    )
     document = openapi_document(specs)
     state = AppState(
         node=node, limits=limits, forwarder=forwarder or HttpForwarder(limits.forward_timeout_ms),
         specs={spec.operation_id: spec for spec in specs},
         openapi_bytes=json.dumps(document, separators=(",", ":")).encode("utf-8"),
-        requests_total=total, request_duration_seconds=duration,
+        requests_total=total, request_duration_seconds=duration, problems_total=problems,
     )  # fmt: skip
     app = web.Application(
         middlewares=[tracing_middleware(), metrics_middleware, problem_middleware],

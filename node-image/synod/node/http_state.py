@@ -96,6 +96,7 @@ class AppState:
     openapi_bytes: bytes
     requests_total: Counter
     request_duration_seconds: Histogram
+    problems_total: Counter
     pending_requests: int = 0
     body_reads: int = 0
     watch_streams: int = 0

@@ -88,6 +88,9 @@ class NodeMetrics:
         self.leader_changes = Counter(
             "synod_raft_leader_changes", "Leader or role changes seen.", registry=registry
         )
+        self.voters = Gauge(
+            "synod_raft_voters", "Voting members in the configuration.", registry=registry
+        )
         self.commit_index = Gauge("synod_raft_commit_index", "Commit index.", registry=registry)
         self.applied_index = Gauge("synod_raft_applied_index", "Applied index.", registry=registry)
         self.proposals_applied = Counter(
@@ -97,7 +100,9 @@ class NodeMetrics:
             "synod_raft_proposals_pending", "Proposals waiting to commit.", registry=registry
         )
         self.proposals_failed = Counter(
-            "synod_raft_proposals_failed", "Proposals dropped or failed.", registry=registry
+            "synod_raft_proposals_failed",
+            "Proposals and read-index requests that failed (dropped, timed out, no leader).",
+            registry=registry,
         )
         self.wal_fsync_seconds = Histogram(
             "synod_wal_fsync_duration_seconds",

@@ -19,6 +19,7 @@ from synod.node.api import NodeError
 from synod.services.errors import ServiceError
 
 __all__ = [
+    "PROBLEM_CODE",
     "PROBLEM_CONTENT_TYPE",
     "PROBLEM_TITLES",
     "PROBLEM_TYPE_PREFIX",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# The code of a problem answer, kept on the response for the metrics middleware.
+PROBLEM_CODE = web.ResponseKey("synod_problem_code", str)
 # Members of the problem object itself; details may not shadow them.
 _RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code"})
 
@@ -83,9 +86,11 @@ class Problem(Exception):
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
         """Render as an ``application/problem+json`` answer. Raises nothing."""
         text = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
-        return web.Response(
+        response = web.Response(
             status=self.status, text=text, content_type=PROBLEM_CONTENT_TYPE, headers=headers
         )
+        response[PROBLEM_CODE] = self.code  # counted by code in synod_http_problems_total
+        return response
 
 
 def problem_from_result_error(error: dict[str, Any]) -> Problem:

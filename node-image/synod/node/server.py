@@ -389,6 +389,8 @@ class RaftServer:
             if future.done():
                 continue  # Timed out or cancelled on the HTTP side.
             if isinstance(outcome, BaseException):
+                if isinstance(outcome, NodeError):  # dropped, timed out, no leader
+                    self.node_metrics.proposals_failed.inc()
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
@@ -408,6 +410,7 @@ class RaftServer:
         if done.membership_changed:
             self._sync_peers(raft)
         metrics.term.set(raft.term)
+        metrics.voters.set(len(raft.conf.voters))
         metrics.commit_index.set(raft.log.committed)
         metrics.applied_index.set(raft.log.applied)
         metrics.proposals_pending.set(self._driver().pending())
@@ -586,6 +589,7 @@ class RaftServer:
             async with asyncio.timeout(self._timeout_s()):
                 return await future  # Cancelled on timeout: resolving it later is a no-op.
         except TimeoutError:
+            self.node_metrics.proposals_failed.inc()
             raise Timeout(
                 f"no answer within {self.config.request_timeout_ms} ms; "
                 "retry (with the same session seq for writes)"
