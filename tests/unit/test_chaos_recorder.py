@@ -91,7 +91,7 @@ def test_main_writes_history_and_result(tmp_path: Path, capsys: pytest.CaptureFi
     with threaded(MemoryCluster()) as cluster:
         code = main(["--endpoints", ",".join(cluster.urls), "--kind", "kv", "--clients", "2",
                      "--duration", "5m", "--operations-max", "40",
-                     "--history-out", str(tmp_path / "h.gz"),
+                     "--history-out", str(tmp_path / "h.gz"), "--history-log",
                      "--result-out", str(tmp_path / "result.json")])  # fmt: skip
     assert code == 0
     result = json.loads((tmp_path / "result.json").read_text())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import random
@@ -458,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkers", default="", help="comma-separated; default: the kind's")
     parser.add_argument("--stop-key", default="", help="stop when this key appears")
     parser.add_argument("--history-out", type=Path, help="write the gzip'd JSON-lines history")
+    parser.add_argument("--history-log", action="store_true", help="print the gzip'd history "
+                        "as one 'HISTORY <base64>' line (the operator keeps it)")  # fmt: skip
     parser.add_argument("--result-out", type=Path, help="write the verdict JSON (e.g. "
                         "/dev/termination-log, read back by the operator)")  # fmt: skip
     return parser
@@ -495,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.history_out:
         args.history_out.write_bytes(data)
     doc = result_document(verdict, dropped)
+    if args.history_log:
+        print("HISTORY " + base64.b64encode(data).decode(), flush=True)
     if args.result_out:
         # A termination message holds 4 KiB: the anomalies are cut to fit.
         args.result_out.write_text(json.dumps(_fit(doc, 4000)))
