@@ -383,6 +383,7 @@ class JobState:
     finished: bool = False
     succeeded: bool = False
     message: str = ""
+    failed: bool = False  # the Job says so (a deadline, a crash): heal after an injector
 
 
 def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobState:
@@ -397,7 +398,7 @@ def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobStat
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (cs.get("state") or {}).get("terminated") or {}
             message = terminated.get("message") or message
-    return JobState(True, succeeded or failed or bool(message), succeeded, message)
+    return JobState(True, succeeded or failed or bool(message), succeeded, message, failed)
 
 
 def parse_result(message: str) -> dict[str, Any] | None:

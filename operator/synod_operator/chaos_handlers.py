@@ -194,7 +194,7 @@ async def follow_chaos(
     kube = CLIENTS.kube_client()
     recorder = await _job(parsed, "recorder")
     injector = await _job(parsed, "injector") if status.get("injectorJob") else JobState()
-    if injector.finished and not injector.succeeded and not status.get("healerJob"):
+    if injector.failed and not status.get("healerJob"):
         members = await _members(parsed)
         image = os.environ.get(INJECTOR_IMAGE_ENV, INJECTOR_IMAGE_DEFAULT)
         account = os.environ.get(INJECTOR_SA_ENV, "default")
