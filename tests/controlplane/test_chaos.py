@@ -10,6 +10,8 @@ in status and a Failed Event once the recorder's pod ended.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import uuid
 from collections.abc import Iterator
@@ -17,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
+from synod.cli.main import cli
 from synod_operator.builders import selector_labels
 
 from .conftest import ControlPlane
@@ -49,21 +53,37 @@ def chaos_operator(
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"target": {"name": "kv"}, "workload": {"kind": "kv", "unsafe": "ignore-fencing"}},
-         "unsafe serializable-reads is for kv"),
-        ({"target": {"name": "kv"}, "workload": {"kind": "ids"}, "checkers": ["linearizability"]},
-         "checkers must apply to the workload kind"),
-        ({"target": {"name": "kv"}, "faults": [{"type": "partition", "duration": "5s"}]},
-         "a partition (and only a partition) names a shape"),
-        ({"target": {"name": "kv"}, "faults": [{"type": "netem", "duration": "5s"}]},
-         "netem needs delayMs > 0 or lossPercent > 0"),
-        ({"target": {"name": "kv"}, "faults": [{"type": "partition", "shape": "star",
-                                                "duration": "5s"}]}, "spec.faults[0].shape"),
-        ({"target": {"name": "kv"}, "workload": {"duration": "forever"}},
-         "spec.workload.duration"),
+        (
+            {"target": {"name": "kv"}, "workload": {"kind": "kv", "unsafe": "ignore-fencing"}},
+            "unsafe serializable-reads is for kv",
+        ),
+        (
+            {
+                "target": {"name": "kv"},
+                "workload": {"kind": "ids"},
+                "checkers": ["linearizability"],
+            },
+            "checkers must apply to the workload kind",
+        ),
+        (
+            {"target": {"name": "kv"}, "faults": [{"type": "partition", "duration": "5s"}]},
+            "a partition (and only a partition) names a shape",
+        ),
+        (
+            {"target": {"name": "kv"}, "faults": [{"type": "netem", "duration": "5s"}]},
+            "netem needs delayMs > 0 or lossPercent > 0",
+        ),
+        (
+            {
+                "target": {"name": "kv"},
+                "faults": [{"type": "partition", "shape": "star", "duration": "5s"}],
+            },
+            "spec.faults[0].shape",
+        ),
+        ({"target": {"name": "kv"}, "workload": {"duration": "forever"}}, "spec.workload.duration"),
         ({"target": {"kind": "Secret", "name": "kv"}}, "spec.target.kind"),
     ],
-)  # fmt: skip
+)
 def test_invalid_experiments_are_rejected_by_the_api_server(
     control_plane: ControlPlane, spec: dict[str, Any], message: str
 ) -> None:
@@ -79,8 +99,12 @@ def test_invalid_experiments_are_rejected_by_the_api_server(
 def test_defaults_and_immutable_spec(control_plane: ControlPlane) -> None:
     _install_crd(control_plane)
     ns = _namespace(control_plane, "synod-cp-chaos-defaults")
-    created = ok(control_plane, "POST", _path("synod", ns, "chaosexperiments"),
-                 chaos_body("d", target={"name": "kv"}))  # fmt: skip
+    created = ok(
+        control_plane,
+        "POST",
+        _path("synod", ns, "chaosexperiments"),
+        chaos_body("d", target={"name": "kv"}),
+    )
     defaults = {"kind": "kv", "clients": 3, "ratePerSecond": 0, "duration": "60s", "unsafe": ""}
     assert created["spec"]["workload"] == defaults
     assert created["spec"]["target"]["kind"] == "ConsensusCluster"
@@ -92,8 +116,12 @@ def test_defaults_and_immutable_spec(control_plane: ControlPlane) -> None:
 
 
 def _pod(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
-            "spec": {"containers": [{"name": "c", "image": "i"}]}}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+    }
 
 
 def _set_pod_status(plane: ControlPlane, ns: str, name: str, status: dict[str, Any]) -> None:
@@ -103,30 +131,58 @@ def _set_pod_status(plane: ControlPlane, ns: str, name: str, status: dict[str, A
 
 
 def _terminated(message: str) -> dict[str, Any]:
-    return {"phase": "Failed", "containerStatuses": [{
-        "name": "c", "image": "i", "imageID": "", "ready": False, "restartCount": 0,
-        "state": {"terminated": {"exitCode": 1, "message": message}}}]}  # fmt: skip
+    return {
+        "phase": "Failed",
+        "containerStatuses": [
+            {
+                "name": "c",
+                "image": "i",
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 1, "message": message}},
+            }
+        ],
+    }
 
 
 def test_experiment_makes_jobs_then_reports_the_verdict(
     control_plane: ControlPlane, chaos_operator: Path
 ) -> None:
     ns = _namespace(control_plane, NAMESPACE)
-    ok(control_plane, "POST", _path("synod", ns, "consensusclusters"),
-       cluster_body("kv", replicas=3, version="1.2"))  # fmt: skip
+    ok(
+        control_plane,
+        "POST",
+        _path("synod", ns, "consensusclusters"),
+        cluster_body("kv", replicas=3, version="1.2"),
+    )
     for i in range(3):  # the StatefulSet's pods, as the scheduler would have placed them
         ok(control_plane, "POST", _path("core", ns, "pods"), _pod(f"kv-{i}", selector_labels("kv")))
-        _set_pod_status(control_plane, ns, f"kv-{i}", {"phase": "Running",
-                                                       "podIP": f"10.9.0.{i + 1}"})  # fmt: skip
-    spec = {"target": {"name": "kv"}, "seed": 3,
-            "workload": {"kind": "kv", "duration": "30s", "unsafe": "serializable-reads"},
-            "faults": [{"type": "partition", "shape": "isolate-member", "member": "kv-1",
-                        "duration": "10s", "startAfter": "5s"}]}  # fmt: skip
+        _set_pod_status(
+            control_plane, ns, f"kv-{i}", {"phase": "Running", "podIP": f"10.9.0.{i + 1}"}
+        )
+    spec = {
+        "target": {"name": "kv"},
+        "seed": 3,
+        "workload": {"kind": "kv", "duration": "30s", "unsafe": "serializable-reads"},
+        "faults": [
+            {
+                "type": "partition",
+                "shape": "isolate-member",
+                "member": "kv-1",
+                "duration": "10s",
+                "startAfter": "5s",
+            }
+        ],
+    }
     ok(control_plane, "POST", _path("synod", ns, "chaosexperiments"), chaos_body("exp", **spec))
 
     def get(plural: str, name: str, group: str = "synod") -> dict[str, Any] | None:
-        path = (_path(group, ns, plural, name) if group != "batch"
-                else f"/apis/batch/v1/namespaces/{ns}/jobs/{name}")  # fmt: skip
+        path = (
+            _path(group, ns, plural, name)
+            if group != "batch"
+            else f"/apis/batch/v1/namespaces/{ns}/jobs/{name}"
+        )
         status, answer = control_plane.request("GET", path)
         return answer if status == 200 else None
 
@@ -152,14 +208,23 @@ def test_experiment_makes_jobs_then_reports_the_verdict(
     assert "-s 10.9.0.2" in script and "--datestop" in script, "kv-1 cut off, with expiry"
 
     # The pods of both Jobs end: the recorder with a verdict, the injector with its timeline.
-    result = {"verdict": "Failed", "counts": {"acknowledged": 40, "unknown": 1},
-              "figures": {"longest_unavailable_ms": 2100, "run_ms": 30000},
-              "checkers": [{"name": "linearizability", "ok": False, "checked": 41}],
-              "anomalies": [{"checker": "linearizability", "kind": "not-linearizable",
-                             "message": "first offending: client 2 Get(key='chaos/exp/a')"}],
-              "errors": []}  # fmt: skip
-    timeline = "2026-12-01T13:00:05Z fault isolate-member\n" \
-               "2026-12-01T13:00:15Z healed isolate-member\n"  # fmt: skip
+    result = {
+        "verdict": "Failed",
+        "counts": {"acknowledged": 40, "unknown": 1},
+        "figures": {"longest_unavailable_ms": 2100, "run_ms": 30000},
+        "checkers": [{"name": "linearizability", "ok": False, "checked": 41}],
+        "anomalies": [
+            {
+                "checker": "linearizability",
+                "kind": "not-linearizable",
+                "message": "first offending: client 2 Get(key='chaos/exp/a')",
+            }
+        ],
+        "errors": [],
+    }
+    timeline = (
+        "2026-12-01T13:00:05Z fault isolate-member\n2026-12-01T13:00:15Z healed isolate-member\n"
+    )
     for job, message in (("exp-recorder", json.dumps(result)), ("exp-injector", timeline)):
         ok(control_plane, "POST", _path("core", ns, "pods"), _pod(f"{job}-x", {"job-name": job}))
         _set_pod_status(control_plane, ns, f"{job}-x", _terminated(message))
@@ -175,14 +240,86 @@ def test_experiment_makes_jobs_then_reports_the_verdict(
     assert status["verdict"] == "Failed"
     assert status["anomalies"][0]["kind"] == "not-linearizable"
     assert status["counts"] == {"acknowledged": 40, "unknown": 1}
-    assert [e["event"] for e in status["timeline"]] == ["fault isolate-member",
-                                                        "healed isolate-member"]  # fmt: skip
+    assert [e["event"] for e in status["timeline"]] == [
+        "fault isolate-member",
+        "healed isolate-member",
+    ]
     assert "healerJob" not in status, "the injector ended normally"
 
     def failed_event() -> list[dict[str, Any]] | None:
         events = ok(control_plane, "GET", f"/api/v1/namespaces/{ns}/events")["items"]
-        found = [e for e in events if e["involvedObject"]["name"] == "exp"
-                 and e["reason"] == "Failed"]  # fmt: skip
+        found = [
+            e for e in events if e["involvedObject"]["name"] == "exp" and e["reason"] == "Failed"
+        ]
         return found or None
 
     assert "not-linearizable" in wait_for("a Failed event", failed_event)[0]["message"]
+
+
+def test_cli_run_list_show_history(control_plane: ControlPlane, chaos_operator: Path) -> None:
+    """`synod chaos` against the apiserver (no target cluster here: the operator waits, so
+    the test writes the status and the history ConfigMap the operator would write)."""
+    ns = _namespace(control_plane, f"{NAMESPACE}-cli")
+    env = {"KUBECONFIG": str(control_plane.kubeconfig_path)}
+    runner = CliRunner()
+
+    def synod(*args: str) -> Result:
+        return runner.invoke(cli, ["chaos", *args, "-n", ns], env=env)
+
+    created = synod(
+        "run",
+        "--target",
+        "ghost",
+        "--fault",
+        "partition-halves",
+        "--duration",
+        "30s",
+        "--name",
+        "cli1",
+        "--no-follow",
+    )
+    assert created.exit_code == 0, created.output
+    experiment = ok(control_plane, "GET", _path("synod", ns, "chaosexperiments", "cli1"))
+    assert experiment["spec"]["faults"][0]["shape"] == "halves"
+    again = synod("run", "--target", "ghost", "--name", "cli1", "--no-follow")
+    assert again.exit_code == 2 and "already exists" in again.output
+
+    records = [{"type": "kv", "client": 0, "call": 1, "return": 2, "op": "put", "key": "a"}]
+    data = gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode())
+    ok(
+        control_plane,
+        "POST",
+        _path("core", ns, "configmaps"),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "cli1-history"},
+            "binaryData": {"history.jsonl.gz": base64.b64encode(data).decode()},
+        },
+    )
+    experiment["status"] = {
+        "phase": "Completed",
+        "verdict": "Passed",
+        "fault": "halves 20s",
+        "historyConfigMap": "cli1-history",
+        "counts": {"acknowledged": 1},
+    }
+    ok(control_plane, "PUT", _path("synod", ns, "chaosexperiments", "cli1") + "/status", experiment)
+
+    listed = synod("list", "-o", "json")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output) == [
+        {
+            "name": "cli1",
+            "target": "ghost",
+            "fault": "halves 20s",
+            "phase": "Completed",
+            "verdict": "Passed",
+        }
+    ]
+    shown = synod("show", "cli1")
+    assert shown.exit_code == 0 and "verdict Passed" in shown.output, shown.output
+    history = synod("history", "cli1")
+    assert history.exit_code == 0, history.output
+    assert [json.loads(line) for line in history.output.splitlines()] == records
+    assert synod("show", "nope").exit_code == 3
