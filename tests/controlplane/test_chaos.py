@@ -323,3 +323,14 @@ def test_cli_run_list_show_history(control_plane: ControlPlane, chaos_operator: 
     assert history.exit_code == 0, history.output
     assert [json.loads(line) for line in history.output.splitlines()] == records
     assert synod("show", "nope").exit_code == 3
+
+
+def test_the_docs_example_is_accepted(control_plane: ControlPlane) -> None:
+    """docs/chaos.md's ChaosExperiment passes the apiserver's schema and CEL rules."""
+    from tests.unit.test_docs_chaos import doc_experiments
+
+    _install_crd(control_plane)
+    ns = _namespace(control_plane, "synod-cp-chaos-docs")
+    (example,) = doc_experiments()
+    created = ok(control_plane, "POST", _path("synod", ns, "chaosexperiments"), example)
+    assert created["spec"]["faults"][1]["member"] == "leader"
