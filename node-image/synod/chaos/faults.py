@@ -306,7 +306,8 @@ def netem_script(member: Member, duration_s: int, delay_ms: int, loss_percent: f
     args = f"delay {delay_ms}ms" if delay_ms else ""
     args = (args + (f" loss {loss_percent}%" if loss_percent else "")).strip()
     enter = f'pid=$(pid_of {uid}) && nsenter --target "$pid" --net --'
-    return (f"{enter} tc qdisc replace dev eth0 root netem {args} "
+    missing = "command -v tc >/dev/null || log 'netem skipped: no tc in the injector image'\n"
+    return missing + (f"{enter} tc qdisc replace dev eth0 root netem {args} "
             f"&& log 'fault netem {member.name} {args}'\nsleep {duration_s}\n"
             f"{enter} tc qdisc del dev eth0 root 2>/dev/null || true; "
             f"log 'healed netem {member.name}'\n")  # fmt: skip
