@@ -85,6 +85,9 @@ def test_ids_run_is_unique_and_ordered_through_a_leaderless_spell() -> None:
     assert verdict.verdict == PASSED, verdict.explanation
     values = [issued.value for issued in recorder.recording.ids]
     assert len(values) >= 50 and len(set(values)) == len(values)
+    # Order is judged per node generator (worker id), uniqueness across the generator.
+    assert {issued.generator for issued in recorder.recording.ids} == {"chaos/worker-0"}
+    assert {issued.namespace for issued in recorder.recording.ids} == {"chaos"}
 
 
 def test_main_writes_history_and_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
