@@ -327,10 +327,13 @@ def test_cli_run_list_show_history(control_plane: ControlPlane, chaos_operator: 
 
 def test_the_docs_example_is_accepted(control_plane: ControlPlane) -> None:
     """docs/chaos.md's ChaosExperiment passes the apiserver's schema and CEL rules."""
-    from tests.unit.test_docs_chaos import doc_experiments
+    from tests.unit.test_docs_chaos import chart_examples, doc_experiments
 
     _install_crd(control_plane)
     ns = _namespace(control_plane, "synod-cp-chaos-docs")
     (example,) = doc_experiments()
     created = ok(control_plane, "POST", _path("synod", ns, "chaosexperiments"), example)
     assert created["spec"]["faults"][1]["member"] == "leader"
+    for other in chart_examples():  # charts/synod/examples
+        other["metadata"]["name"] = "chart-" + other["metadata"]["name"]
+        ok(control_plane, "POST", _path("synod", ns, "chaosexperiments"), other)

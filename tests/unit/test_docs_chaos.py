@@ -21,10 +21,24 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "chaos.md"
 TEXT = DOC.read_text()
 
 
+EXAMPLES = sorted((DOC.parents[1] / "charts" / "synod" / "examples").glob("chaos-*.yaml"))
+
+
 def doc_experiments() -> list[dict[str, Any]]:
     blocks = re.findall(r"```yaml\n(.*?)```", TEXT, flags=re.S)
     docs = [yaml.safe_load(block) for block in blocks]
     return [d for d in docs if d.get("kind") == "ChaosExperiment"]
+
+
+def chart_examples() -> list[dict[str, Any]]:
+    return [yaml.safe_load(path.read_text()) for path in EXAMPLES]
+
+
+def test_the_chart_examples_parse() -> None:
+    assert len(EXAMPLES) >= 3
+    for example in chart_examples():
+        target = {"spec": {}} if example["spec"]["target"]["kind"] == "LockService" else None
+        parse_chaos(example["metadata"]["name"], "default", example["spec"], target)
 
 
 def test_the_example_experiment_parses() -> None:
