@@ -47,7 +47,7 @@ from synod.checker.history import HistoryRecorder
 from synod.checker.ids import IssuedId
 from synod.checker.locks import FencedWrite, LockHold
 from synod.checker.models import Cas, Get, Put
-from synod.client import AsyncClient, CompareFailed, SynodError
+from synod.client import AsyncClient, CompareFailed, SynodError, normalize_endpoints
 from synod.client.errors import AlreadyExists, FencingTokenStale
 from synod.client.ids import define, get_remote, next_remote
 from synod.client.txn import Txn
@@ -141,6 +141,7 @@ class Recorder:
         self._last_ack_ns = 0
         self._started_ns = 0
         self._layout: Layout | None = None
+        self._readers: dict[int, AsyncClient] = {}  # unsafe serializable readers
 
     @property
     def acknowledged(self) -> int:
@@ -197,7 +198,18 @@ class Recorder:
         rng = random.Random(self.spec.seed * 1000 + index)
         interval_s = self.spec.clients / self.spec.rate_per_s if self.spec.rate_per_s else 0.0
         loop = asyncio.get_running_loop()
-        async with AsyncClient(self.endpoints, **self.client_options) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(
+                AsyncClient(self.endpoints, **self.client_options)
+            )
+            if self.spec.unsafe == "serializable-reads":
+                # The unsafe client reads where it happens to be connected, never looking
+                # for the leader: client i starts at endpoint i.
+                urls = normalize_endpoints(self.endpoints)
+                shift = index % len(urls)
+                reader = AsyncClient(urls[shift:] + urls[:shift], **{
+                    **self.client_options, "discover_leader": False})  # fmt: skip
+                self._readers[index] = await stack.enter_async_context(reader)
             if self.spec.kind == "ids":
                 with contextlib.suppress(AlreadyExists):
                     await define(client, self.spec.generator)
@@ -306,7 +318,7 @@ class Recorder:
         handle = self._invoke(index, Get(key))
         serializable = self.spec.unsafe == "serializable-reads"
         try:
-            kv = await client.get(key, serializable=serializable)
+            kv = await self._readers.get(index, client).get(key, serializable=serializable)
         except SynodError as error:
             self.recording.failed += 1  # a read that never returned constrains nothing
             self.recording.note_error(f"get {key}: {type(error).__name__}: {error}")
