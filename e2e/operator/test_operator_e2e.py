@@ -258,6 +258,16 @@ def cluster_manifest(replicas: int) -> str:
     )
 
 
+def workload_command() -> list[str]:
+    """The shared chaos recorder (synod.chaos.recorder, in the node image): KV ops through
+    the SDK until the key `e2e/stop` appears, then the linearizability verdict."""
+    return [
+        "python", "-m", "synod.chaos.recorder",
+        "--endpoints", f"http://{NAME}.{NAMESPACE}.svc:2379",
+        "--kind", "kv", "--clients", "3", "--duration", "30m", "--stop-key", "e2e/stop",
+    ]  # fmt: skip
+
+
 def workload_job() -> str:
     return json.dumps(
         {
@@ -274,17 +284,9 @@ def workload_job() -> str:
                                 "name": "workload",
                                 "image": f"synod/node:{IMAGE_TAG}",
                                 "imagePullPolicy": "IfNotPresent",
-                                "command": ["python", "/workload/workload.py"],
-                                "env": [
-                                    {
-                                        "name": "SYNOD_URL",
-                                        "value": f"http://{NAME}.{NAMESPACE}.svc:2379",
-                                    },
-                                ],
-                                "volumeMounts": [{"name": "workload", "mountPath": "/workload"}],
+                                "command": workload_command(),
                             }
                         ],
-                        "volumes": [{"name": "workload", "configMap": {"name": "kv-workload"}}],
                     }
                 },
             },
@@ -297,8 +299,6 @@ def test_scale_upgrade_and_leader_loss_under_load(installed: None) -> None:
     timed("create 3 members -> Available", lambda: wait_for("3 voters", lambda: settled(3)))
 
     kubectl("delete", "job", "kv-workload", "--wait=true", check=False)
-    kubectl("delete", "configmap", "kv-workload", check=False)
-    kubectl("create", "configmap", "kv-workload", f"--from-file={HERE / 'workload.py'}")
     kubectl("apply", "-f", "-", stdin=workload_job())
     wait_for(
         "the workload to run",
@@ -385,8 +385,8 @@ def test_scale_upgrade_and_leader_loss_under_load(installed: None) -> None:
 
     result = timed("stop the workload and check the history", stop_workload)
     print(f"[e2e] workload: {json.dumps(result)}", flush=True)
-    assert result["linearizable"] is True, result
-    assert result["acknowledged_puts"] > 0 and not result["errors"], result
+    assert result["verdict"] == "Passed", result
+    assert result["counts"]["acknowledged"] > 0, result
 
     # The status reflects what the members report.
     current = status()

@@ -39,6 +39,10 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
     "ConsensusCluster": ("/apis/synod.dev/v1alpha1", "consensusclusters"),
+    "LockService": ("/apis/synod.dev/v1alpha1", "lockservices"),
+    "IdGenerator": ("/apis/synod.dev/v1alpha1", "idgenerators"),
+    "ChaosExperiment": ("/apis/synod.dev/v1alpha1", "chaosexperiments"),
+    "Job": ("/apis/batch/v1", "jobs"),
 }
 
 
@@ -87,6 +91,15 @@ class Kube:
             if response.status >= 400:
                 raise KubeError(response.status, text[:ERROR_BODY_CHARS_MAX])
             return json.loads(text) if text else None
+
+    async def text(self, path: str, *, params: dict[str, str] | None = None) -> str:
+        """GET a non-JSON resource (a pod's log). Raises KubeError."""
+        url = self.server + path + (f"?{urlencode(params)}" if params else "")
+        async with self.session.get(url) as response:
+            body = await response.text()
+            if response.status >= 400:
+                raise KubeError(response.status, body[:ERROR_BODY_CHARS_MAX])
+            return body
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply: create or converge `obj`; the operator owns its fields."""

@@ -96,7 +96,7 @@ def _install_one_crd(plane: ControlPlane, crd: dict[str, Any]) -> None:
             "GET",
             f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}",
         )
-        conditions = got.get("status", {}).get("conditions", [])
+        conditions = (got.get("status") or {}).get("conditions") or []  # null at first
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     wait_for("the CRD to be established", established)

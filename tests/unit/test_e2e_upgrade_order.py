@@ -7,6 +7,7 @@ so it is tested here against event lists shaped like the ones kopf posts.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -133,3 +134,15 @@ def test_event_time_falls_back_to_second_grained_stamps() -> None:
     assert e2e.event_time(created).second == 7
     with pytest.raises(ValueError, match="no timestamp"):
         e2e.event_time({"metadata": {"name": "e"}})
+
+
+def test_workload_job_runs_the_shared_recorder() -> None:
+    """The e2e workload Job runs `python -m synod.chaos.recorder`; its arguments parse."""
+    from synod.chaos.recorder import build_parser, spec_from_args
+
+    job = json.loads(e2e.workload_job())
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["python", "-m", "synod.chaos.recorder"]
+    spec = spec_from_args(build_parser().parse_args(command[3:]))
+    assert spec.kind == "kv" and spec.duration_s == 1800.0
+    assert "--stop-key" in command and "e2e/stop" in command

@@ -130,3 +130,27 @@ def test_notes_tell_what_to_apply_next() -> None:
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "kind: ConsensusCluster" in notes
     assert "condition=Available" in notes
+
+
+def test_chaos_injector_is_opt_in_and_the_operator_may_run_chaos_jobs() -> None:
+    def env_of(docs: list[dict[str, Any]]) -> dict[str, str]:
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e["value"] for e in container["env"]}
+
+    docs = render()
+    assert env_of(docs)["SYNOD_OPERATOR_CHAOS_INJECTOR"] == "0", "privileged: off by default"
+    enabled = env_of(render("chaos.injector.enabled=true", "chaos.injector.image.tag=t1"))
+    assert enabled["SYNOD_OPERATOR_CHAOS_INJECTOR"] == "1"
+    assert enabled["SYNOD_OPERATOR_CHAOS_IMAGE"] == "synod/chaos-tools:t1"
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    granted = {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert ("synod.dev", "chaosexperiments/status", "patch") in granted
+    assert ("batch", "jobs", "create") in granted and ("", "pods/log", "get") in granted
+    assert ("", "pods/exec", "create") not in {(g, r, v) for g, r, v in granted}

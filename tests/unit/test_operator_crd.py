@@ -125,6 +125,7 @@ def test_condition_reasons_fit_the_schema() -> None:
 def test_crds_shipped() -> None:
     """RateLimitPolicy comes with its service."""
     assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == [
+        "synod.dev_chaosexperiments.yaml",
         CRD_PATH.name,
         "synod.dev_idgenerators.yaml",
         "synod.dev_lockservices.yaml",

@@ -18,6 +18,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from synod.cli.chaos import register as register_chaos
 from synod.cli.dev import DevCluster, DevClusterError
 from synod.cli.locks import register as register_locks
 from synod.cli.output import (
@@ -719,6 +720,7 @@ def limits(
 
 
 register_locks(cli, client_options, parse_duration_ms)
+register_chaos(cli)
 
 
 # -- id ---------------------------------------------------------------------------
