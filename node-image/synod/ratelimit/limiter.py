@@ -1,0 +1,220 @@
+"""Counters in memory and the decisions of one check: sans-I/O (``now_ms`` in).
+
+A :class:`Counters` store holds one algorithm state per counter key, at most
+``counters_max``; states that are back to idle (a full bucket, an elapsed window) are
+dropped when room is needed, and a store still full refuses a new counter with
+``CountersFull`` (a clear error, never a silently forgotten count).
+
+:func:`decide` answers a whole check (several descriptors) Envoy-style: the overall
+answer is OVER_LIMIT when any non-shadow descriptor is over its limit. A check that is
+refused consumes nothing on any of its counters (all are asked first, then all are
+counted), so refused traffic never eats the budget of admitted traffic.
+
+:func:`over_admission_bound` is the published error bound of each consistency mode.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from synod.ratelimit.algorithms import NEVER, Concurrency, Decision, State, new_state
+from synod.ratelimit.policy import Consistency, LimitSpec, Match
+
+__all__ = [
+    "COUNTERS_MAX_DEFAULT",
+    "Code",
+    "Counters",
+    "CountersFull",
+    "DescriptorStatus",
+    "decide",
+    "over_admission_bound",
+]
+
+COUNTERS_MAX_DEFAULT: Final = 100_000
+
+
+class CountersFull(Exception):
+    """``counters_max`` live counters exist; none is idle."""
+
+
+class Code(enum.StrEnum):
+    """Envoy's RateLimitResponse codes."""
+
+    OK = "OK"
+    OVER_LIMIT = "OVER_LIMIT"
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptorStatus:
+    """One descriptor's answer (``decision`` None: the descriptor is not limited)."""
+
+    code: Code
+    decision: Decision | None
+    limit: LimitSpec | None = None
+    shadow_mode: bool = False
+
+
+class Counters:
+    """Algorithm states by counter key, at most ``counters_max``."""
+
+    def __init__(self, counters_max: int = COUNTERS_MAX_DEFAULT) -> None:
+        """Raises ValueError for a bound below 1."""
+        if counters_max < 1:
+            raise ValueError("counters_max must be positive")
+        self.counters_max = counters_max
+        self._states: dict[str, tuple[LimitSpec, State]] = {}
+        self.now_ms = 0  # the latest time seen: a clock stepping back is held still
+        assert not self._states
+
+    def advance(self, now_ms: int) -> int:
+        """``now_ms``, or the latest time seen if it is later. Raises nothing."""
+        self.now_ms = max(self.now_ms, now_ms)
+        assert self.now_ms >= now_ms
+        return self.now_ms
+
+    def __len__(self) -> int:
+        """Live counters. Raises nothing."""
+        return len(self._states)
+
+    def state(self, key: str, limit: LimitSpec, now_ms: int) -> State:
+        """The state of ``key`` (fresh when unknown or when its limit changed).
+
+        Raises CountersFull."""
+        found = self._states.get(key)
+        if found is not None and found[0] == limit:
+            return found[1]
+        if found is None and len(self._states) >= self.counters_max:
+            self.sweep(now_ms)
+            if len(self._states) >= self.counters_max:
+                raise CountersFull(f"counters_max={self.counters_max} counters are live")
+        state = new_state(limit.algorithm, limit.rate())
+        self._states[key] = (limit, state)
+        assert len(self._states) <= self.counters_max
+        return state
+
+    def sweep(self, now_ms: int) -> int:
+        """Drop the idle states; returns how many. Raises nothing."""
+        idle = [key for key, (_limit, state) in self._states.items() if state.idle(now_ms)]
+        for key in idle:  # bound: counters_max
+            del self._states[key]
+        assert len(self._states) <= self.counters_max
+        return len(idle)
+
+    def drop(self, keys: Sequence[str]) -> None:
+        """Forget ``keys`` (this member no longer owns them). Raises nothing."""
+        for key in keys:
+            self._states.pop(key, None)
+        assert all(key not in self._states for key in keys)
+
+    def keys(self) -> list[str]:
+        """The live counter keys. Raises nothing."""
+        return list(self._states)
+
+    def release(self, key: str, lease_id: str, now_ms: int) -> bool:
+        """Release a concurrency lease. Returns whether it was held. Raises nothing."""
+        found = self._states.get(key)
+        if found is None or not isinstance(found[1], Concurrency):
+            return False
+        return found[1].release(now_ms, lease_id)
+
+
+def decide(
+    counters: Counters, matches: Sequence[Match | None], now_ms: int, lease_id: str = ""
+) -> list[DescriptorStatus]:
+    """The statuses of one check's descriptors (None: not limited), counting them
+    only when the overall answer is OK (shadow-mode descriptors never refuse; they
+    are counted when they fit). ``lease_id`` names concurrency leases. Raises
+    CountersFull (nothing counted)."""
+    assert now_ms >= 0
+    now_ms = counters.advance(now_ms)
+    states = [None if m is None else counters.state(m.counter_key, m.limit, now_ms)
+              for m in matches]  # fmt: skip
+    asked = [None if m is None or s is None else _ask(s, m, now_ms)
+             for m, s in zip(matches, states, strict=True)]  # fmt: skip
+    refused = any(d is not None and m is not None and not d.allowed and not m.shadow_mode
+                  for m, d in zip(matches, asked, strict=True))  # fmt: skip
+    out: list[DescriptorStatus] = []
+    for m, state, probe in zip(matches, states, asked, strict=True):
+        if m is None or state is None or probe is None:
+            out.append(DescriptorStatus(Code.OK, None))
+            continue
+        decision = probe
+        if not refused and probe.allowed and m.hits:
+            decision = _count(state, m, now_ms, lease_id)
+        code = Code.OK if decision.allowed and not refused else Code.OVER_LIMIT
+        if not decision.allowed and m.shadow_mode:
+            code = Code.OK
+        if refused and decision.allowed:
+            code = Code.OK  # this descriptor fit; another one refused the request
+        out.append(DescriptorStatus(code, decision, m.limit, m.shadow_mode))
+    assert len(out) == len(matches)
+    return out
+
+
+def _ask(state: State, m: Match, now_ms: int) -> Decision:
+    """Whether ``m.hits`` would fit, without counting them."""
+    decision = state.hit(now_ms, m.hits, commit=False)
+    assert decision.limit >= 1
+    return decision
+
+
+def _count(state: State, m: Match, now_ms: int, lease_id: str) -> Decision:
+    if isinstance(state, Concurrency) and lease_id:
+        decision = state.acquire(now_ms, lease_id, m.hits)
+    else:
+        decision = state.hit(now_ms, m.hits)
+    assert decision.allowed, "asked just before, on the same state"
+    return decision
+
+
+def overall(statuses: Sequence[DescriptorStatus]) -> Code:
+    """OVER_LIMIT when any descriptor is. Raises nothing."""
+    code = Code.OVER_LIMIT if any(s.code is Code.OVER_LIMIT for s in statuses) else Code.OK
+    assert statuses or code is Code.OK
+    return code
+
+
+def retry_after_ms(statuses: Sequence[DescriptorStatus]) -> int:
+    """The longest wait of the refusing descriptors (NEVER if one can never pass, 0 if
+    none refuses). Raises nothing."""
+    waits = [s.decision.retry_after_ms for s in statuses
+             if s.code is Code.OVER_LIMIT and s.decision is not None]  # fmt: skip
+    if NEVER in waits:
+        return NEVER
+    wait = max(waits, default=0)
+    assert wait >= 0
+    return wait
+
+
+def over_admission_bound(
+    limit: LimitSpec,
+    members: int,
+    *,
+    batch_interval_ms: int = 0,
+    broadcast_lag_ms: int = 0,
+) -> int:
+    """The most hits a limit may admit beyond ``requests_per_unit`` in one unit, by mode
+    (docs/ratelimit.md, "Modes"), with ``members`` counting members. Raises nothing.
+
+    * ``strict``: 0 (one replicated counter);
+    * ``owner``: 0 while the ring is stable; each ownership move of the key restarts its
+      counter (one more limit per move, counted by ``synod_ratelimit_ring_changes``);
+    * ``local``: every member admits the limit alone: ``limit * (members - 1)``;
+    * a ``global`` replica answering from a copy refreshed every batch interval would
+      admit ``rate * (batch_interval + broadcast_lag) * (members - 1)``.
+    """
+    assert members >= 1 and batch_interval_ms >= 0 and broadcast_lag_ms >= 0
+    capacity = limit.burst or limit.requests_per_unit
+    if limit.consistency is Consistency.STRICT or members == 1:
+        return 0
+    if limit.consistency is Consistency.LOCAL:
+        return capacity * (members - 1)
+    if limit.consistency is Consistency.OWNER:
+        return 0
+    lag_ms = batch_interval_ms + broadcast_lag_ms
+    bound = -(-limit.requests_per_unit * lag_ms // limit.unit_ms) * (members - 1)
+    assert bound >= 0
+    return bound
