@@ -109,6 +109,12 @@ class Counters:
             self._states.pop(key, None)
         assert all(key not in self._states for key in keys)
 
+    def entry(self, key: str) -> tuple[LimitSpec, State]:
+        """The limit and state of ``key``. Raises KeyError."""
+        limit, state = self._states[key]
+        assert state.rate == limit.rate()
+        return limit, state
+
     def keys(self) -> list[str]:
         """The live counter keys. Raises nothing."""
         return list(self._states)
