@@ -115,7 +115,7 @@ class Counters:
         assert state.rate == limit.rate()
         return limit, state
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         """The live counter keys. Raises nothing."""
         return list(self._states)
 

@@ -175,7 +175,7 @@ class RateLimitTable:
     def to_snapshot(self) -> dict[str, Any]:
         """Deterministic msgpack-able form. Raises nothing."""
         counters = []
-        for key in sorted(self.strict.keys()):
+        for key in sorted(self.strict.names()):
             limit, state = self.strict.entry(key)
             counters.append([key, limit.to_dict(), _state_fields(state)])
         data = {"policies": [self.policies[d].to_dict() for d in sorted(self.policies)],

@@ -1,0 +1,452 @@
+"""The /v1/ratelimit handlers and this member's counters (docs/ratelimit.md).
+
+Policies come from the replicated state (a serializable read: this member's applied
+configuration; parsed once per change). A check matches each descriptor to a limit and
+counts it by the limit's consistency mode:
+
+* ``strict``: a ``ratelimit_hit`` write through the Raft log (the request is forwarded
+  to the leader like every write; the time is the proposing member's clock, held
+  monotonic by the replicated table);
+* ``local``: in this member's memory;
+* ``owner``: on the descriptor's owner on the consistent-hash ring of the members this
+  member sees (gossip ``alive``/``suspect`` members with a client URL; the Raft
+  configuration when gossip is off). A non-owner forwards the descriptors over HTTP,
+  one request per owner, marked with ``OWNER_HEADER`` so that the owner counts them
+  whatever its own ring says. An owner that does not answer within
+  ``OWNER_FORWARD_TIMEOUT_MS`` is replaced by this member for that check (counted in
+  ``synod_ratelimit_owner_fallbacks_total``): availability over exactness.
+
+Strict descriptors are counted first, so a check forwarded to the leader has counted
+nothing here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from synod.gossip.state import MemberState
+from synod.node.gossip_node import GOSSIP
+from synod.node.problems import Problem, problem_from_result_error
+from synod.ratelimit.algorithms import NEVER, Algorithm
+from synod.ratelimit.limiter import (
+    Code,
+    Counters,
+    CountersFull,
+    DescriptorStatus,
+    decide,
+    over_admission_bound,
+)
+from synod.ratelimit.policy import (
+    Consistency,
+    Match,
+    Policy,
+    PolicyLimits,
+    RequestDescriptor,
+    match,
+    parse_descriptors,
+    parse_policy,
+)
+from synod.ratelimit.ring import MEMBERS_MAX, Ring
+from synod.services.ratelimit import (
+    ratelimit_hit_op,
+    ratelimit_policies_op,
+    ratelimit_policy_delete_op,
+    ratelimit_policy_set_op,
+    status_fields,
+)
+
+if TYPE_CHECKING:
+    from synod.node.api import NodeApi
+    from synod.node.http import Call
+
+__all__ = ["OWNER_HEADER", "RATELIMITER", "RATELIMIT_OPERATIONS", "RateLimiter", "install"]
+
+OWNER_HEADER: Final = "Synod-Ratelimit-Owner"  # a check forwarded to the owner
+OWNER_FORWARD_TIMEOUT_MS: Final = 500
+POLICIES_CACHED_MAX: Final = PolicyLimits().policies_max
+
+Answer = tuple[dict[str, Any], int | None]
+Clock = Callable[[], int]
+
+
+def wall_ms() -> int:
+    """Unix time in ms. Raises nothing."""
+    return time.time_ns() // 1_000_000
+
+
+def _ok(result: dict[str, Any]) -> dict[str, Any]:
+    if result.get("ok") is not True:
+        error = result.get("error")
+        if not isinstance(error, dict):
+            raise Problem("internal", "node answered neither ok nor a service error")
+        raise problem_from_result_error(error)
+    assert isinstance(result.get("revision", 0), int)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Metrics:
+    checks: Counter
+    decisions: Counter
+    forwards: Counter
+    fallbacks: Counter
+    counters: Gauge
+    ring_members: Gauge
+    ring_changes: Counter
+    bound: Gauge
+
+
+_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics(registry: CollectorRegistry) -> _Metrics:
+    found = _METRICS.get(registry)
+    if found is None:
+        found = _Metrics(
+            Counter("synod_ratelimit_checks", "rate-limit checks answered by this member",
+                    ("code",), registry=registry),
+            Counter("synod_ratelimit_decisions", "descriptors decided, by mode and code",
+                    ("mode", "code"), registry=registry),
+            Counter("synod_ratelimit_owner_forwards", "owner-mode checks forwarded to owners",
+                    registry=registry),
+            Counter("synod_ratelimit_owner_fallbacks",
+                    "owner-mode descriptors counted here because the owner did not answer",
+                    registry=registry),
+            Gauge("synod_ratelimit_counters", "live counters in this member's memory",
+                  registry=registry),
+            Gauge("synod_ratelimit_ring_members", "members on this member's hash ring",
+                  registry=registry),
+            Counter("synod_ratelimit_ring_changes",
+                    "hash ring changes seen (owned counters that moved away were dropped)",
+                    registry=registry),
+            Gauge("synod_ratelimit_over_admission_bound",
+                  "hits a limit may admit beyond its rate per unit (docs/ratelimit.md)",
+                  ("domain", "mode"), registry=registry),
+        )  # fmt: skip
+        _METRICS[registry] = found
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class RingView:
+    """The ring this member counts owners on."""
+
+    self_name: str
+    ring: Ring
+    urls: dict[str, str]
+    source: str  # "gossip" or "raft"
+
+
+class RateLimiter:
+    """This member's counters (local and owned), policy cache and ring."""
+
+    def __init__(self, registry: CollectorRegistry, clock: Clock | None = None) -> None:
+        """Raises ValueError if another owner registered the metric names."""
+        self.clock: Clock = clock or wall_ms
+        self.metrics = _metrics(registry)
+        self.limits = PolicyLimits()
+        self.local = Counters()
+        self.owned = Counters()
+        self._policies: dict[str, tuple[dict[str, Any], Policy]] = {}
+        self._ring: RingView | None = None
+        self._session: aiohttp.ClientSession | None = None
+        assert len(self.local) == len(self.owned) == 0
+
+    async def close(self) -> None:
+        """Close the forwarding session. Raises nothing."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- policies and ring ----------------------------------------------------------------
+
+    async def policy(self, node: NodeApi, domain: str) -> tuple[Policy, int]:
+        """``domain``'s policy as applied here and the generation. Raises Problem
+        not-found (no policy), NodeErrors."""
+        result = _ok(await node.read(ratelimit_policies_op(domain), serializable=True))
+        raw = result["policies"][0]
+        cached = self._policies.get(domain)
+        if cached is None or cached[0] != raw:
+            if len(self._policies) >= POLICIES_CACHED_MAX:
+                self._policies.clear()
+            cached = (raw, parse_policy(raw, self.limits))
+            self._policies[domain] = cached
+        assert cached[1].domain == domain
+        return cached[1], int(result["generation"])
+
+    def ring(self, app: web.Application, node: NodeApi) -> RingView:
+        """The ring of the members this member sees. Raises nothing."""
+        core = app.get(GOSSIP)
+        urls: dict[str, str] = {}
+        if core is not None:
+            for member in core.members.values():  # bound: the gossip members_max
+                if member.state in (MemberState.ALIVE, MemberState.SUSPECT) and (
+                    member.meta.client_url
+                ):
+                    urls[member.name] = member.meta.client_url
+            self_name, source = core.name, "gossip"
+        else:
+            status = node.status()
+            for member in status["members"]:
+                if member.get("client_url"):
+                    urls[str(member["id"])] = member["client_url"]
+            self_name, source = str(status["member_id"]), "raft"
+        urls.setdefault(self_name, "")
+        if len(urls) > MEMBERS_MAX:
+            urls = dict(sorted(urls.items())[:MEMBERS_MAX])
+        view = self._ring
+        if view is None or set(view.urls) != set(urls) or view.self_name != self_name:
+            view = RingView(self_name, Ring(urls), urls, source)
+            if self._ring is not None:
+                self.metrics.ring_changes.inc()
+                moved = [k for k in self.owned.names() if view.ring.owner(k) != self_name]
+                self.owned.drop(moved)
+            self._ring = view
+            self.metrics.ring_members.set(len(urls))
+        elif view.urls != urls:
+            view = RingView(self_name, view.ring, urls, source)
+            self._ring = view
+        assert self_name in view.ring.members
+        return view
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def count_here(
+        self, counters: Counters, matches: list[Match | None], lease_id: str
+    ) -> list[DescriptorStatus]:
+        """Decide ``matches`` on ``counters`` now. Raises Problem limit-exceeded."""
+        try:
+            statuses = decide(counters, matches, self.clock(), lease_id)
+        except CountersFull as error:
+            raise Problem("limit-exceeded", str(error), limit="counters_max",
+                          max=counters.counters_max) from None  # fmt: skip
+        self.metrics.counters.set(len(self.local) + len(self.owned))
+        assert len(statuses) == len(matches)
+        return statuses
+
+    async def forward(self, url: str, body: dict[str, Any], path: str) -> dict[str, Any] | None:
+        """POST ``body`` to the owner at ``url``; its answer, or None when it did not
+        answer in time or refused. Raises nothing."""
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=OWNER_FORWARD_TIMEOUT_MS / 1000)
+            self._session = aiohttp.ClientSession(timeout=timeout,
+                                                  cookie_jar=aiohttp.DummyCookieJar())  # fmt: skip
+        self.metrics.forwards.inc()
+        try:
+            async with self._session.post(url + path, json=body,
+                                          headers={OWNER_HEADER: "1"}) as response:  # fmt: skip
+                if response.status != 200:
+                    return None
+                answer = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        return answer if isinstance(answer, dict) else None
+
+
+RATELIMITER: Final = web.AppKey("ratelimiter", RateLimiter)
+
+
+def install(app: web.Application, registry: CollectorRegistry) -> None:
+    """Put a RateLimiter on ``app``. Raises ValueError (metric names taken)."""
+    app[RATELIMITER] = RateLimiter(registry)
+    app.on_cleanup.append(_close)
+    assert RATELIMITER in app
+
+
+async def _close(app: web.Application) -> None:
+    await app[RATELIMITER].close()
+
+
+def _descriptors(body: dict[str, Any], limits: PolicyLimits) -> tuple[RequestDescriptor, ...]:
+    try:
+        return parse_descriptors(body["descriptors"], limits)
+    except ValueError as error:
+        raise Problem("invalid-argument", str(error)) from None
+
+
+def _statuses_of(answer: dict[str, Any], count: int) -> list[dict[str, Any]] | None:
+    statuses = answer.get("statuses")
+    if not isinstance(statuses, list) or len(statuses) != count:
+        return None
+    return [s for s in statuses if isinstance(s, dict)] if all(
+        isinstance(s, dict) for s in statuses) else None  # fmt: skip
+
+
+async def _check(call: Call) -> Answer:
+    limiter = call.request.app[RATELIMITER]
+    body = call.body
+    domain, hits, lease_id = body["domain"], body.get("hits", 1), body.get("lease_id", "")
+    descriptors = _descriptors(body, limiter.limits)
+    policy, generation = await limiter.policy(call.node, domain)
+    matches = [match(policy, d, hits) for d in descriptors]
+    out: list[dict[str, Any] | None] = [None] * len(matches)
+    by_mode: dict[Consistency, list[int]] = {mode: [] for mode in Consistency}
+    for i, found in enumerate(matches):
+        if found is None:
+            out[i] = {"code": "OK"}
+        else:
+            by_mode[found.limit.consistency].append(i)
+    forwarded = OWNER_HEADER in call.request.headers
+    if by_mode[Consistency.STRICT]:  # first: a NotLeader forwards before anything counts
+        chosen = by_mode[Consistency.STRICT]
+        raw = [body["descriptors"][i] for i in chosen]
+        op = ratelimit_hit_op(domain, raw, hits, limiter.clock(), lease_id)
+        result = _ok(await call.node.write(op, None))
+        for i, status in zip(chosen, result["statuses"], strict=True):
+            out[i] = {**status, "owner": "raft"}
+    view = limiter.ring(call.request.app, call.node)
+    here = view.self_name
+    local = by_mode[Consistency.LOCAL]
+    _fill(out, local, limiter.count_here(limiter.local, [matches[i] for i in local], lease_id),
+          here)  # fmt: skip
+    owners: dict[str, list[int]] = {}
+    for i in by_mode[Consistency.OWNER]:
+        m = matches[i]
+        assert m is not None
+        owner = here if forwarded else view.ring.owner(m.counter_key)
+        owners.setdefault(owner, []).append(i)
+    for owner, chosen in sorted(owners.items()):  # bound: ring members
+        if owner != here and view.urls.get(owner):
+            sub = {"domain": domain, "descriptors": [body["descriptors"][i] for i in chosen],
+                   "hits": hits, **({"lease_id": lease_id} if lease_id else {})}  # fmt: skip
+            answer = await limiter.forward(view.urls[owner], sub, "/v1/ratelimit/check")
+            statuses = _statuses_of(answer, len(chosen)) if answer is not None else None
+            if statuses is not None:
+                for i, status in zip(chosen, statuses, strict=True):
+                    out[i] = {**status, "owner": owner}
+                continue
+            limiter.metrics.fallbacks.inc(len(chosen))
+        decided = limiter.count_here(limiter.owned, [matches[i] for i in chosen], lease_id)
+        _fill(out, chosen, decided, here)
+    statuses_out = [s if s is not None else {"code": "OK"} for s in out]
+    code = "OVER_LIMIT" if any(s["code"] == "OVER_LIMIT" for s in statuses_out) else "OK"
+    _observe(limiter, domain, matches, statuses_out, code, len(view.ring.members))
+    call.response_headers.update(_headers(matches, statuses_out, code))
+    return {"overall_code": code, "statuses": statuses_out, "generation": generation}, None
+
+
+def _fill(out: list[dict[str, Any] | None], chosen: list[int],
+          statuses: list[DescriptorStatus], owner: str) -> None:  # fmt: skip
+    assert len(chosen) == len(statuses)
+    for i, status in zip(chosen, status_fields(statuses), strict=True):
+        out[i] = {**status, "owner": owner}
+
+
+def _observe(limiter: RateLimiter, domain: str, matches: list[Match | None],
+             statuses: list[dict[str, Any]], code: str, members: int) -> None:  # fmt: skip
+    metrics = limiter.metrics
+    metrics.checks.labels(code).inc()
+    for found, status in zip(matches, statuses, strict=True):
+        if found is not None:
+            mode = str(found.limit.consistency)
+            metrics.decisions.labels(mode, status["code"]).inc()
+            metrics.bound.labels(domain, mode).set(over_admission_bound(found.limit, members))
+    assert code in (Code.OK, Code.OVER_LIMIT)
+
+
+def _headers(matches: list[Match | None], statuses: list[dict[str, Any]],
+             code: str) -> dict[str, str]:  # fmt: skip
+    """The IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-
+    headers: one list item per limited descriptor) and Retry-After when refused."""
+    policies, current, waits = [], [], []
+    for i, (found, status) in enumerate(zip(matches, statuses, strict=True)):
+        if found is None or "remaining" not in status:
+            continue
+        name = found.limit.name or f"d{i}"
+        quota = found.limit.burst or found.limit.requests_per_unit
+        window_s = max(1, found.limit.unit_ms // 1000)
+        policies.append(f'"{name}";q={quota};w={window_s}')
+        current.append(f'"{name}";r={status["remaining"]};t={math.ceil(status["reset_ms"] / 1000)}')
+        if status["code"] == "OVER_LIMIT" and status["retry_after_ms"] != NEVER:
+            waits.append(status["retry_after_ms"])
+    headers: dict[str, str] = {}
+    if policies:
+        headers["RateLimit-Policy"] = ", ".join(policies)
+        headers["RateLimit"] = ", ".join(current)
+    if code == "OVER_LIMIT" and waits:
+        headers["Retry-After"] = str(max(1, math.ceil(max(waits) / 1000)))
+    assert len(policies) == len(current)
+    return headers
+
+
+async def _release(call: Call) -> Answer:
+    limiter = call.request.app[RATELIMITER]
+    body = call.body
+    descriptors = _descriptors(body, limiter.limits)
+    policy, _generation = await limiter.policy(call.node, body["domain"])
+    view = limiter.ring(call.request.app, call.node)
+    forwarded = OWNER_HEADER in call.request.headers
+    released, now_ms = 0, limiter.clock()
+    for raw, descriptor in zip(body["descriptors"], descriptors, strict=True):
+        found = match(policy, descriptor, 1)
+        if found is None or found.limit.algorithm is not Algorithm.CONCURRENCY:
+            continue
+        mode = found.limit.consistency
+        owner = view.self_name if forwarded else view.ring.owner(found.counter_key)
+        if mode is Consistency.LOCAL:
+            released += limiter.local.release(found.counter_key, body["lease_id"], now_ms)
+        elif mode is Consistency.OWNER and owner != view.self_name and view.urls.get(owner):
+            sub = {"domain": body["domain"], "descriptors": [raw], "lease_id": body["lease_id"]}
+            answer = await limiter.forward(view.urls[owner], sub, "/v1/ratelimit/release")
+            released += int(answer.get("released", 0)) if answer is not None else 0
+        elif mode is Consistency.OWNER:
+            released += limiter.owned.release(found.counter_key, body["lease_id"], now_ms)
+    assert released >= 0
+    return {"released": released}, None
+
+
+async def _policies(call: Call) -> Answer:
+    op = ratelimit_policies_op(call.body.get("domain", ""))
+    result = _ok(await call.node.read(op, serializable=False))
+    return {"policies": result["policies"], "generation": result["generation"]}, result["revision"]
+
+
+async def _policy_put(call: Call) -> Answer:
+    try:
+        parse_policy(call.body)  # a doomed write must not cost a log entry
+    except ValueError as error:
+        raise Problem("invalid-argument", str(error)) from None
+    result = _ok(await call.node.write(ratelimit_policy_set_op(call.body), None))
+    fields = {k: result[k] for k in ("policy", "created", "generation")}
+    return fields, result["revision"]
+
+
+async def _policy_delete(call: Call) -> Answer:
+    domain = call.request.match_info["domain"]
+    result = _ok(await call.node.write(ratelimit_policy_delete_op(domain), None))
+    return {k: result[k] for k in ("domain", "deleted", "generation")}, result["revision"]
+
+
+async def _status(call: Call) -> Answer:
+    limiter = call.request.app[RATELIMITER]
+    view = limiter.ring(call.request.app, call.node)
+    result = _ok(await call.node.read(ratelimit_policies_op(), serializable=True))
+    ring = [{"name": name, "client_url": view.urls.get(name, "")} for name in view.ring.members]
+    return {
+        "self": view.self_name,
+        "ring": ring,
+        "ring_source": view.source,
+        "counters": len(limiter.local) + len(limiter.owned),
+        "generation": result["generation"],
+        "algorithms": [str(a) for a in Algorithm],
+        "modes": [str(c) for c in Consistency],
+    }, None
+
+
+RATELIMIT_OPERATIONS: Final[dict[str, Callable[[Call], Awaitable[Answer]]]] = {
+    "rateLimitCheck": _check,
+    "rateLimitRelease": _release,
+    "rateLimitPolicies": _policies,
+    "rateLimitPolicyPut": _policy_put,
+    "rateLimitPolicyDelete": _policy_delete,
+    "rateLimitStatus": _status,
+}
