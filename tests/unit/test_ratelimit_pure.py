@@ -383,3 +383,44 @@ def test_keys_moved_on_join_and_leave() -> None:
         for key in KEYS:  # only keys of the leaver, or keys taken by the joiner, move
             old, new = ring_before.owner(key), ring_after.owner(key)
             assert old == new or old not in after or new not in before
+
+
+# -- partitions (docs/ratelimit.md, "Partitions"): a model of owner mode ------------------
+
+
+def _owner_mode_admitted(sides: list[list[str]], checks: int, limit: LimitSpec) -> int:
+    """Members of each side build their ring from the members they reach and count on
+    the key's owner there; a check goes to each member in turn."""
+    counters = {m: Counters() for side in sides for m in side}
+    policy_key = "user=bob"
+    admitted = 0
+    for i in range(checks):  # bound: checks
+        side = sides[i % len(sides)]
+        owner = Ring(side).owner(policy_key)
+        found = match(
+            parse_policy(
+                {"domain": "p", "descriptors": [{"key": "user", "rate_limit": limit.to_dict()}]}
+            ),
+            _desc(("user", "bob")),
+            1,
+        )
+        assert found is not None
+        admitted += overall(decide(counters[owner], [found], 0)) is Code.OK
+    return admitted
+
+
+PARTITION_TABLE = [  # (sides, admitted in one unit for a limit of 10)
+    ([["1", "2", "3"]], 10),  # no split: one owner
+    ([["1", "2"], ["3"]], 20),  # each side has an owner: the limit per side
+    ([["1"], ["2"], ["3"]], 30),
+]
+
+
+def test_each_side_of_a_split_admits_at_most_the_limit() -> None:
+    limit = LimitSpec("minute", 10, Algorithm.SLIDING_LOG)
+    for sides, expected in PARTITION_TABLE:
+        admitted = _owner_mode_admitted(sides, 100, limit)
+        assert admitted == expected, sides
+        members = sum(len(side) for side in sides)
+        assert admitted <= limit.requests_per_unit * len(sides) <= limit.requests_per_unit * (
+            members)  # fmt: skip
