@@ -16,9 +16,10 @@ counted), so refused traffic never eats the budget of admitted traffic.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from synod.ratelimit.algorithms import NEVER, Concurrency, Decision, State, new_state
 from synod.ratelimit.policy import Consistency, LimitSpec, Match
@@ -31,6 +32,8 @@ __all__ = [
     "DescriptorStatus",
     "decide",
     "over_admission_bound",
+    "restore_fields",
+    "state_fields",
 ]
 
 COUNTERS_MAX_DEFAULT: Final = 100_000
@@ -224,3 +227,38 @@ def over_admission_bound(
     bound = -(-limit.requests_per_unit * lag_ms // limit.unit_ms) * (members - 1)
     assert bound >= 0
     return bound
+
+
+def state_fields(state: State) -> dict[str, Any]:
+    """The msgpack/JSON-able fields of an algorithm state (all but its rate). Raises
+    nothing."""
+    out: dict[str, Any] = {}
+    for name in type(state).__dataclass_fields__:
+        if name == "rate":
+            continue
+        value = getattr(state, name)
+        if isinstance(value, deque):
+            value = [list(item) for item in value]
+        elif isinstance(value, dict):
+            value = sorted([k, v] for k, v in value.items())
+        out[name] = value
+    assert "rate" not in out
+    return out
+
+
+def restore_fields(state: State, fields: dict[str, Any]) -> None:
+    """Set ``state``'s fields from :func:`state_fields`. Raises ValueError, TypeError
+    (malformed fields)."""
+    for name, raw in fields.items():
+        if name not in type(state).__dataclass_fields__ or name == "rate":
+            raise ValueError(f"unknown state field {name!r}")
+        current = getattr(state, name)
+        value: Any
+        if isinstance(current, deque):
+            value = deque((int(t), int(n)) for t, n in raw)
+        elif isinstance(current, dict):
+            value = {str(k): int(v) for k, v in raw}
+        else:
+            value = int(raw)
+        setattr(state, name, value)
+    assert state.rate.requests >= 1

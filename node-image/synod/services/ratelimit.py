@@ -17,12 +17,17 @@ collection has a named bound (:class:`~synod.ratelimit.policy.PolicyLimits`,
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from synod.ratelimit.algorithms import State
-from synod.ratelimit.limiter import Counters, CountersFull, decide, overall
+from synod.ratelimit.limiter import (
+    Counters,
+    CountersFull,
+    decide,
+    overall,
+    restore_fields,
+    state_fields,
+)
 from synod.ratelimit.policy import (
     Consistency,
     Policy,
@@ -177,7 +182,7 @@ class RateLimitTable:
         counters = []
         for key in sorted(self.strict.names()):
             limit, state = self.strict.entry(key)
-            counters.append([key, limit.to_dict(), _state_fields(state)])
+            counters.append([key, limit.to_dict(), state_fields(state)])
         data = {"policies": [self.policies[d].to_dict() for d in sorted(self.policies)],
                 "generation": self.generation, "now_ms": self.strict.now_ms,
                 "counters": counters}  # fmt: skip
@@ -197,44 +202,13 @@ class RateLimitTable:
             strict.now_ms = int(data.get("now_ms", 0))
             for key, limit_data, fields in data.get("counters", []):
                 limit = parse_limit(limit_data, self.limits)
-                _restore_fields(strict.state(str(key), limit, strict.now_ms), fields)
+                restore_fields(strict.state(str(key), limit, strict.now_ms), fields)
             generation = int(data.get("generation", 0))
         except (KeyError, TypeError, ValueError, CountersFull) as exc:
             raise InvalidArgument(f"malformed ratelimit snapshot: {type(exc).__name__}") from None
         if len(policies) > self.limits.policies_max:
             raise InvalidArgument("ratelimit snapshot exceeds policies_max")
         self.policies, self.generation, self.strict = policies, generation, strict
-
-
-def _state_fields(state: State) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in type(state).__dataclass_fields__:
-        if name == "rate":
-            continue
-        value = getattr(state, name)
-        if isinstance(value, deque):
-            value = [list(item) for item in value]
-        elif isinstance(value, dict):
-            value = sorted([k, v] for k, v in value.items())
-        out[name] = value
-    assert "rate" not in out
-    return out
-
-
-def _restore_fields(state: State, fields: dict[str, Any]) -> None:
-    for name, raw in fields.items():
-        if name not in type(state).__dataclass_fields__ or name == "rate":
-            raise ValueError(f"unknown state field {name!r}")
-        current = getattr(state, name)
-        value: Any
-        if isinstance(current, deque):
-            value = deque((int(t), int(n)) for t, n in raw)
-        elif isinstance(current, dict):
-            value = {str(k): int(v) for k, v in raw}
-        else:
-            value = int(raw)
-        setattr(state, name, value)
-    assert state.rate.requests >= 1
 
 
 # -- op builders (the reference for the op formats) ----------------------------------------
