@@ -4,9 +4,12 @@ problem documents, metrics."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
 from synod.node.ratelimit_http import RATELIMITER
 from synod.node.routes import route_specs
@@ -15,6 +18,7 @@ from tests.unit.http_helpers import async_test, ok, problem, serve
 from tests.unit.memory_cluster import MemoryCluster
 from tests.unit.memory_node import MemoryNode
 
+UNTIL_POLLS_MAX = 500  # 10 s of 20 ms polls
 SPECS = {spec.operation_id: spec for spec in route_specs()}
 
 
@@ -171,3 +175,51 @@ def test_rate_limiter_is_installed_on_the_app() -> None:
 
     app = build_app(MemoryNode())
     assert RATELIMITER in app
+
+
+async def _until(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll an async condition (bounded: UNTIL_POLLS_MAX polls)."""
+    for _ in range(UNTIL_POLLS_MAX):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _remaining(session: aiohttp.ClientSession, url: str, user: str) -> int:
+    async with session.post(url + "/v1/ratelimit/check", json=_check(user, hits=0)) as response:
+        body = await response.json()
+    return int(body["statuses"][0]["remaining"])
+
+
+@async_test
+async def test_global_mode_answers_locally_and_converges_through_the_owner() -> None:
+    async with MemoryCluster(3) as cluster, aiohttp.ClientSession() as session:
+        async with session.put(cluster.urls[0] + "/v1/ratelimit/policies",
+                               json=_policy("global", "sliding_log", 30)) as response:  # fmt: skip
+            assert response.status == 200
+        for url in cluster.urls:  # each member admits from its own replica
+            assert await _codes(url, session, _check("g"), 5) == ["OK"] * 5
+
+        async def converged(remaining: int) -> bool:
+            return all([await _remaining(session, url, "g") == remaining
+                        for url in cluster.urls])  # fmt: skip
+
+        await _until(lambda: converged(15), "replicas to see 15 hits")
+        assert await _codes(cluster.urls[1], session, _check("g"), 15) == ["OK"] * 15
+        await _until(lambda: converged(0), "replicas to see 30 hits")
+        for url in cluster.urls:
+            assert await _codes(url, session, _check("g"), 1) == ["OVER_LIMIT"]
+        metrics = "".join(m.metrics().decode() for m in cluster.members)
+        assert 'synod_ratelimit_global_syncs_total{kind="broadcast",result="ok"}' in metrics
+        # 30/min, 50 ms batches plus the broadcast lag, two other members: >= 2 hits.
+        bound_lines = [line for line in metrics.splitlines() if line.startswith(
+            'synod_ratelimit_over_admission_bound{domain="api",mode="global"}')]  # fmt: skip
+        assert bound_lines and all(float(line.split()[1]) >= 2 for line in bound_lines)
+
+
+def test_global_concurrency_limits_are_refused() -> None:
+    from synod.ratelimit.policy import parse_policy
+
+    with pytest.raises(ValueError, match="cannot be global"):
+        parse_policy(_policy("global", "concurrency"))

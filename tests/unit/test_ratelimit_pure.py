@@ -424,3 +424,23 @@ def test_each_side_of_a_split_admits_at_most_the_limit() -> None:
         members = sum(len(side) for side in sides)
         assert admitted <= limit.requests_per_unit * len(sides) <= limit.requests_per_unit * (
             members)  # fmt: skip
+
+
+def test_replaced_states_are_checked_and_round_trip() -> None:
+    from synod.ratelimit.limiter import state_fields
+
+    counters = Counters()
+    limit = LimitSpec("second", 5, Algorithm.SLIDING_LOG)
+    source = new_state(limit.algorithm, limit.rate())
+    source.hit(10, 2)
+    source.hit(20, 1)
+    counters.replace("k", limit, state_fields(source), 30)
+    assert (
+        counters.entry("k")[1].hit(30, 3).allowed and not counters.entry("k")[1].hit(30, 1).allowed
+    )
+    bad = {"log": [[10, 9]], "total": 9}  # more than the limit
+    with pytest.raises(ValueError, match="inconsistent"):
+        counters.replace("k2", limit, bad, 30)
+    with pytest.raises(ValueError, match="unknown state field"):
+        counters.replace("k2", limit, {"scaled": 1}, 30)
+    assert "k2" not in counters

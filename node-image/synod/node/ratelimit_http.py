@@ -15,6 +15,12 @@ counts it by the limit's consistency mode:
   whatever its own ring says. An owner that does not answer within
   ``OWNER_FORWARD_TIMEOUT_MS`` is replaced by this member for that check (counted in
   ``synod_ratelimit_owner_fallbacks_total``): availability over exactness.
+* ``global``: every member answers from its own replica of the counter at once; the
+  hits it admitted are sent to the owner in a batch every ``GLOBAL_BATCH_INTERVAL_MS``
+  (``POST /v1/ratelimit/sync``), the owner merges them into its counter and, in the
+  same cycle, broadcasts the counters that changed to every member, which replace
+  their replicas. Over-admission while the load is spread: ``rate * (batch interval +
+  broadcast lag) * (members - 1)``, exported per domain.
 
 Strict descriptors are counted first, so a check forwarded to the leader has counted
 nothing here.
@@ -22,6 +28,9 @@ nothing here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import time
 import weakref
@@ -35,7 +44,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from synod.gossip.state import MemberState
 from synod.node.gossip_node import GOSSIP
+from synod.node.http_state import STATE
 from synod.node.problems import Problem, problem_from_result_error
+from synod.node.ratelimit_routes import SYNC_ITEMS_MAX
 from synod.ratelimit.algorithms import NEVER, Algorithm
 from synod.ratelimit.limiter import (
     Code,
@@ -44,15 +55,18 @@ from synod.ratelimit.limiter import (
     DescriptorStatus,
     decide,
     over_admission_bound,
+    state_fields,
 )
 from synod.ratelimit.policy import (
     Consistency,
+    LimitSpec,
     Match,
     Policy,
     PolicyLimits,
     RequestDescriptor,
     match,
     parse_descriptors,
+    parse_limit,
     parse_policy,
 )
 from synod.ratelimit.ring import MEMBERS_MAX, Ring
@@ -72,7 +86,10 @@ __all__ = ["OWNER_HEADER", "RATELIMITER", "RATELIMIT_OPERATIONS", "RateLimiter",
 
 OWNER_HEADER: Final = "Synod-Ratelimit-Owner"  # a check forwarded to the owner
 OWNER_FORWARD_TIMEOUT_MS: Final = 500
+GLOBAL_BATCH_INTERVAL_MS: Final = 50  # a member sends its global hits this often
 POLICIES_CACHED_MAX: Final = PolicyLimits().policies_max
+
+log = logging.getLogger(__name__)
 
 Answer = tuple[dict[str, Any], int | None]
 Clock = Callable[[], int]
@@ -103,6 +120,7 @@ class _Metrics:
     ring_members: Gauge
     ring_changes: Counter
     bound: Gauge
+    syncs: Counter
 
 
 _METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
@@ -131,6 +149,9 @@ def _metrics(registry: CollectorRegistry) -> _Metrics:
             Gauge("synod_ratelimit_over_admission_bound",
                   "hits a limit may admit beyond its rate per unit (docs/ratelimit.md)",
                   ("domain", "mode"), registry=registry),
+            Counter("synod_ratelimit_global_syncs",
+                    "global-mode sync requests sent, by kind (hits to owners, broadcasts)",
+                    ("kind", "result"), registry=registry),
         )  # fmt: skip
         _METRICS[registry] = found
     return found
@@ -157,12 +178,138 @@ class RateLimiter:
         self.local = Counters()
         self.owned = Counters()
         self._policies: dict[str, tuple[dict[str, Any], Policy]] = {}
+        self.replicas = Counters()  # global mode: replicas here, the owner's counters
+        # global hits admitted here and not yet sent: owner -> key -> (domain, raw, hits);
+        # each key was just counted in `replicas`, so at most counters_max per owner
+        self.pending: dict[str, dict[str, tuple[str, dict[str, Any], int]]] = {}
+        self.pending_count = 0
+        self.dirty: dict[str, LimitSpec] = {}  # owned global keys changed since a broadcast
+        self.broadcast_lag_ms = GLOBAL_BATCH_INTERVAL_MS  # the last broadcast's duration
         self._ring: RingView | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._flusher: asyncio.Task[None] | None = None
         assert len(self.local) == len(self.owned) == 0
 
+    def start(self, app: web.Application) -> None:
+        """Start the global-mode sync loop. Raises nothing."""
+        assert self._flusher is None
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(app))
+
+    async def _flush_loop(self, app: web.Application) -> None:
+        while True:  # bound: until close() cancels it
+            await asyncio.sleep(GLOBAL_BATCH_INTERVAL_MS / 1000)
+            try:
+                await self.flush(app)
+            except Exception:  # a failed cycle retries next time; never kill the loop
+                log.exception("ratelimit: global sync cycle failed")
+
+    async def flush(self, app: web.Application) -> None:
+        """One global-mode cycle: send the pending hits to their owners, broadcast the
+        owned counters that changed. Raises nothing but bugs."""
+        if not self.pending and not self.dirty:
+            return
+        view = self.ring(app, app[STATE].node)
+        pending, self.pending, self.pending_count = self.pending, {}, 0
+        for owner, items in sorted(pending.items()):  # bound: ring members
+            hits = [{"domain": d, "descriptor": raw, "hits": n} for d, raw, n in items.values()]
+            if owner == view.self_name or not view.urls.get(owner):
+                await self.merge_hits(app[STATE].node, hits)  # we own it now: merge here
+                continue
+            for chunk in range(0, len(hits), SYNC_ITEMS_MAX):  # bound: counters_max
+                answer = await self.forward(view.urls[owner],
+                                            {"hits": hits[chunk:chunk + SYNC_ITEMS_MAX]},
+                                            "/v1/ratelimit/sync")  # fmt: skip
+                result = "ok" if answer is not None else "failed"
+                self.metrics.syncs.labels("hits", result).inc()
+        await self.broadcast(view)
+        assert self.pending_count >= 0
+
+    async def broadcast(self, view: RingView) -> None:
+        """Send the changed owned counters to every other member. Raises nothing."""
+        if not self.dirty:
+            return
+        dirty, self.dirty = self.dirty, {}
+        states = []
+        for key, limit in dirty.items():  # bound: counters_max
+            if key in self.replicas:
+                _limit, state = self.replicas.entry(key)
+                states.append({"key": key, "rate_limit": limit.to_dict(),
+                               "fields": state_fields(state)})  # fmt: skip
+        started = time.monotonic()
+        for name in view.ring.members:  # bound: ring members
+            url = view.urls.get(name)
+            if name == view.self_name or not url:
+                continue
+            for chunk in range(0, len(states), SYNC_ITEMS_MAX):
+                answer = await self.forward(url, {"states": states[chunk:chunk + SYNC_ITEMS_MAX]},
+                                            "/v1/ratelimit/sync")  # fmt: skip
+                self.metrics.syncs.labels("broadcast", "ok" if answer else "failed").inc()
+        self.broadcast_lag_ms = int((time.monotonic() - started) * 1000)
+        assert self.broadcast_lag_ms >= 0
+
+    def note_global(self, owner: str, domain: str, raw: dict[str, Any], match_: Match) -> None:
+        """Queue hits admitted here for ``owner`` (or mark them for broadcast when we
+        own the key). Raises nothing."""
+        key = match_.counter_key
+        view = self._ring
+        if view is not None and owner == view.self_name:
+            self.dirty[key] = match_.limit
+            return
+        items = self.pending.setdefault(owner, {})
+        found = items.get(key)
+        if found is None:
+            self.pending_count += 1
+        items[key] = (domain, raw, match_.hits + (found[2] if found else 0))
+        assert len(items) <= self.replicas.counters_max
+
+    async def merge_hits(self, node: NodeApi, hits: list[dict[str, Any]]) -> int:
+        """The owner merges other members' admitted hits into its counters (saturating
+        at the limit: hits beyond it were over-admission already). Returns how many
+        keys. Raises nothing (unknown domains and malformed items are skipped)."""
+        merged, now_ms = 0, self.clock()
+        for item in hits:  # bound: SYNC_ITEMS_MAX
+            try:
+                policy, _generation = await self.policy(node, str(item["domain"]))
+                descriptor = parse_descriptors([item["descriptor"]], self.limits)[0]
+                count = int(item["hits"])
+            except (Problem, ValueError, KeyError, TypeError):
+                continue
+            found = match(policy, descriptor, count)
+            if found is None or found.limit.consistency is not Consistency.GLOBAL:
+                continue
+            try:
+                state = self.replicas.state(found.counter_key, found.limit, now_ms)
+            except CountersFull:
+                continue
+            decision = state.hit(now_ms, found.hits)
+            if not decision.allowed and decision.remaining > 0:
+                state.hit(now_ms, decision.remaining)
+            self.dirty[found.counter_key] = found.limit
+            merged += 1
+        return merged
+
+    def adopt_states(self, states: list[dict[str, Any]]) -> int:
+        """Replace replicas with the owner's broadcast counters. Returns how many.
+        Raises nothing (malformed items are skipped)."""
+        adopted, now_ms = 0, self.clock()
+        for item in states:  # bound: SYNC_ITEMS_MAX
+            try:
+                limit = parse_limit(item["rate_limit"], self.limits)
+                if limit.consistency is not Consistency.GLOBAL:
+                    continue
+                self.replicas.replace(str(item["key"]), limit, dict(item["fields"]), now_ms)
+            except (ValueError, KeyError, TypeError, CountersFull):
+                continue
+            adopted += 1
+        return adopted
+
     async def close(self) -> None:
-        """Close the forwarding session. Raises nothing."""
+        """Stop the sync loop, close the forwarding session. Raises nothing."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -229,7 +376,7 @@ class RateLimiter:
         except CountersFull as error:
             raise Problem("limit-exceeded", str(error), limit="counters_max",
                           max=counters.counters_max) from None  # fmt: skip
-        self.metrics.counters.set(len(self.local) + len(self.owned))
+        self.metrics.counters.set(len(self.local) + len(self.owned) + len(self.replicas))
         assert len(statuses) == len(matches)
         return statuses
 
@@ -258,8 +405,13 @@ RATELIMITER: Final = web.AppKey("ratelimiter", RateLimiter)
 def install(app: web.Application, registry: CollectorRegistry) -> None:
     """Put a RateLimiter on ``app``. Raises ValueError (metric names taken)."""
     app[RATELIMITER] = RateLimiter(registry)
+    app.on_startup.append(_start)
     app.on_cleanup.append(_close)
     assert RATELIMITER in app
+
+
+async def _start(app: web.Application) -> None:
+    app[RATELIMITER].start(app)
 
 
 async def _close(app: web.Application) -> None:
@@ -308,6 +460,17 @@ async def _check(call: Call) -> Answer:
     local = by_mode[Consistency.LOCAL]
     _fill(out, local, limiter.count_here(limiter.local, [matches[i] for i in local], lease_id),
           here)  # fmt: skip
+    shared = by_mode[Consistency.GLOBAL]
+    if shared:
+        decided = limiter.count_here(limiter.replicas, [matches[i] for i in shared], lease_id)
+        _fill(out, shared, decided, here)
+        if not any(s.code is Code.OVER_LIMIT for s in decided):
+            for i, status in zip(shared, decided, strict=True):
+                m = matches[i]
+                assert m is not None
+                if status.decision is not None and status.decision.allowed and m.hits:
+                    owner = view.ring.owner(m.counter_key)
+                    limiter.note_global(owner, domain, body["descriptors"][i], m)
     owners: dict[str, list[int]] = {}
     for i in by_mode[Consistency.OWNER]:
         m = matches[i]
@@ -349,7 +512,10 @@ def _observe(limiter: RateLimiter, domain: str, matches: list[Match | None],
         if found is not None:
             mode = str(found.limit.consistency)
             metrics.decisions.labels(mode, status["code"]).inc()
-            metrics.bound.labels(domain, mode).set(over_admission_bound(found.limit, members))
+            bound = over_admission_bound(found.limit, members,
+                                         batch_interval_ms=GLOBAL_BATCH_INTERVAL_MS,
+                                         broadcast_lag_ms=limiter.broadcast_lag_ms)  # fmt: skip
+            metrics.bound.labels(domain, mode).set(bound)
     assert code in (Code.OK, Code.OVER_LIMIT)
 
 
@@ -404,6 +570,13 @@ async def _release(call: Call) -> Answer:
     return {"released": released}, None
 
 
+async def _sync(call: Call) -> Answer:
+    limiter = call.request.app[RATELIMITER]
+    merged = await limiter.merge_hits(call.node, call.body.get("hits", []))
+    adopted = limiter.adopt_states(call.body.get("states", []))
+    return {"merged": merged, "adopted": adopted}, None
+
+
 async def _policies(call: Call) -> Answer:
     op = ratelimit_policies_op(call.body.get("domain", ""))
     result = _ok(await call.node.read(op, serializable=False))
@@ -435,7 +608,7 @@ async def _status(call: Call) -> Answer:
         "self": view.self_name,
         "ring": ring,
         "ring_source": view.source,
-        "counters": len(limiter.local) + len(limiter.owned),
+        "counters": len(limiter.local) + len(limiter.owned) + len(limiter.replicas),
         "generation": result["generation"],
         "algorithms": [str(a) for a in Algorithm],
         "modes": [str(c) for c in Consistency],
@@ -445,6 +618,7 @@ async def _status(call: Call) -> Answer:
 RATELIMIT_OPERATIONS: Final[dict[str, Callable[[Call], Awaitable[Answer]]]] = {
     "rateLimitCheck": _check,
     "rateLimitRelease": _release,
+    "rateLimitSync": _sync,
     "rateLimitPolicies": _policies,
     "rateLimitPolicyPut": _policy_put,
     "rateLimitPolicyDelete": _policy_delete,

@@ -12,13 +12,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from synod.node.schema import Schema, boolean, integer, obj, string
-from synod.ratelimit.algorithms import REQUESTS_PER_UNIT_MAX, Algorithm
-from synod.ratelimit.policy import UNITS_MS, Consistency, PolicyLimits
+from synod.ratelimit.algorithms import REQUESTS_PER_UNIT_MAX, SLIDING_LOG_REQUESTS_MAX, Algorithm
+from synod.ratelimit.policy import UNITS_MS, Consistency, PolicyLimits, counter_key_bytes_max
 
 if TYPE_CHECKING:
     from synod.node.routes import RouteSpec
 
-__all__ = ["CHECK_EXAMPLE", "POLICY_EXAMPLE", "ratelimit_route_specs"]
+__all__ = ["CHECK_EXAMPLE", "POLICY_EXAMPLE", "SYNC_ITEMS_MAX", "ratelimit_route_specs"]
+
+SYNC_ITEMS_MAX = 1_000  # hits or states in one /v1/ratelimit/sync request
 
 _COMMON = ("invalid-argument", "limit-exceeded", "internal")
 _LEADER = ("not-leader", "no-leader", "outcome-unknown", "timeout")
@@ -86,16 +88,7 @@ def policy_schema(limits: PolicyLimits) -> Schema:
                  limit="key_bytes_max")  # fmt: skip
     value = string("descriptor value (absent: any value, a counter per value)", min_length=1,
                    bytes_max=limits.value_bytes_max, limit="value_bytes_max")  # fmt: skip
-    rate_limit = obj({
-        "unit": string(enum=tuple(UNITS_MS)),
-        "requests_per_unit": integer(minimum=1, maximum=REQUESTS_PER_UNIT_MAX),
-        "algorithm": string(enum=tuple(map(str, Algorithm))),
-        "burst": integer("bucket capacity (token_bucket, gcra; 0: requests_per_unit)",
-                         maximum=REQUESTS_PER_UNIT_MAX),
-        "consistency": string(enum=tuple(map(str, Consistency))),
-        "name": string("the name in the RateLimit headers", bytes_max=limits.name_bytes_max,
-                       limit="name_bytes_max"),
-    }, ("unit", "requests_per_unit"))  # fmt: skip
+    rate_limit = _rate_limit(limits)
     nested = {"type": "array", "description": "nested rules of the same shape",
               "maxItems": limits.rules_per_policy_max}  # fmt: skip
     rule = obj({"key": key, "value": value, "rate_limit": rate_limit,
@@ -106,6 +99,19 @@ def policy_schema(limits: PolicyLimits) -> Schema:
     return obj({"domain": domain,
                 "descriptors": _array(rule, limits.rules_per_policy_max, "rules_per_policy_max")},
                ("domain",), "a domain's policy")  # fmt: skip
+
+
+def _rate_limit(limits: PolicyLimits) -> Schema:
+    return obj({
+        "unit": string(enum=tuple(UNITS_MS)),
+        "requests_per_unit": integer(minimum=1, maximum=REQUESTS_PER_UNIT_MAX),
+        "algorithm": string(enum=tuple(map(str, Algorithm))),
+        "burst": integer("bucket capacity (token_bucket, gcra; 0: requests_per_unit)",
+                         maximum=REQUESTS_PER_UNIT_MAX),
+        "consistency": string(enum=tuple(map(str, Consistency))),
+        "name": string("the name in the RateLimit headers", bytes_max=limits.name_bytes_max,
+                       limit="name_bytes_max"),
+    }, ("unit", "requests_per_unit"))  # fmt: skip
 
 
 def _status() -> Schema:
@@ -140,6 +146,18 @@ def ratelimit_route_specs(limits: PolicyLimits | None = None) -> list[RouteSpec]
         "lease_id": string("concurrency limits: the in-flight lease to hold",
                            bytes_max=limits.key_bytes_max, limit="key_bytes_max"),
     }, ("domain", "descriptors"))  # fmt: skip
+    hit_item = obj({"domain": domain, "descriptor": descriptors_schema(limits)["items"],
+                    "hits": integer(maximum=limits.hits_max, limit="hits_max")},
+                   ("domain", "descriptor", "hits"))  # fmt: skip
+    log = _array(_array(integer(), 2), SLIDING_LOG_REQUESTS_MAX, "sliding_log_requests_max")
+    fields = obj({name: {"type": "integer"} for name in (
+        "scaled", "at_ms", "tat_scaled", "start_ms", "count", "current", "previous", "total")}
+        | {"log": log},
+        description="an algorithm's state (synod.ratelimit.limiter.state_fields)")  # fmt: skip
+    key_max = counter_key_bytes_max(limits)
+    state_item = obj({"key": string(bytes_max=key_max, limit="counter_key_bytes_max"),
+                      "rate_limit": _rate_limit(limits), "fields": fields},
+                     ("key", "rate_limit", "fields"))  # fmt: skip
     ring_member = obj({"name": string(), "client_url": string()}, ("name", "client_url"))
     return [
         RouteSpec(
@@ -178,6 +196,21 @@ def ratelimit_route_specs(limits: PolicyLimits | None = None) -> list[RouteSpec]
                     ),
                 },
                 ("domain", "descriptors", "lease_id"),
+            ),
+        ),
+        RouteSpec(
+            "rateLimitSync",
+            "POST",
+            "/v1/ratelimit/sync",
+            "Members only (global mode): admitted hits for the owner to merge, or the "
+            "owner's counters replacing the replicas",
+            _answer({"merged": integer(), "adopted": integer()}),
+            _COMMON,
+            body=obj(
+                {
+                    "hits": _array(hit_item, SYNC_ITEMS_MAX, "sync_items_max"),
+                    "states": _array(state_item, SYNC_ITEMS_MAX, "sync_items_max"),
+                }
             ),
         ),
         RouteSpec(

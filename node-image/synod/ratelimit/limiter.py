@@ -21,7 +21,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from synod.ratelimit.algorithms import NEVER, Concurrency, Decision, State, new_state
+from synod.ratelimit.algorithms import (
+    NEVER,
+    Concurrency,
+    Decision,
+    FixedWindow,
+    Gcra,
+    SlidingLog,
+    SlidingWindow,
+    State,
+    TokenBucket,
+    new_state,
+)
 from synod.ratelimit.policy import Consistency, LimitSpec, Match
 
 __all__ = [
@@ -30,6 +41,7 @@ __all__ = [
     "Counters",
     "CountersFull",
     "DescriptorStatus",
+    "check_state",
     "decide",
     "over_admission_bound",
     "restore_fields",
@@ -82,6 +94,10 @@ class Counters:
         """Live counters. Raises nothing."""
         return len(self._states)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has a live counter. Raises nothing."""
+        return key in self._states
+
     def state(self, key: str, limit: LimitSpec, now_ms: int) -> State:
         """The state of ``key`` (fresh when unknown or when its limit changed).
 
@@ -97,6 +113,20 @@ class Counters:
         self._states[key] = (limit, state)
         assert len(self._states) <= self.counters_max
         return state
+
+    def replace(self, key: str, limit: LimitSpec, fields: dict[str, Any], now_ms: int) -> None:
+        """Install a state rebuilt from :func:`state_fields` (another member's or a
+        snapshot's). Raises ValueError, TypeError (malformed or inconsistent fields:
+        nothing changes), CountersFull."""
+        state = new_state(limit.algorithm, limit.rate())
+        restore_fields(state, fields)
+        check_state(state)
+        if key not in self._states and len(self._states) >= self.counters_max:
+            self.sweep(now_ms)
+            if len(self._states) >= self.counters_max:
+                raise CountersFull(f"counters_max={self.counters_max} counters are live")
+        self._states[key] = (limit, state)
+        assert len(self._states) <= self.counters_max
 
     def sweep(self, now_ms: int) -> int:
         """Drop the idle states; returns how many. Raises nothing."""
@@ -212,8 +242,10 @@ def over_admission_bound(
     * ``owner``: 0 while the ring is stable; each ownership move of the key restarts its
       counter (one more limit per move, counted by ``synod_ratelimit_ring_changes``);
     * ``local``: every member admits the limit alone: ``limit * (members - 1)``;
-    * a ``global`` replica answering from a copy refreshed every batch interval would
-      admit ``rate * (batch_interval + broadcast_lag) * (members - 1)``.
+    * ``global``: every member answers from its replica, which misses the hits the
+      other members admitted since the owner's last broadcast reached it: while the load
+      is spread at the limit's rate, ``rate * (batch_interval + broadcast_lag) *
+      (members - 1)`` (rounded up).
     """
     assert members >= 1 and batch_interval_ms >= 0 and broadcast_lag_ms >= 0
     capacity = limit.burst or limit.requests_per_unit
@@ -244,6 +276,28 @@ def state_fields(state: State) -> dict[str, Any]:
         out[name] = value
     assert "rate" not in out
     return out
+
+
+def check_state(state: State) -> None:
+    """Check a restored state's invariants. Raises ValueError naming the misfit."""
+    rate = state.rate
+    if isinstance(state, TokenBucket):
+        ok = state.scaled == -1 or 0 <= state.scaled <= rate.capacity * rate.unit_ms
+    elif isinstance(state, Gcra):
+        ok = state.tat_scaled >= 0
+    elif isinstance(state, FixedWindow):
+        ok = 0 <= state.count <= rate.requests and state.start_ms >= 0
+    elif isinstance(state, SlidingWindow):
+        ok = 0 <= state.current <= rate.requests and 0 <= state.previous <= rate.requests
+    elif isinstance(state, SlidingLog):
+        times = [t for t, _n in state.log]
+        ok = (all(n >= 1 for _t, n in state.log) and times == sorted(times)
+              and state.total == sum(n for _t, n in state.log) <= rate.requests)  # fmt: skip
+    else:
+        ok = isinstance(state, Concurrency) and len(state.leases) <= rate.requests
+    if not ok:
+        raise ValueError(f"inconsistent {type(state).__name__} state")
+    assert state.rate is rate
 
 
 def restore_fields(state: State, fields: dict[str, Any]) -> None:

@@ -64,6 +64,7 @@ class Consistency(enum.StrEnum):
     LOCAL = "local"  # each member counts alone
     OWNER = "owner"  # the descriptor's owner on the hash ring counts
     STRICT = "strict"  # the replicated state counts, through the Raft log
+    GLOBAL = "global"  # every member answers from its replica; the owner merges
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,8 @@ class LimitSpec:
         self.rate()  # checks the numbers
         if self.burst and self.algorithm not in (Algorithm.TOKEN_BUCKET, Algorithm.GCRA):
             raise ValueError("burst applies to token_bucket and gcra only")
+        if self.algorithm is Algorithm.CONCURRENCY and self.consistency is Consistency.GLOBAL:
+            raise ValueError("concurrency limits cannot be global (a lease lives on one member)")
         if self.algorithm is Algorithm.SLIDING_LOG or self.algorithm is Algorithm.CONCURRENCY:
             new_state(self.algorithm, self.rate())  # their own count bounds
 
@@ -343,6 +346,16 @@ def _find(rules: tuple[DescriptorRule, ...], key: str, value: str) -> Descriptor
             if rule.value is None:
                 wildcard = rule
     return wildcard
+
+
+def counter_key_bytes_max(limits: PolicyLimits) -> int:
+    """The longest :func:`counter_key` under ``limits`` (JSON escapes a character in at
+    most 6 bytes). Raises nothing."""
+    entries = limits.entries_per_descriptor_max
+    text = limits.name_bytes_max + entries * (limits.key_bytes_max + limits.value_bytes_max)
+    size = 6 * text + 8 * entries + 16
+    assert size > text
+    return size
 
 
 def counter_key(domain: str, entries: tuple[tuple[str, str], ...]) -> str:

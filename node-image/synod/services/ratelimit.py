@@ -25,7 +25,6 @@ from synod.ratelimit.limiter import (
     CountersFull,
     decide,
     overall,
-    restore_fields,
     state_fields,
 )
 from synod.ratelimit.policy import (
@@ -202,7 +201,7 @@ class RateLimitTable:
             strict.now_ms = int(data.get("now_ms", 0))
             for key, limit_data, fields in data.get("counters", []):
                 limit = parse_limit(limit_data, self.limits)
-                restore_fields(strict.state(str(key), limit, strict.now_ms), fields)
+                strict.replace(str(key), limit, dict(fields), strict.now_ms)
             generation = int(data.get("generation", 0))
         except (KeyError, TypeError, ValueError, CountersFull) as exc:
             raise InvalidArgument(f"malformed ratelimit snapshot: {type(exc).__name__}") from None
