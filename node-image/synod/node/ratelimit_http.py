@@ -82,7 +82,14 @@ if TYPE_CHECKING:
     from synod.node.api import NodeApi
     from synod.node.http import Call
 
-__all__ = ["OWNER_HEADER", "RATELIMITER", "RATELIMIT_OPERATIONS", "RateLimiter", "install"]
+__all__ = [
+    "OWNER_HEADER",
+    "RATELIMITER",
+    "RATELIMIT_OPERATIONS",
+    "RateLimiter",
+    "install",
+    "run_check",
+]
 
 OWNER_HEADER: Final = "Synod-Ratelimit-Owner"  # a check forwarded to the owner
 OWNER_FORWARD_TIMEOUT_MS: Final = 500
@@ -434,11 +441,23 @@ def _statuses_of(answer: dict[str, Any], count: int) -> list[dict[str, Any]] | N
 
 
 async def _check(call: Call) -> Answer:
-    limiter = call.request.app[RATELIMITER]
-    body = call.body
+    forwarded = OWNER_HEADER in call.request.headers
+    fields, headers = await run_check(call.request.app, call.node, call.body, forwarded=forwarded)
+    call.response_headers.update(headers)
+    return fields, None
+
+
+async def run_check(
+    app: web.Application, node: NodeApi, body: dict[str, Any], *, forwarded: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """One check (the JSON body of /v1/ratelimit/check, already schema-valid): the
+    answer's fields and its RateLimit headers. ``forwarded``: a non-owner sent it, count
+    owner-mode descriptors here. Raises Problem, NotLeader (strict limits, on a
+    follower) and the other NodeErrors."""
+    limiter = app[RATELIMITER]
     domain, hits, lease_id = body["domain"], body.get("hits", 1), body.get("lease_id", "")
     descriptors = _descriptors(body, limiter.limits)
-    policy, generation = await limiter.policy(call.node, domain)
+    policy, generation = await limiter.policy(node, domain)
     matches = [match(policy, d, hits) for d in descriptors]
     out: list[dict[str, Any] | None] = [None] * len(matches)
     by_mode: dict[Consistency, list[int]] = {mode: [] for mode in Consistency}
@@ -447,15 +466,14 @@ async def _check(call: Call) -> Answer:
             out[i] = {"code": "OK"}
         else:
             by_mode[found.limit.consistency].append(i)
-    forwarded = OWNER_HEADER in call.request.headers
     if by_mode[Consistency.STRICT]:  # first: a NotLeader forwards before anything counts
         chosen = by_mode[Consistency.STRICT]
         raw = [body["descriptors"][i] for i in chosen]
         op = ratelimit_hit_op(domain, raw, hits, limiter.clock(), lease_id)
-        result = _ok(await call.node.write(op, None))
+        result = _ok(await node.write(op, None))
         for i, status in zip(chosen, result["statuses"], strict=True):
             out[i] = {**status, "owner": "raft"}
-    view = limiter.ring(call.request.app, call.node)
+    view = limiter.ring(app, node)
     here = view.self_name
     local = by_mode[Consistency.LOCAL]
     _fill(out, local, limiter.count_here(limiter.local, [matches[i] for i in local], lease_id),
@@ -493,8 +511,8 @@ async def _check(call: Call) -> Answer:
     statuses_out = [s if s is not None else {"code": "OK"} for s in out]
     code = "OVER_LIMIT" if any(s["code"] == "OVER_LIMIT" for s in statuses_out) else "OK"
     _observe(limiter, domain, matches, statuses_out, code, len(view.ring.members))
-    call.response_headers.update(_headers(matches, statuses_out, code))
-    return {"overall_code": code, "statuses": statuses_out, "generation": generation}, None
+    fields = {"overall_code": code, "statuses": statuses_out, "generation": generation}
+    return fields, _headers(matches, statuses_out, code)
 
 
 def _fill(out: list[dict[str, Any] | None], chosen: list[int],
