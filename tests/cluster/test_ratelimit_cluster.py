@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from synod.checker.ratelimit import Check, check_rate_limit
@@ -18,6 +19,7 @@ from synod.client import Client, SynodError
 from synod.ratelimit.algorithms import Algorithm
 from synod.ratelimit.limiter import over_admission_bound
 from synod.ratelimit.policy import Consistency, LimitSpec
+from synod.ratelimit.rls_proto import METHOD, SERVICE, RateLimitRequest, RateLimitResponse
 from tests.cluster.harness import Cluster, request
 from tests.ports import free_port
 from tests.waiting import wait_until
@@ -38,15 +40,20 @@ PHASE_S_MAX = 60.0
 CONVERGE_S_MAX = 60.0  # gossip declares a killed member dead well within this
 
 
+RLS_PORTS: dict[int, int] = {}
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     made = Cluster(tmp_path, SIZE)
+    RLS_PORTS.update({node_id: free_port() for node_id in made.nodes})
     gossip_ports = {node_id: free_port() for node_id in made.nodes}
     try:
         for node_id in made.nodes:
             seeds = ",".join(f"127.0.0.1:{p}" for n, p in gossip_ports.items() if n != node_id)
             made.extra_args = ["--listen-gossip", f"127.0.0.1:{gossip_ports[node_id]}",
-                               "--gossip-join", seeds]  # fmt: skip
+                               "--gossip-join", seeds,
+                               "--listen-rls", f"127.0.0.1:{RLS_PORTS[node_id]}"]  # fmt: skip
             made.start(node_id)
         made.wait_for_leader()
         yield made
@@ -101,6 +108,24 @@ def _metric(cluster: Cluster, node_id: int, name: str) -> float:
     return float(lines[0].split()[1]) if lines else 0.0
 
 
+def _rls_admitted(members: list[int], count: int) -> int:
+    """``count`` ShouldRateLimit calls for one fresh user, spread over ``members``."""
+    admitted = 0
+    for i in range(count):  # bound: count calls
+        port = RLS_PORTS[members[i % len(members)]]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(
+                f"/{SERVICE}/{METHOD}",
+                request_serializer=RateLimitRequest.SerializeToString,
+                response_deserializer=RateLimitResponse.FromString,
+            )
+            request = RateLimitRequest(domain="load")
+            entry = request.descriptors.add().entries.add()
+            entry.key, entry.value = "user", "envoy-user"
+            admitted += call(request, timeout=5.0).overall_code == 1
+    return admitted
+
+
 def test_limits_hold_through_a_killed_member(cluster: Cluster) -> None:
     urls = {node_id: node.url for node_id, node in cluster.nodes.items()}
     clients = {node_id: Client([url], timeout_s=2.0, attempts_max=3)
@@ -124,6 +149,7 @@ def test_limits_hold_through_a_killed_member(cluster: Cluster) -> None:
                    CONVERGE_S_MAX, "the survivors' rings drop the killed member",
                    interval_s=0.1)  # fmt: skip
         load.run([clients[n] for n in survivors], CHECKS_PER_PHASE)
+        admitted_by_rls = _rls_admitted(survivors, 2 * OWNER_LIMIT.requests_per_unit)
         fallbacks = sum(_metric(cluster, n, "synod_ratelimit_owner_fallbacks_total")
                         for n in survivors)  # fmt: skip
     finally:
@@ -145,6 +171,8 @@ def test_limits_hold_through_a_killed_member(cluster: Cluster) -> None:
     exact = check_rate_limit(stable, OWNER_LIMIT, bound=0, under_slack=load.unknown["owner"])
     assert exact.ok, exact.explanation
     assert len(load.owners - {"raft"}) >= 2  # the users' counters live on several owners
+    # Envoy's RLS gRPC API on the survivors counts on the same owners: exactly the limit.
+    assert admitted_by_rls == OWNER_LIMIT.requests_per_unit
     strict = check_rate_limit(strict_checks, STRICT_LIMIT, bound=0,
                               under_slack=load.unknown["strict"])  # fmt: skip
     assert strict.ok, strict.explanation
