@@ -87,3 +87,28 @@ async def test_async_client_and_decorator() -> None:
                 client.rate_limited("sdk", [{"user": "x"}])(lambda: None)  # type: ignore[arg-type]
         finally:
             await client.close()
+
+
+QUOTA_POLICY = {
+    "domain": "quota",
+    "descriptors": [
+        {"key": "user", "rate_limit": {"unit": "minute", "requests_per_unit": 10,
+                                       "algorithm": "sliding_log", "quota_requests": 4,
+                                       "quota_valid_ms": 60_000}},
+    ],
+}  # fmt: skip
+
+
+def test_local_quota_grants_are_spent_without_requests(cluster: MemoryCluster) -> None:
+    with Client(cluster.urls, timeout_s=2) as client:
+        client.ratelimit_policy_put(QUOTA_POLICY)
+        before = len(cluster.requests)
+        results = [client.rate_limit("quota", [{"user": "q"}]) for _ in range(14)]
+        sent = [r for r in cluster.requests[before:] if r.path == "/v1/ratelimit/check"]
+        assert [r.allowed for r in results] == [True] * 10 + [False] * 4
+        first = results[0].statuses[0]
+        assert first["quota"]["requests"] == 4 and first["remaining"] == 5
+        assert sum(bool(r.statuses[0].get("cached")) for r in results) == 8
+        # 2 granting checks, then each refused one asks the cluster (no grant is left).
+        assert len([r for r in sent if not r.forwarded]) == 6
+        assert client.aio.quotas.served == 8

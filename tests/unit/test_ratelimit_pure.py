@@ -443,3 +443,24 @@ def test_replaced_states_are_checked_and_round_trip() -> None:
     with pytest.raises(ValueError, match="unknown state field"):
         counters.replace("k2", limit, {"scaled": 1}, 30)
     assert "k2" not in counters
+
+
+def test_quota_grants_reserve_hits() -> None:
+    from synod.ratelimit.limiter import grant_quota
+
+    limit = LimitSpec("minute", 5, Algorithm.TOKEN_BUCKET, quota_requests=3, quota_valid_ms=1000)
+    policy = parse_policy(
+        {"domain": "q", "descriptors": [{"key": "k", "rate_limit": limit.to_dict()}]}
+    )
+    found = match(policy, _desc(("k", "v")), 1)
+    assert found is not None and found.limit == limit
+    counters = Counters()
+    assert overall(decide(counters, [found], 0)) is Code.OK
+    assert grant_quota(counters, found, 0) == 3  # 5 - 1 admitted: 3 of 4 left reserved
+    assert grant_quota(counters, found, 0) == 1  # only one left
+    assert grant_quota(counters, found, 0) == 0
+    assert overall(decide(counters, [found], 0)) is Code.OVER_LIMIT
+    with pytest.raises(ValueError, match="go together"):
+        LimitSpec("minute", 5, quota_requests=3)
+    with pytest.raises(ValueError, match="quota_requests"):
+        LimitSpec("minute", 5, quota_requests=6, quota_valid_ms=10)

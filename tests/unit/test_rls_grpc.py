@@ -97,3 +97,30 @@ def test_listen_rls_option() -> None:
     assert load_config(base, {}).listen_rls == ""
     with pytest.raises(ConfigError):
         load_config([*base, "--listen-rls", "no-port"], {})
+
+
+@async_test
+async def test_quota_extension() -> None:
+    node = MemoryNode()
+    policy = {
+        "domain": "envoy",
+        "descriptors": [
+            {
+                "key": "remote_address",
+                "rate_limit": {
+                    "unit": "minute",
+                    "requests_per_unit": 5,
+                    "quota_requests": 3,
+                    "quota_valid_ms": 30_000,
+                },
+            }
+        ],
+    }
+    node.apply(ratelimit_policy_set_op(policy))
+    async with rls(node) as call:
+        first = (await call(_request("10.0.0.9"))).statuses[0]
+        assert first.quota.requests == 3 and first.limit_remaining == 1
+        assert first.quota.HasField("valid_until") and first.quota.valid_until.seconds > 0
+        second = (await call(_request("10.0.0.9"))).statuses[0]
+        assert second.code == 1 and not second.HasField("quota")  # nothing left to grant
+        assert (await call(_request("10.0.0.9"))).overall_code == 2

@@ -190,6 +190,7 @@ class AsyncClient:
         self._keepers: weakref.WeakSet[LeaseKeepAlive] = weakref.WeakSet()
         self._locks: weakref.WeakSet[Lock] = weakref.WeakSet()
         self._lock_sessions: dict[tuple[int, float], LockSession] = {}
+        self.quotas = client_ratelimit.QuotaCache()  # rate-limit grants (Envoy RLS Quota)
         self._penalties: dict[str, float] = {}  # url -> monotonic time it may be used again
         self._http: aiohttp.ClientSession | None = None
         self._client_id = 0

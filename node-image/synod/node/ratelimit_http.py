@@ -54,6 +54,7 @@ from synod.ratelimit.limiter import (
     CountersFull,
     DescriptorStatus,
     decide,
+    grant_quota,
     over_admission_bound,
     state_fields,
 )
@@ -254,7 +255,8 @@ class RateLimiter:
         self.broadcast_lag_ms = int((time.monotonic() - started) * 1000)
         assert self.broadcast_lag_ms >= 0
 
-    def note_global(self, owner: str, domain: str, raw: dict[str, Any], match_: Match) -> None:
+    def note_global(self, owner: str, domain: str, raw: dict[str, Any], match_: Match,
+                    extra: int = 0) -> None:  # fmt: skip
         """Queue hits admitted here for ``owner`` (or mark them for broadcast when we
         own the key). Raises nothing."""
         key = match_.counter_key
@@ -266,7 +268,7 @@ class RateLimiter:
         found = items.get(key)
         if found is None:
             self.pending_count += 1
-        items[key] = (domain, raw, match_.hits + (found[2] if found else 0))
+        items[key] = (domain, raw, match_.hits + extra + (found[2] if found else 0))
         assert len(items) <= self.replicas.counters_max
 
     async def merge_hits(self, node: NodeApi, hits: list[dict[str, Any]]) -> int:
@@ -476,19 +478,22 @@ async def run_check(
     view = limiter.ring(app, node)
     here = view.self_name
     local = by_mode[Consistency.LOCAL]
-    _fill(out, local, limiter.count_here(limiter.local, [matches[i] for i in local], lease_id),
-          here)  # fmt: skip
+    decided = limiter.count_here(limiter.local, [matches[i] for i in local], lease_id)
+    _fill(out, local, decided, here)
+    _grant(limiter, limiter.local, local, matches, decided, out)
     shared = by_mode[Consistency.GLOBAL]
     if shared:
         decided = limiter.count_here(limiter.replicas, [matches[i] for i in shared], lease_id)
         _fill(out, shared, decided, here)
+        granted = _grant(limiter, limiter.replicas, shared, matches, decided, out)
         if not any(s.code is Code.OVER_LIMIT for s in decided):
             for i, status in zip(shared, decided, strict=True):
                 m = matches[i]
                 assert m is not None
-                if status.decision is not None and status.decision.allowed and m.hits:
+                extra = granted.get(i, 0)
+                if status.decision is not None and status.decision.allowed and m.hits + extra:
                     owner = view.ring.owner(m.counter_key)
-                    limiter.note_global(owner, domain, body["descriptors"][i], m)
+                    limiter.note_global(owner, domain, body["descriptors"][i], m, extra)
     owners: dict[str, list[int]] = {}
     for i in by_mode[Consistency.OWNER]:
         m = matches[i]
@@ -508,11 +513,42 @@ async def run_check(
             limiter.metrics.fallbacks.inc(len(chosen))
         decided = limiter.count_here(limiter.owned, [matches[i] for i in chosen], lease_id)
         _fill(out, chosen, decided, here)
+        _grant(limiter, limiter.owned, chosen, matches, decided, out)
     statuses_out = [s if s is not None else {"code": "OK"} for s in out]
     code = "OVER_LIMIT" if any(s["code"] == "OVER_LIMIT" for s in statuses_out) else "OK"
     _observe(limiter, domain, matches, statuses_out, code, len(view.ring.members))
     fields = {"overall_code": code, "statuses": statuses_out, "generation": generation}
     return fields, _headers(matches, statuses_out, code)
+
+
+def _grant(limiter: RateLimiter, counters: Counters, chosen: list[int],
+           matches: list[Match | None], decided: list[DescriptorStatus],
+           out: list[dict[str, Any] | None]) -> dict[int, int]:  # fmt: skip
+    """Reserve the quota grants of admitted descriptors whose limit grants them (none
+    when the check was refused); adds ``quota`` to their statuses. Returns index ->
+    hits granted. Raises nothing."""
+    if any(s.code is Code.OVER_LIMIT for s in decided):
+        return {}
+    granted: dict[int, int] = {}
+    now_ms = limiter.clock()
+    for i, status in zip(chosen, decided, strict=True):  # bound: descriptors_per_request_max
+        m, entry = matches[i], out[i]
+        if m is None or entry is None or not m.limit.quota_requests:
+            continue
+        if status.decision is None or not status.decision.allowed:
+            continue
+        try:
+            count = grant_quota(counters, m, now_ms)
+        except CountersFull:
+            count = 0
+        if count:
+            granted[i] = count
+            valid_ms = m.limit.quota_valid_ms
+            entry["quota"] = {"requests": count, "valid_for_ms": valid_ms,
+                              "valid_until_ms": now_ms + valid_ms}  # fmt: skip
+            entry["remaining"] = max(0, int(entry["remaining"]) - count)
+    assert all(count > 0 for count in granted.values())
+    return granted
 
 
 def _fill(out: list[dict[str, Any] | None], chosen: list[int],

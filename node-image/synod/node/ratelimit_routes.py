@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from synod.node.schema import Schema, boolean, integer, obj, string
 from synod.ratelimit.algorithms import REQUESTS_PER_UNIT_MAX, SLIDING_LOG_REQUESTS_MAX, Algorithm
-from synod.ratelimit.policy import UNITS_MS, Consistency, PolicyLimits, counter_key_bytes_max
+from synod.ratelimit.policy import (
+    QUOTA_VALID_MS_MAX,
+    UNITS_MS,
+    Consistency,
+    PolicyLimits,
+    counter_key_bytes_max,
+)
 
 if TYPE_CHECKING:
     from synod.node.routes import RouteSpec
@@ -111,6 +117,9 @@ def _rate_limit(limits: PolicyLimits) -> Schema:
         "consistency": string(enum=tuple(map(str, Consistency))),
         "name": string("the name in the RateLimit headers", bytes_max=limits.name_bytes_max,
                        limit="name_bytes_max"),
+        "quota_requests": integer("hits an admitted check also grants the client to spend "
+                                  "on its own (0: none)", maximum=REQUESTS_PER_UNIT_MAX),
+        "quota_valid_ms": integer("how long a grant may be spent", maximum=QUOTA_VALID_MS_MAX),
     }, ("unit", "requests_per_unit"))  # fmt: skip
 
 
@@ -121,7 +130,11 @@ def _status() -> Schema:
              "retry_after_ms": {"type": "integer", "minimum": -1,
                                 "description": "-1: the hits can never fit"},
              "shadow_mode": boolean(), "rate_limit": rate_limit,
-             "owner": string("the member that counted it")}  # fmt: skip
+             "owner": string("the member that counted it"),
+             "quota": obj({"requests": integer(), "valid_for_ms": integer(),
+                           "valid_until_ms": integer("unix ms")},
+                          ("requests", "valid_for_ms", "valid_until_ms"),
+                          "a grant the client may spend on its own (Envoy RLS Quota)")}  # fmt: skip
     description = "one descriptor's answer (only code when it is not limited)"
     return {"type": "object", "properties": props, "required": ["code"],
             "description": description}  # fmt: skip

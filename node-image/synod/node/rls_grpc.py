@@ -69,6 +69,10 @@ def response_of(fields: dict[str, Any]) -> Any:
             out.current_limit.name = limit.get("name", "")
             out.limit_remaining = min(int(status["remaining"]), 2**32 - 1)
             out.duration_until_reset.FromMilliseconds(int(status["reset_ms"]))
+        quota = status.get("quota")
+        if quota is not None:  # the Quota extension: a grant the client may cache
+            out.quota.requests = int(quota["requests"])
+            out.quota.valid_until.FromMilliseconds(int(quota["valid_until_ms"]))
     waits = [int(s["retry_after_ms"]) for s in fields["statuses"]
              if s["code"] == "OVER_LIMIT" and "retry_after_ms" in s]  # fmt: skip
     if waits and NEVER not in waits:

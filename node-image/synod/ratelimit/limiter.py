@@ -43,6 +43,7 @@ __all__ = [
     "DescriptorStatus",
     "check_state",
     "decide",
+    "grant_quota",
     "over_admission_bound",
     "restore_fields",
     "state_fields",
@@ -207,6 +208,23 @@ def _count(state: State, m: Match, now_ms: int, lease_id: str) -> Decision:
         decision = state.hit(now_ms, m.hits)
     assert decision.allowed, "asked just before, on the same state"
     return decision
+
+
+def grant_quota(counters: Counters, found: Match, now_ms: int) -> int:
+    """Reserve up to ``found.limit.quota_requests`` more hits on ``found``'s counter
+    (what is left if fewer): the grant a client may spend on its own. Returns its size
+    (0: none). Raises CountersFull."""
+    wanted = found.limit.quota_requests
+    if not wanted:
+        return 0
+    now_ms = counters.advance(now_ms)
+    state = counters.state(found.counter_key, found.limit, now_ms)
+    probe = state.hit(now_ms, 0, commit=False)
+    granted = min(wanted, probe.remaining)
+    if granted and not state.hit(now_ms, granted).allowed:
+        return 0  # the remaining count is a bucket's floor: nothing reserved then
+    assert 0 <= granted <= wanted
+    return granted
 
 
 def overall(statuses: Sequence[DescriptorStatus]) -> Code:

@@ -55,6 +55,7 @@ UNITS_MS: Final = {
     "hour": 3_600_000,
     "day": 86_400_000,
 }
+QUOTA_VALID_MS_MAX: Final = 3_600_000  # a grant lives at most an hour
 DOMAIN_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -98,9 +99,22 @@ class LimitSpec:
     burst: int = 0
     consistency: Consistency = Consistency.OWNER
     name: str = ""
+    # Cacheable grants (Envoy RLS `Quota`, Doorman-style): an admitted check also
+    # reserves up to `quota_requests` more hits, which the client may spend on its own
+    # until `quota_valid_ms` have passed. 0: no grants.
+    quota_requests: int = 0
+    quota_valid_ms: int = 0
 
     def __post_init__(self) -> None:
         """Raises ValueError (unknown unit, rate bounds, log and concurrency bounds)."""
+        if not 0 <= self.quota_requests <= self.requests_per_unit:
+            raise ValueError("quota_requests must be in [0, requests_per_unit]")
+        if not 0 <= self.quota_valid_ms <= QUOTA_VALID_MS_MAX:
+            raise ValueError(f"quota_valid_ms must be in [0, {QUOTA_VALID_MS_MAX}]")
+        if bool(self.quota_requests) != bool(self.quota_valid_ms):
+            raise ValueError("quota_requests and quota_valid_ms go together")
+        if self.quota_requests and self.algorithm is Algorithm.CONCURRENCY:
+            raise ValueError("concurrency limits grant no quota (leases are not rates)")
         if self.unit not in UNITS_MS:
             raise ValueError(f"unit must be one of {sorted(UNITS_MS)}")
         self.rate()  # checks the numbers
@@ -127,6 +141,9 @@ class LimitSpec:
                                "consistency": str(self.consistency)}  # fmt: skip
         if self.name:
             out["name"] = self.name
+        if self.quota_requests:
+            out["quota_requests"] = self.quota_requests
+            out["quota_valid_ms"] = self.quota_valid_ms
         return out
 
 
@@ -221,8 +238,8 @@ def parse_limit(data: Any, limits: PolicyLimits) -> LimitSpec:
     """A ``rate_limit`` map. Raises ValueError."""
     if not isinstance(data, dict):
         raise ValueError("rate_limit must be an object")
-    _only(data, ("unit", "requests_per_unit", "algorithm", "burst", "consistency", "name"),
-          "rate_limit")  # fmt: skip
+    _only(data, ("unit", "requests_per_unit", "algorithm", "burst", "consistency", "name",
+                 "quota_requests", "quota_valid_ms"), "rate_limit")  # fmt: skip
     try:
         algorithm = Algorithm(data.get("algorithm", "token_bucket"))
         consistency = Consistency(data.get("consistency", "owner"))
@@ -242,6 +259,8 @@ def parse_limit(data: Any, limits: PolicyLimits) -> LimitSpec:
         burst=_int(data.get("burst", 0), "burst"),
         consistency=consistency,
         name=name,
+        quota_requests=_int(data.get("quota_requests", 0), "quota_requests"),
+        quota_valid_ms=_int(data.get("quota_valid_ms", 0), "quota_valid_ms"),
     )
 
 
