@@ -27,11 +27,13 @@ from tests.waiting import wait_until
 SIZE = 3
 OWNER_LIMIT = LimitSpec("second", 20, Algorithm.SLIDING_LOG, consistency=Consistency.OWNER)
 STRICT_LIMIT = LimitSpec("second", 5, Algorithm.SLIDING_LOG, consistency=Consistency.STRICT)
+GLOBAL_LIMIT = LimitSpec("minute", 30, Algorithm.SLIDING_LOG, consistency=Consistency.GLOBAL)
 POLICY = {
     "domain": "load",
     "descriptors": [
         {"key": "user", "rate_limit": OWNER_LIMIT.to_dict()},
         {"key": "account", "rate_limit": STRICT_LIMIT.to_dict()},
+        {"key": "tenant", "rate_limit": GLOBAL_LIMIT.to_dict()},
     ],
 }
 USERS = ("u0", "u1", "u2")
@@ -108,6 +110,12 @@ def _metric(cluster: Cluster, node_id: int, name: str) -> float:
     return float(lines[0].split()[1]) if lines else 0.0
 
 
+def _remaining(client: Client, tenant: str) -> int:
+    """What a member's replica has left for ``tenant`` (a check of 0 hits)."""
+    status = client.rate_limit("load", [{"tenant": tenant}], hits=0).statuses[0]
+    return int(status["remaining"])
+
+
 def _rls_admitted(members: list[int], count: int) -> int:
     """``count`` ShouldRateLimit calls for one fresh user, spread over ``members``."""
     admitted = 0
@@ -150,6 +158,15 @@ def test_limits_hold_through_a_killed_member(cluster: Cluster) -> None:
                    interval_s=0.1)  # fmt: skip
         load.run([clients[n] for n in survivors], CHECKS_PER_PHASE)
         admitted_by_rls = _rls_admitted(survivors, 2 * OWNER_LIMIT.requests_per_unit)
+        # Global limits: each survivor answers from its replica; the owner merges the
+        # hits and broadcasts, so both replicas converge to every hit admitted.
+        for n in survivors:
+            for _ in range(10):  # bound: 10 checks per survivor
+                assert clients[n].rate_limit("load", [{"tenant": "t"}]).allowed
+        left = GLOBAL_LIMIT.requests_per_unit - 10 * len(survivors)
+        wait_until(lambda: all(_remaining(clients[n], "t") == left for n in survivors),
+                   CONVERGE_S_MAX, "the survivors' global replicas to converge",
+                   interval_s=0.1)  # fmt: skip
         fallbacks = sum(_metric(cluster, n, "synod_ratelimit_owner_fallbacks_total")
                         for n in survivors)  # fmt: skip
     finally:
