@@ -31,6 +31,7 @@ from synod.cli.output import (
     out_console,
     print_json,
 )
+from synod.cli.ratelimit import register as register_ratelimit
 from synod.client import (
     KV,
     Client,
@@ -721,6 +722,7 @@ def limits(
 
 register_locks(cli, client_options, parse_duration_ms)
 register_chaos(cli)
+register_ratelimit(cli, client_options)
 
 
 # -- id ---------------------------------------------------------------------------

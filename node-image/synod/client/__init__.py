@@ -41,6 +41,7 @@ from synod.client.errors import (
 from synod.client.ids import SegmentIds, Snowflake
 from synod.client.lease import LeaseKeepAlive
 from synod.client.locks import Election, Leader, Lock, LockLost, RWLock, SyncLock
+from synod.client.ratelimit import RateLimited, RateLimitResult
 from synod.client.sync import Client, SyncLeaseKeepAlive
 from synod.client.txn import Compare, Txn
 from synod.client.types import (
@@ -97,6 +98,8 @@ __all__ = [
     "PutResult",
     "RWLock",
     "RangeResult",
+    "RateLimitResult",
+    "RateLimited",
     "RequestTimeout",
     "SegmentIds",
     "SessionExpired",

@@ -18,11 +18,12 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiohttp
 from opentelemetry import propagate
 
+from synod.client import ratelimit as client_ratelimit
 from synod.client.batch import Batcher
 from synod.client.errors import (
     PROBLEM_TYPE_PREFIX,
@@ -48,6 +49,7 @@ from synod.client.locks import (
     poll_ms,
     validate_token,
 )
+from synod.client.ratelimit import RateLimitResult
 from synod.client.sse import iter_sse
 from synod.client.txn import Txn, range_, value, version
 from synod.client.txn import put as put_op
@@ -62,6 +64,9 @@ from synod.client.types import (
     TxnResult,
     WatchEvent,
 )
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 __all__ = ["DEV_ENDPOINTS", "AsyncClient", "normalize_endpoints"]
 
@@ -189,6 +194,7 @@ class AsyncClient:
         self._keepers: weakref.WeakSet[LeaseKeepAlive] = weakref.WeakSet()
         self._locks: weakref.WeakSet[Lock] = weakref.WeakSet()
         self._lock_sessions: dict[tuple[int, float], LockSession] = {}
+        self.quotas = client_ratelimit.QuotaCache()  # rate-limit grants (Envoy RLS Quota)
         self._penalties: dict[str, float] = {}  # url -> monotonic time it may be used again
         self._http: aiohttp.ClientSession | None = None
         self._client_id = 0
@@ -702,6 +708,49 @@ class AsyncClient:
             yield keeper
         finally:
             await keeper.stop(revoke=True)
+
+    # -- rate limits (docs/ratelimit.md) ---------------------------------------------
+
+    async def rate_limit(self, domain: str, descriptors: Sequence[Any], hits: int = 1, *,
+                         lease_id: str = "") -> RateLimitResult:  # fmt: skip
+        """Count ``hits`` against ``domain``'s limits: ``await client.rate_limit("api",
+        [{"user": "bob"}])``. ``lease_id`` holds a concurrency limit's slot until
+        `ratelimit_release`. Raises ValueError (descriptors), NotFound (no policy),
+        InvalidArgument, TooLarge, Unavailable."""
+        return await client_ratelimit.check(self, domain, descriptors, hits, lease_id)
+
+    def rate_limited(
+        self, domain: str, descriptors: Sequence[Any], hits: int = 1
+    ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+        """Decorate an async function: each call first counts ``hits`` and raises
+        :class:`~synod.client.ratelimit.RateLimited` when over the limit. Raises
+        TypeError (a sync function) when applied."""
+        return client_ratelimit.decorator(
+            lambda: client_ratelimit.check(self, domain, descriptors, hits)
+        )
+
+    async def ratelimit_release(self, domain: str, descriptors: Sequence[Any],
+                                lease_id: str) -> int:  # fmt: skip
+        """Release a concurrency lease; how many slots were held. Raises like
+        `rate_limit`."""
+        return await client_ratelimit.release(self, domain, descriptors, lease_id)
+
+    async def ratelimit_policy_put(self, policy: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a domain's policy (docs/ratelimit.md). Raises
+        InvalidArgument, Unavailable."""
+        return await client_ratelimit.policy_put(self, policy)
+
+    async def ratelimit_policies(self, domain: str = "") -> dict[str, Any]:
+        """``{"policies", "generation"}``. Raises NotFound, Unavailable."""
+        return await client_ratelimit.policies(self, domain)
+
+    async def ratelimit_policy_delete(self, domain: str) -> dict[str, Any]:
+        """Delete ``domain``'s policy. Raises NotFound, Unavailable."""
+        return await client_ratelimit.policy_delete(self, domain)
+
+    async def ratelimit_status(self) -> dict[str, Any]:
+        """The answering member's ring, counters and modes. Raises Unavailable."""
+        return await client_ratelimit.status(self)
 
     # -- locks (docs/locks.md) -----------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from synod.client.aio import AsyncClient
 from synod.client.errors import AlreadyExists, SynodError
 from synod.client.lease import LeaseKeepAlive
 from synod.client.locks import SyncLock
+from synod.client.ratelimit import RateLimited
 from synod.client.types import WatchEvent
 
 __all__ = ["Client", "SyncLeaseKeepAlive"]
@@ -171,6 +173,33 @@ class Client:
     lock_list = _blocking(AsyncClient.lock_list)
     lock_release = _blocking(AsyncClient.lock_release)
     lock_revoke = _blocking(AsyncClient.lock_revoke)
+
+    # -- rate limits (docs/ratelimit.md) ---------------------------------------------
+    rate_limit = _blocking(AsyncClient.rate_limit)
+    ratelimit_release = _blocking(AsyncClient.ratelimit_release)
+    ratelimit_policy_put = _blocking(AsyncClient.ratelimit_policy_put)
+    ratelimit_policies = _blocking(AsyncClient.ratelimit_policies)
+    ratelimit_policy_delete = _blocking(AsyncClient.ratelimit_policy_delete)
+    ratelimit_status = _blocking(AsyncClient.ratelimit_status)
+
+    def rate_limited(
+        self, domain: str, descriptors: Sequence[Any], hits: int = 1
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """Decorate a function: each call first counts ``hits`` and raises
+        :class:`~synod.client.ratelimit.RateLimited` when over the limit. Raises nothing
+        until a decorated call."""
+
+        def wrap(function: Callable[P, T]) -> Callable[P, T]:
+            @functools.wraps(function)
+            def limited(*args: P.args, **kwargs: P.kwargs) -> T:
+                result = self.rate_limit(domain, descriptors, hits)
+                if not result.allowed:
+                    raise RateLimited(result)
+                return function(*args, **kwargs)
+
+            return limited
+
+        return wrap
 
     def lock(self, name: str, **options: Any) -> SyncLock:
         """A fenced mutex: ``with client.lock("orders/42", ttl_ms=10_000) as lock:``

@@ -55,6 +55,7 @@ class NodeConfig:
     listen_gossip: str = ""  # UDP host:port of SWIM gossip; "" turns gossip off
     advertise_gossip: str = ""  # What other members send to ("" when gossip is off)
     gossip_join: tuple[str, ...] = ()  # Seeds (host:port); DNS mode: the other pods
+    listen_rls: str = ""  # host:port of the Envoy RLS v3 gRPC API; "" turns it off
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -151,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--listen-gossip")
     add("--advertise-gossip")
     add("--gossip-join")
+    add("--listen-rls")
     return parser
 
 
@@ -234,6 +236,7 @@ def load_config(
         request_timeout_ms=_int(settings, "request_timeout_ms", 5000),
         log_level=settings.get("log_level", "info"),
         cluster_token=settings.get("cluster_token", ""),
+        listen_rls=_rls_listen(settings),
         # A pod added after the founding ones (scale up) is not an initial member, but in
         # DNS mode its address is known all the same: it must gossip under it.
         **_gossip_settings(
@@ -246,6 +249,14 @@ def load_config(
     )
     _validate(config)
     return config
+
+
+def _rls_listen(settings: dict[str, str]) -> str:
+    """listen_rls ("" when off), checked as host:port. Raises ConfigError."""
+    listen = settings.get("listen_rls", "").strip()
+    if listen:
+        _host_port("listen_rls", listen)
+    return listen
 
 
 def _gossip_settings(

@@ -20,14 +20,14 @@ import os
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from synod.gossip.core import GossipCore
-from synod.node import batch_http, ids_http, watch_stream
+from synod.node import batch_http, ids_http, ratelimit_http, watch_stream
 from synod.node.api import NodeApi, NodeError, NotLeader, Session
 from synod.node.forward import FORWARDED_HEADER, HttpForwarder, StreamAborted
 from synod.node.gossip_node import GOSSIP, members_answer, status_summary
@@ -129,6 +129,7 @@ class Call:
     request: web.Request
     body: dict[str, Any]  # the validated JSON body, or the validated query
     session: Session | None
+    response_headers: dict[str, str] = field(default_factory=dict)  # set by the operation
 
     @property
     def node(self) -> NodeApi:
@@ -285,6 +286,7 @@ _JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
     "clusterStatus": _cluster_status,
     "clusterMembers": _cluster_members,
     **LOCK_OPERATIONS,
+    **ratelimit_http.RATELIMIT_OPERATIONS,
 }
 
 
@@ -346,7 +348,9 @@ def _json_handler(spec: RouteSpec) -> Handler:
                 fields, revision = await operation(call)
             except NotLeader as error:
                 return await _forward(call, error, raw)
-            return json_response({"header": header_for(state.node, revision), **fields})
+            response = json_response({"header": header_for(state.node, revision), **fields})
+            response.headers.update(call.response_headers)
+            return response
 
     return handler
 
@@ -602,6 +606,7 @@ def build_app(
     app.on_cleanup.append(_close_forwarder)
     watch_stream.install(app)
     ids_http.install(app, registry if registry is not None else CollectorRegistry())
+    ratelimit_http.install(app, registry if registry is not None else CollectorRegistry())
     assert len(app.router.routes()) >= len(specs)
     return app
 

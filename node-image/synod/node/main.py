@@ -17,6 +17,7 @@ from aiohttp import web
 from synod.node.config import ConfigError, NodeConfig, load_config
 from synod.node.gossip_node import start_gossip, stop_gossip
 from synod.node.http import HttpLimits, build_app, server_options
+from synod.node.rls_grpc import RlsServer
 from synod.node.server import RaftServer
 from synod.node.tracing import configure_tracing
 from synod.node.transport import split_host_port
@@ -47,10 +48,15 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     log.info("node %d serving clients on %s", config.node_id, config.listen_client)
+    rls = RlsServer(app, server, config.listen_rls) if config.listen_rls else None
+    if rls is not None:
+        await rls.start()
     print(f"synod node {config.node_id}: clients {config.advertise_client}", flush=True)
     try:
         await stop.wait()
     finally:
+        if rls is not None:
+            await rls.stop()
         # Hand leadership over while still answering (forwarded) requests, then close.
         await stop_gossip(gossip)  # Others see it leave rather than suspect it.
         await server.stop(transfer_leadership=True)

@@ -16,6 +16,7 @@ from typing import Any
 from synod.ids.layout import UNIX_MS_MAX, WORKER_BITS_MAX
 from synod.ids.snowflake import BATCH_COUNT_MAX
 from synod.node.locks_routes import lock_fence_schema, lock_route_specs
+from synod.node.ratelimit_routes import ratelimit_route_specs
 from synod.node.schema import INT64_MAX, Schema, boolean, integer, obj, string
 from synod.services.ids import IdsLimits
 from synod.services.limits import SETTABLE_LIMITS_CEILING, ServiceLimits
@@ -672,7 +673,7 @@ def route_specs(limits: ServiceLimits | None = None) -> tuple[RouteSpec, ...]:
     limits = limits or ServiceLimits()
     specs = (*_kv_routes(limits), *_lease_routes(limits), _watch_route(limits),
              *_admin_routes(), *_cluster_routes(), *lock_route_specs(),
-             *_ids_routes(limits))  # fmt: skip
+             *_ids_routes(limits), *ratelimit_route_specs())  # fmt: skip
     specs = (*specs, _batch_route(specs))
     assert len({spec.operation_id for spec in specs}) == len(specs)
     assert len({spec.route_id for spec in specs}) == len(specs)

@@ -44,6 +44,7 @@ from synod.services.kv import (
 from synod.services.leases import LeaseTable
 from synod.services.limits import ServiceLimits, settable_limits, with_settable_limits
 from synod.services.locks import LOCK_OPS, LOCK_READS, LockTable
+from synod.services.ratelimit import RATELIMIT_READ_KINDS, RateLimitTable
 from synod.services.sessions import Result, SessionTable
 from synod.services.watch import WatchHub
 
@@ -65,7 +66,8 @@ def _range_body(result: RangeResult, keys_only: bool) -> dict[str, Any]:
 
 
 class ServiceStateMachine:
-    """kv + leases + sessions + ids, replicated; plus the node-local watch hub."""
+    """kv + leases + sessions + locks + ids + ratelimit policies, replicated; plus the
+    node-local watch hub."""
 
     def __init__(self, limits: ServiceLimits | None = None) -> None:
         """Create the empty state (applied_index 0, kv revision 1). Raises nothing."""
@@ -98,6 +100,8 @@ class ServiceStateMachine:
         }
         self.ids = IdsTable(self._lease_exists)
         self._ops.update(self.ids.ops())
+        self.ratelimit = RateLimitTable()
+        self._ops.update(self.ratelimit.ops())
 
     def _lease_exists(self, lease_id: int) -> bool:
         return self.leases.exists(lease_id)
@@ -275,9 +279,12 @@ class ServiceStateMachine:
             return self._ok(**self.locks.read(op))
         if op.get("kind") in IDS_READ_KINDS:
             return self._ok(**self.ids.read(op))
+        if op.get("kind") in RATELIMIT_READ_KINDS:
+            return self._ok(**self.ratelimit.read(op))
         if op.get("kind") != "range":
             raise InvalidArgument(
-                "only range, lock and ids_get/ids_list ops can be served as reads"
+                "only range, lock, ids_get/ids_list and ratelimit_policies ops can be served "
+                "as reads"
             )
         return self._ok(**self._op_range(op))
 
@@ -326,6 +333,7 @@ class ServiceStateMachine:
             "limits": settable_limits(self.limits),
             "locks": self.locks.to_snapshot(),
             "ids": self.ids.to_snapshot(),
+            "ratelimit": self.ratelimit.to_snapshot(),
         }
         data = msgpack.packb(state, use_bin_type=True)
         assert isinstance(data, bytes)
@@ -362,8 +370,11 @@ class ServiceStateMachine:
             locks.restore(locks_data)
         ids = IdsTable(leases_table.exists)
         ids.restore(state.get("ids"))  # absent in snapshots of versions without ids
+        ratelimit = RateLimitTable()
+        ratelimit.restore(state.get("ratelimit"))  # absent before the ratelimit service
         assert kv.revision >= 1
-        return RestoredState(applied_index, leases_table, kv, session_table, limits, ids, locks)
+        return RestoredState(applied_index, leases_table, kv, session_table, limits, ids, locks,
+                             ratelimit)  # fmt: skip
 
     def adopt(self, restored: RestoredState) -> None:
         """Replace the state with a decoded one (cheap: references only); live watchers
@@ -376,6 +387,9 @@ class ServiceStateMachine:
             self.locks = restored.locks
         self.ids = restored.ids
         self._ops.update(self.ids.ops())
+        if restored.ratelimit is not None:
+            self.ratelimit = restored.ratelimit
+            self._ops.update(self.ratelimit.ops())
         self.watches.kv = restored.kv
         self.watches.reset()
         assert self.kv is restored.kv and self.kv.revision >= 1
@@ -392,6 +406,7 @@ class RestoredState:
     limits: ServiceLimits
     ids: IdsTable
     locks: LockTable | None = None
+    ratelimit: RateLimitTable | None = None
 
 
 def _txn_response(request: Request, out: Any) -> dict[str, Any]:
