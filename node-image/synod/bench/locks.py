@@ -72,7 +72,10 @@ from synod.bench.etcd_compare import (
     machine_cpu_ticks,
 )
 
-SYSTEMS = ("synod", "etcd", "zookeeper", "redis", "redis-aof")
+# "synod-single": the same Synod cluster, its clients sending one request per call
+# (AsyncClient(batch=False)): what /v1/batch coalescing gains, in the same run.
+SYSTEMS = ("synod", "synod-single", "etcd", "zookeeper", "redis", "redis-aof")
+SYNOD_SYSTEMS = ("synod", "synod-single")
 MODES = ("uncontended", "contended")
 PROCESSES = 4
 TASKS_PER_PROCESS = 4
@@ -271,7 +274,7 @@ def table(
 ) -> list[str]:
     """The report: one row per system; synod/system ratios for the two throughputs."""
     head = (
-        f"{'system':<10} | {'uncont. c/s':>11} {'synod/x':>7} {'p50':>6} {'p99':>7} | "
+        f"{'system':<12} | {'uncont. c/s':>11} {'synod/x':>7} {'p50':>6} {'p99':>7} | "
         f"{'cont. c/s':>9} {'synod/x':>7} {'p50':>6} {'p99':>7} | "
         f"{'handover p50':>12} {'p99':>7} | {'takeover s':>10} | {'busy %':>9}"
     )
@@ -288,7 +291,7 @@ def table(
         con = results.get((system, "contended"))
         take = takeovers.get(system)
         lines.append(
-            f"{system:<10} | {_fmt(cycles_of(results, system, 'uncontended'), 0):>11} "
+            f"{system:<12} | {_fmt(cycles_of(results, system, 'uncontended'), 0):>11} "
             f"{ratio(cycles_of(results, 'synod', 'uncontended'), cycles_of(results, system, 'uncontended')):>7} "  # noqa: E501
             f"{_fmt(percentile(unc.acquire_ms, 50) if unc else None, 2):>6} "
             f"{_fmt(percentile(unc.acquire_ms, 99) if unc else None, 2):>7} | "
@@ -561,7 +564,8 @@ async def run_synod_worker(spec: WorkerSpec) -> WorkerResult:
     """asyncio tasks sharing one AsyncClient, the SDK's `client.lock`."""
     from synod.client.aio import AsyncClient
 
-    async with AsyncClient(spec.endpoints, timeout_s=10.0) as client:
+    batch = spec.system != "synod-single"
+    async with AsyncClient(spec.endpoints, timeout_s=10.0, batch=batch) as client:
         await client.lease_grant(spec.ttl_s * 1000)  # connects and finds the leader
         if spec.mode in ("holder", "waiter"):
             return await _synod_takeover(client, spec)
@@ -631,7 +635,7 @@ def worker_main(spec_json: str) -> int:
     doc = json.loads(spec_json)
     spec = WorkerSpec(**doc)
     try:
-        if spec.system == "synod":
+        if spec.system in SYNOD_SYSTEMS:
             with contextlib.suppress(ImportError):
                 import uvloop
 
@@ -881,7 +885,7 @@ def check_prerequisites(systems: Sequence[str]) -> dict[str, str]:
                 "zookeeper": "java"}  # fmt: skip
     os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
     for system in systems:
-        if system == "synod":
+        if system in SYNOD_SYSTEMS:
             continue
         path = shutil.which(binaries[system])
         if path is None:
@@ -958,7 +962,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for system in systems:
             cluster: ClusterUnderTest
-            if system == "synod":
+            if system in SYNOD_SYSTEMS and any(s in clusters for s in SYNOD_SYSTEMS):
+                # One Synod cluster serves both client variants.
+                clusters[system] = next(clusters[s] for s in SYNOD_SYSTEMS if s in clusters)
+                continue
+            if system in SYNOD_SYSTEMS:
                 cluster = SynodCluster(root / "synod", 3)
             elif system == "etcd":
                 cluster = EtcdCluster(root / "etcd", 3, binaries["etcd"], "/v3/kv/")
@@ -985,6 +993,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     failures[f"{system} {mode}"] = str(error)
                     _say(f"{system} {mode} failed: {error}")
         for system in live:
+            if system == "synod-single":
+                continue  # the same takeover as synod's: the lease, not the client
             _say(f"{system} takeover (TTL {TAKEOVER_TTL_S} s)")
             try:
                 takeovers[system] = run_takeover(system, endpoints_of(clusters[system]))
@@ -995,7 +1005,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench-locks: interrupted ({error or 'SIGINT'})", file=sys.stderr)
         status = 130
     finally:
-        for cluster in clusters.values():
+        for cluster in {id(c): c for c in clusters.values()}.values():
             cluster.stop()
         if args.keep:
             print(f"bench-locks: kept {root}", file=sys.stderr)

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # raises for anything the operation may answer (problems are documents).
 RunOp = Callable[[web.Request, RouteSpec, Any, Mapping[str, str]], Awaitable[tuple[int, Any]]]
 Limits = Callable[[web.Request], tuple[int, int]]  # (body bytes max, read timeout ms)
+Answer = tuple[int, tuple[int, Any]]  # (operation index, (HTTP status, document))
 
 
 def _parse_ops(
@@ -71,36 +72,49 @@ def batch_handler(specs: list[RouteSpec], run_op: RunOp, limits: Limits) -> Call
     async def handler(request: web.Request) -> web.StreamResponse:
         bytes_max, timeout_ms = limits(request)
         ops = _parse_ops(await read_body(request, bytes_max, timeout_ms), batch, routes)
-        response = web.StreamResponse(headers={"Content-Type": NDJSON})
-        await response.prepare(request)
         tasks = [asyncio.ensure_future(_indexed(i, run_op(request, *op))) for i, op in
                  enumerate(ops)]  # fmt: skip
-        pending = set(tasks)
         try:
-            for _round in range(len(tasks)):  # bound: BATCH_OPS_MAX (one answer at least)
-                if not pending:
-                    break
-                done, pending = await asyncio.wait(pending, return_when=FIRST_COMPLETED)
-                # The answers that are ready together go out in one write.
-                await response.write(b"".join(_line(task.result()) for task in done))
-            await response.write_eof()
-        except ConnectionError:
-            # The client went away: what is left is stopped below; writes already
-            # proposed stay proposed (the session answers their retries).
-            log.info("batch stream closed: the client went away")
+            done, pending = await asyncio.wait(tasks, return_when=FIRST_COMPLETED)
+            first = b"".join(_line(task.result()) for task in done)
+            if not pending:  # all answered together (the usual case): one plain answer
+                return web.Response(body=first, headers={"Content-Type": NDJSON})
+            return await _stream(request, first, pending)
         finally:
-            for task in tasks:  # bound: BATCH_OPS_MAX
+            for task in tasks:  # bound: BATCH_OPS_MAX; the client went away, or done
                 task.cancel()
-        return response
 
     return handler
 
 
-def _line(answer: tuple[int, tuple[int, Any]]) -> bytes:
+async def _stream(
+    request: web.Request, first: bytes, pending: set[asyncio.Task[Answer]]
+) -> web.StreamResponse:
+    """Answer ``first`` now and each of ``pending`` as it completes (the answers ready
+    together in one write). Raises nothing but cancellation."""
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    try:
+        await response.prepare(request)
+        await response.write(first)
+        for _round in range(BATCH_OPS_MAX):  # bound: one answer at least per round
+            if not pending:
+                break
+            done, pending = await asyncio.wait(pending, return_when=FIRST_COMPLETED)
+            await response.write(b"".join(_line(task.result()) for task in done))
+        await response.write_eof()
+    except ConnectionError:
+        # The client went away: what is left is stopped by the caller; writes already
+        # proposed stay proposed (the session answers their retries).
+        log.info("batch stream closed: the client went away")
+    assert not pending or response.prepared
+    return response
+
+
+def _line(answer: Answer) -> bytes:
     index, (status, body) = answer
     line = {"i": index, "status": status, "body": body}
     return json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
 
-async def _indexed(index: int, work: Awaitable[tuple[int, Any]]) -> tuple[int, tuple[int, Any]]:
+async def _indexed(index: int, work: Awaitable[tuple[int, Any]]) -> Answer:
     return index, await work
