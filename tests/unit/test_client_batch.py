@@ -12,15 +12,17 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from synod.client import AsyncClient
+from synod.client import AsyncClient, TooLarge
+from synod.client.batch import BATCH_BYTES_MAX
 from synod.node.http import build_app
+from synod.services.limits import ServiceLimits
 from tests.unit.memory_cluster import Fault, MemoryCluster
 from tests.unit.memory_node import MemoryNode
 
 
-def run(body: Callable[[MemoryCluster], Awaitable[None]]) -> None:
+def run(body: Callable[[MemoryCluster], Awaitable[None]], **options: Any) -> None:
     async def main() -> None:
-        async with MemoryCluster() as cluster:
+        async with MemoryCluster(**options) as cluster:
             await body(cluster)
 
     asyncio.run(main())
@@ -95,3 +97,39 @@ def test_a_node_without_the_batch_route_gets_one_request_per_call() -> None:
     asyncio.run(main())
     assert seen.count("/v1/batch") == 1  # tried once, then never again for that node
     assert seen.count("/v1/kv/put") == 7
+
+
+def test_one_refused_operation_does_not_fail_the_others() -> None:
+    # The node refuses a batch whole when one operation is invalid (nothing runs); the
+    # client then sends each alone, so only the bad one fails.
+    async def body(cluster: MemoryCluster) -> None:
+        async with AsyncClient(cluster.urls, timeout_s=2.0) as client:
+            await client.put("warm", "up")
+            too_long = "k" * (cluster.limits.key_bytes_max + 1)
+            answers = await asyncio.gather(
+                client.put("a", "1"), client.put(too_long, "x"), client.put("b", "2"),
+                return_exceptions=True,
+            )  # fmt: skip
+            assert isinstance(answers[1], TooLarge)
+            assert not isinstance(answers[0], BaseException)
+            assert not isinstance(answers[2], BaseException)
+            assert len(cluster.sent_by_client("/v1/batch")) == 1
+            assert len(cluster.sent_by_client("/v1/kv/put")) == 4  # warm-up + each alone
+
+    run(body)
+
+
+def test_batches_are_bounded_in_bytes_and_a_large_value_goes_alone() -> None:
+    async def body(cluster: MemoryCluster) -> None:
+        async with AsyncClient(cluster.urls, timeout_s=5.0) as client:
+            await client.put("warm", "up")
+            large = "x" * (BATCH_BYTES_MAX // 3)
+            await asyncio.gather(*(client.put(f"big{i}", large) for i in range(6)),
+                                 client.put("huge", "y" * BATCH_BYTES_MAX))  # fmt: skip
+            # Two large values per batch (a third would pass the byte bound), the huge
+            # one alone.
+            assert len(cluster.sent_by_client("/v1/batch")) == 3
+            assert len(cluster.sent_by_client("/v1/kv/put")) == 2
+            assert len((await client.prefix("big")).kvs) == 6
+
+    run(body, limits=ServiceLimits(value_bytes_max=2 * BATCH_BYTES_MAX))

@@ -31,6 +31,13 @@ BATCH_OPS_MAX = 64
 # Routes the node accepts in a batch: POST, JSON body, no path parameters.
 BATCHABLE_PREFIXES = ("/v1/kv/", "/v1/lease/", "/v1/locks/", "/v1/election/")
 OP_HEADERS = ("Synod-Client-Id", "Synod-Seq", "Synod-Ack-Seq", "traceparent", "tracestate")
+# Bytes of the operations in one batch: well under the node's request_body_bytes_max,
+# so a batch is never refused as too large when its operations would not be.
+BATCH_BYTES_MAX = 256 * 1024
+# Batch answers that mean nothing ran: invalid-argument, not-found (no such route: a
+# node from before /v1/batch), too-large.
+_RUN_NOTHING = (400, 404, 413)
+_JSON = {"Content-Type": "application/json"}
 # Lines of one batch answer: one per operation, plus slack for a misbehaving server.
 _LINES_MAX = BATCH_OPS_MAX + 1
 
@@ -84,18 +91,19 @@ class Batcher:
 
     def _flush(self, url: str) -> None:
         calls = self._queues.pop(url, [])
-        for start in range(0, len(calls), BATCH_OPS_MAX):  # bound: calls / BATCH_OPS_MAX
-            task = asyncio.ensure_future(self._send(url, calls[start : start + BATCH_OPS_MAX]))
+        for chunk in _chunks(calls):  # bound: len(calls) chunks at most
+            task = asyncio.ensure_future(self._send(url, chunk))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, url: str, calls: list[_Call]) -> None:
-        """Send ``calls`` and settle every reply future. Raises nothing."""
+    async def _send(self, url: str, chunk: list[tuple[_Call, bytes]]) -> None:
+        """Send ``chunk`` and settle every reply future. Raises nothing."""
+        calls = [call for call, _part in chunk]
         try:
-            if len(calls) == 1 or url in self._unsupported:
-                await asyncio.gather(*(self._alone(url, call) for call in calls))
+            if len(chunk) == 1 or url in self._unsupported:
+                await self._each_alone(url, calls)
             else:
-                await self._together(url, calls)
+                await self._together(url, chunk)
         except (aiohttp.ClientError, TimeoutError) as exc:
             _fail(calls, exc)
         except BaseException as exc:  # a bug or cancellation: no caller may hang
@@ -103,6 +111,9 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
         _fail(calls, aiohttp.ClientPayloadError("the batch ended without this answer"))
+
+    async def _each_alone(self, url: str, calls: list[_Call]) -> None:
+        await asyncio.gather(*(self._alone(url, call) for call in calls))
 
     async def _alone(self, url: str, call: _Call) -> None:
         try:
@@ -113,21 +124,22 @@ class Batcher:
         if not call.reply.done():
             call.reply.set_result(reply)
 
-    async def _together(self, url: str, calls: list[_Call]) -> None:
-        ops = [{"call": {c.path: c.body or {}},
-                "headers": {k: v for k, v in c.headers.items() if k in OP_HEADERS}}
-               for c in calls]  # fmt: skip
+    async def _together(self, url: str, chunk: list[tuple[_Call, bytes]]) -> None:
+        calls = [call for call, _part in chunk]
+        body = b'{"ops":[' + b",".join(part for _call, part in chunk) + b"]}"
         timeout = aiohttp.ClientTimeout(total=max(c.timeout_s for c in calls))
         self.batches_sent += 1
-        async with self._session().post(url + "/v1/batch", json={"ops": ops},
+        async with self._session().post(url + "/v1/batch", data=body, headers=_JSON,
                                         timeout=timeout) as resp:  # fmt: skip
-            if resp.status == 404:  # a node from before /v1/batch: one request each
-                self._unsupported.add(url)
-                await asyncio.gather(*(self._alone(url, call) for call in calls))
+            if resp.status in _RUN_NOTHING:
+                # Refused whole before anything ran (a node from before /v1/batch, or one
+                # operation it refuses): one request each gives each its own answer.
+                if resp.status == 404:
+                    self._unsupported.add(url)
+                await self._each_alone(url, calls)
                 return
-            if resp.status != 200:  # the batch itself was refused: every call with it
-                raw = await resp.read()
-                doc = _object(raw)
+            if resp.status != 200:  # a proxy's or overload answer: every call gets it
+                doc = _object(await resp.read())
                 for call in calls:
                     if not call.reply.done():
                         call.reply.set_result((resp.status, doc))
@@ -137,6 +149,26 @@ class Batcher:
                 if not line:
                     break
                 _settle(calls, line)
+
+
+def _chunks(calls: list[_Call]) -> list[list[tuple[_Call, bytes]]]:
+    """``calls`` with their encoded operations, grouped into batches of at most
+    BATCH_OPS_MAX operations and BATCH_BYTES_MAX bytes (a larger one goes alone)."""
+    chunks: list[list[tuple[_Call, bytes]]] = []
+    size_bytes = 0
+    for call in calls:  # bound: the calls of one loop turn
+        headers = {k: v for k, v in call.headers.items() if k in OP_HEADERS}
+        part = json.dumps({"call": {call.path: call.body or {}}, "headers": headers},
+                          separators=(",", ":")).encode()  # fmt: skip
+        full = bool(chunks) and (len(chunks[-1]) >= BATCH_OPS_MAX
+                                 or size_bytes + len(part) > BATCH_BYTES_MAX)  # fmt: skip
+        if not chunks or full:
+            chunks.append([])
+            size_bytes = 0
+        chunks[-1].append((call, part))
+        size_bytes += len(part)
+    assert sum(len(chunk) for chunk in chunks) == len(calls)
+    return chunks
 
 
 def _object(raw: bytes) -> dict[str, Any]:
