@@ -7,6 +7,7 @@ from reading the optional TOML file and `socket.gethostname()`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import re
 import socket
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from synod.node.guard import HostAllowList, default_host_allow
 from synod.node.members import Member
 from synod.raft.types import NodeId
 
@@ -55,6 +57,8 @@ class NodeConfig:
     listen_gossip: str = ""  # UDP host:port of SWIM gossip; "" turns gossip off
     advertise_gossip: str = ""  # What other members send to ("" when gossip is off)
     gossip_join: tuple[str, ...] = ()  # Seeds (host:port); DNS mode: the other pods
+    # Host header allow-list of the client API (docs/security.md); "*" allows all.
+    host_allow: tuple[str, ...] = ("localhost",)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -151,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--listen-gossip")
     add("--advertise-gossip")
     add("--gossip-join")
+    add("--host-allow", help="Host names clients may use (comma-separated; *.DOMAIN; *)")
     return parser
 
 
@@ -244,8 +249,26 @@ def load_config(
             own or (dns_member(peer_dns, node_id, peer_port, client_port) if peer_dns else None),
         ),
     )
+    config = dataclasses.replace(config, host_allow=_host_allow(settings, config))
     _validate(config)
     return config
+
+
+def _host_allow(settings: dict[str, str], config: NodeConfig) -> tuple[str, ...]:
+    """--host-allow, or the node's own names (guard.default_host_allow). Raises
+    ConfigError for a bad entry."""
+    raw = settings.get("host_allow")
+    if raw is None:
+        urls = [config.advertise_client, "http://" + config.advertise_peer]
+        entries = tuple(default_host_allow(urls, config.peer_dns))
+    else:
+        entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+    try:
+        HostAllowList.parse(entries)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    assert entries or raw is not None
+    return entries
 
 
 def _gossip_settings(

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from synod.node.config import ConfigError, NodeConfig, load_config
 from synod.node.gossip_node import start_gossip, stop_gossip
+from synod.node.guard import HostAllowList
 from synod.node.http import HttpLimits, build_app, server_options
 from synod.node.server import RaftServer
 from synod.node.tracing import configure_tracing
@@ -40,6 +41,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
         limits=limits,
         registry=server.node_metrics.registry,
         gossip=gossip.core if gossip else None,
+        host_allow=HostAllowList.parse(config.host_allow),
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **server_options(limits))
     await runner.setup()
