@@ -16,10 +16,12 @@ This is the I/O shell: the bucket reads a monotonic clock passed in as a functio
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from synod.node.problems import Problem
+from synod.services.commands import INT64_MAX
 
 __all__ = [
     "ADMIN_PATH_PREFIX",
@@ -29,6 +31,7 @@ __all__ = [
     "HostAllowList",
     "default_host_allow",
     "host_name",
+    "lease_id_pick",
     "require_json",
 ]
 
@@ -141,6 +144,15 @@ def default_host_allow(advertised_urls: Iterable[str], peer_dns: str = "") -> li
                         f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"]  # fmt: skip
     assert entries
     return list(dict.fromkeys(entries))  # once each, in order
+
+
+def lease_id_pick() -> int:
+    """A random lease id in [1, INT64_MAX] for a grant this node proposes: 63 unguessable
+    bits, so no client can guess (and revoke) another's lease. Only a leader's proposal
+    reaches the log, which carries the pick to every replica. Raises nothing."""
+    pick = secrets.randbelow(INT64_MAX) + 1
+    assert 1 <= pick <= INT64_MAX
+    return pick
 
 
 def require_json(content_type: str | None) -> None:

@@ -36,6 +36,7 @@ from synod.node.guard import (
     LOCAL_NAMES,
     AdminBucket,
     HostAllowList,
+    lease_id_pick,
     require_json,
 )
 from synod.node.http_state import (
@@ -189,7 +190,8 @@ async def _kv_compact(call: Call) -> Answer:
 
 
 async def _lease_grant(call: Call) -> Answer:
-    op = commands.lease_grant_op(call.body["ttl_ms"], call.body.get("id", 0))
+    lease_id = call.body.get("id", 0)
+    op = commands.lease_grant_op(call.body["ttl_ms"], lease_id, 0 if lease_id else lease_id_pick())
     return _fields(await call.node.write(op, call.session), "id", "ttl_ms")
 
 

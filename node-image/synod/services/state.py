@@ -204,8 +204,9 @@ class ServiceStateMachine:
         return {"compact_revision": self.kv.compact_revision}
 
     def _op_lease_grant(self, op: dict[str, Any]) -> dict[str, Any]:
-        require_fields(op, ("ttl_ms",), ("id",))
-        lease = self.leases.grant(read_int(op, "id", 0), read_int(op, "ttl_ms", minimum=1))
+        require_fields(op, ("ttl_ms",), ("id", "pick"))
+        lease = self.leases.grant(read_int(op, "id", 0), read_int(op, "ttl_ms", minimum=1),
+                                  pick=read_int(op, "pick", 0))  # fmt: skip
         return {"id": lease.lease_id, "ttl_ms": lease.ttl_ms}
 
     def _op_lease_revoke(self, op: dict[str, Any]) -> dict[str, Any]:
