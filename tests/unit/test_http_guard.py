@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from synod.node.api import NotCaughtUp
 from synod.node.config import ConfigError, load_config
 from synod.node.guard import HostAllowList, default_host_allow, host_name
 from synod.node.http_state import HttpLimits
@@ -141,3 +142,19 @@ async def test_admin_calls_are_rate_bounded_with_a_named_bound() -> None:
             await ok(await client.post(TRANSFER, json={}))
         await problem(await client.post(TRANSFER, json={}), 429, "limit-exceeded")
     assert len(node.admin_calls) == 7
+
+
+@async_test
+async def test_refused_admin_calls_spend_nothing() -> None:
+    # A client polling promote until its learner has caught up is not a flood.
+    node = MemoryNode()
+    limits = HttpLimits(admin_calls_burst_max=2, admin_call_interval_ms_min=1000)
+    async with serve(node, limits=limits, clock_ms=lambda: 0.0) as client:
+        node.fail_with = NotCaughtUp("learner 4 is 99 entries behind", lag_entries=99)
+        for _ in range(5):
+            refused = await client.post("/v1/admin/members/promote", json={"id": 4})
+            await problem(refused, 409, "not-caught-up")
+        node.fail_with = None
+        await ok(await client.post(TRANSFER, json={}))
+        await ok(await client.post(TRANSFER, json={}))
+        await problem(await client.post(TRANSFER, json={}), 429, "limit-exceeded")

@@ -199,3 +199,10 @@ class AdminBucket:
             )
         self._tokens -= 1.0
         assert 0.0 <= self._tokens <= self.burst_max
+
+    def refund(self) -> None:
+        """Give back the token of a call that changed nothing (refused, a no-op): a
+        client polling ``promote`` until a learner has caught up spends nothing.
+        Raises nothing."""
+        self._tokens = min(float(self.burst_max), self._tokens + 1.0)
+        assert self._tokens <= self.burst_max

@@ -335,8 +335,6 @@ def _json_handler(spec: RouteSpec) -> Handler:
             # Before the body is read: a page of another origin can POST text/plain or
             # a form without a preflight; JSON it cannot (docs/security.md).
             require_json(request.headers.get("Content-Type"))
-            if spec.path.startswith(ADMIN_PATH_PREFIX):
-                state.admin_bucket.take()
             # Counted apart from the pending requests: clients that stall their bodies
             # must not starve requests that are ready for the node.
             with _slot(state, "body_reads", state.limits.body_reads_max, "body_reads_max"):
@@ -353,10 +351,21 @@ def _json_handler(spec: RouteSpec) -> Handler:
             assert isinstance(body, dict)
             session = parse_session(request) if spec.session else None
             call = Call(state, request, body, session)
+            admin = spec.path.startswith(ADMIN_PATH_PREFIX)
+            if admin:
+                state.admin_bucket.take()
             try:
                 fields, revision = await operation(call)
             except NotLeader as error:
+                if admin:  # the leader counts it
+                    state.admin_bucket.refund()
                 return await _forward(call, error, raw)
+            except BaseException:
+                if admin:  # refused: nothing changed
+                    state.admin_bucket.refund()
+                raise
+            if admin and fields.get("changed") is False:
+                state.admin_bucket.refund()
             return json_response({"header": header_for(state.node, revision), **fields})
 
     return handler
