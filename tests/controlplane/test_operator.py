@@ -69,7 +69,15 @@ def _chart_docs() -> list[dict[str, Any]]:
     if helm is None:
         pytest.skip("helm not found (make toolchain): the chart's RBAC is needed")
     out = subprocess.run(
-        [helm, "template", "rel", str(CHART), f"--namespace={RELEASE_NAMESPACE}"],
+        # Cluster scope: the tests create clusters in namespaces of their own.
+        [
+            helm,
+            "template",
+            "rel",
+            str(CHART),
+            f"--namespace={RELEASE_NAMESPACE}",
+            "--set=operator.scope=cluster",
+        ],
         check=True,
         capture_output=True,
         text=True,
