@@ -59,6 +59,13 @@ class NodeConfig:
     gossip_join: tuple[str, ...] = ()  # Seeds (host:port); DNS mode: the other pods
     # Host header allow-list of the client API (docs/security.md); "*" allows all.
     host_allow: tuple[str, ...] = ("localhost",)
+    # Client API TLS (docs/security.md): certificate and key; with tls_client_ca,
+    # clients must present a certificate that CA signed. tls_ca verifies the other
+    # members' client API when forwarding to the leader (default: tls_client_ca).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tls_ca: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -156,6 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--advertise-gossip")
     add("--gossip-join")
     add("--host-allow", help="Host names clients may use (comma-separated; *.DOMAIN; *)")
+    add("--tls-cert", help="PEM certificate chain of the client API (turns on HTTPS)")
+    add("--tls-key", help="PEM private key of --tls-cert")
+    add("--tls-client-ca", help="PEM CA bundle: clients must present a certificate it signed")
+    add("--tls-ca", help="PEM CA bundle of the members' client API, for forwarding")
     return parser
 
 
@@ -218,7 +229,10 @@ def load_config(
         )
     own = next((m for m in members if m.node_id == node_id), None)
     default_peer = own.peer_address if own and peer_dns else listen_peer
+    tls = bool(settings.get("tls_cert"))
     default_client = own.client_url if own and peer_dns else f"http://{listen_client}"
+    if tls:
+        default_client = "https://" + default_client.split("://", 1)[1]
     config = NodeConfig(
         node_id=node_id,
         data_dir=settings.get("data_dir", "./synod-data"),
@@ -239,6 +253,10 @@ def load_config(
         request_timeout_ms=_int(settings, "request_timeout_ms", 5000),
         log_level=settings.get("log_level", "info"),
         cluster_token=settings.get("cluster_token", ""),
+        tls_cert=settings.get("tls_cert", ""),
+        tls_key=settings.get("tls_key", ""),
+        tls_client_ca=settings.get("tls_client_ca", ""),
+        tls_ca=settings.get("tls_ca", settings.get("tls_client_ca", "")),
         # A pod added after the founding ones (scale up) is not an initial member, but in
         # DNS mode its address is known all the same: it must gossip under it.
         **_gossip_settings(
@@ -340,6 +358,10 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError("give --initial-cluster or --peer-dns (or --join to be added later)")
     if not config.cluster_token and not config.initial_members:
         raise ConfigError("--join without --initial-cluster or --peer-dns needs --cluster-token")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("tls_cert and tls_key go together")
+    if config.tls_client_ca and not config.tls_cert:
+        raise ConfigError("tls_client_ca needs tls_cert and tls_key (HTTPS)")
     if len(config.cluster_token.encode()) > CLUSTER_TOKEN_BYTES_MAX:
         raise ConfigError(f"cluster_token must be at most {CLUSTER_TOKEN_BYTES_MAX} bytes")
     assert config.node_id >= 1
