@@ -66,6 +66,11 @@ class NodeConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     tls_ca: str = ""
+    # Peer mutual TLS: this member's certificate (naming the host of its peer address)
+    # and key, and the CA that signed every member's.
+    peer_tls_cert: str = ""
+    peer_tls_key: str = ""
+    peer_tls_ca: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -167,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--tls-key", help="PEM private key of --tls-cert")
     add("--tls-client-ca", help="PEM CA bundle: clients must present a certificate it signed")
     add("--tls-ca", help="PEM CA bundle of the members' client API, for forwarding")
+    add("--peer-tls-cert", help="PEM certificate of this member (its peer host), mutual TLS")
+    add("--peer-tls-key", help="PEM private key of --peer-tls-cert")
+    add("--peer-tls-ca", help="PEM CA bundle that signed every member's peer certificate")
     return parser
 
 
@@ -257,6 +265,9 @@ def load_config(
         tls_key=settings.get("tls_key", ""),
         tls_client_ca=settings.get("tls_client_ca", ""),
         tls_ca=settings.get("tls_ca", settings.get("tls_client_ca", "")),
+        peer_tls_cert=settings.get("peer_tls_cert", ""),
+        peer_tls_key=settings.get("peer_tls_key", ""),
+        peer_tls_ca=settings.get("peer_tls_ca", ""),
         # A pod added after the founding ones (scale up) is not an initial member, but in
         # DNS mode its address is known all the same: it must gossip under it.
         **_gossip_settings(
@@ -360,6 +371,9 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError("--join without --initial-cluster or --peer-dns needs --cluster-token")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("tls_cert and tls_key go together")
+    peer_tls = (config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca)
+    if any(peer_tls) and not all(peer_tls):
+        raise ConfigError("peer_tls_cert, peer_tls_key and peer_tls_ca go together")
     if config.tls_client_ca and not config.tls_cert:
         raise ConfigError("tls_client_ca needs tls_cert and tls_key (HTTPS)")
     if len(config.cluster_token.encode()) > CLUSTER_TOKEN_BYTES_MAX:
