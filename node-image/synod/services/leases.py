@@ -140,6 +140,8 @@ class LeaseTable:
             raise InvalidArgument(f"malformed lease snapshot: {exc}") from None
         if len(leases) > self.limits.leases_max:
             raise InvalidArgument("lease snapshot exceeds leases_max")
+        if any(not 1 <= i <= INT64_MAX or lease.ttl_ms < 1 for i, lease in leases.items()):
+            raise InvalidArgument("lease snapshot holds an id or ttl out of range")
         self._leases, self._next_id = leases, next_id
 
 
