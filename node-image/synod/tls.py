@@ -98,8 +98,10 @@ class ReloadingServerContext:
         assert interval_ms >= 1
         while True:
             await asyncio.sleep(interval_ms / 1000)
+            # On the loop's thread: the context is not changed under a handshake (the
+            # files are a few KB; stat and load take well under a millisecond).
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.reload_if_changed)
+                self.reload_if_changed()
 
 
 def client_context(ca: str = "", cert: str = "", key: str = "") -> ssl.SSLContext:

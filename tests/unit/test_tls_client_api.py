@@ -26,6 +26,7 @@ from tests.unit.http_helpers import async_test
 from tests.unit.memory_node import MemoryNode
 
 ROTATION_REQUESTS = 20
+WATCH_WAIT_S = 10.0  # generous: the watch checks every 10 ms here
 
 
 @pytest.fixture
@@ -181,3 +182,28 @@ def test_node_tls_settings() -> None:
             load_config([*base, *bad], {})
     with pytest.raises(ValueError, match="both cert and key"):
         client_context(cert="c.pem")
+
+
+def test_the_watch_task_reloads_changed_files(pki: tuple[Authority, Leaf, Leaf, Leaf]) -> None:
+    ca, server, new, _alice = pki
+    live = TlsFiles(str(ca.directory / "w.pem"), str(ca.directory / "w.key"))
+    Path(live.cert).write_bytes(server.cert.read_bytes())
+    Path(live.key).write_bytes(server.key.read_bytes())
+
+    @async_test
+    async def run() -> None:
+        tls = ReloadingServerContext(live)
+        watcher = asyncio.create_task(tls.watch(interval_ms=10))
+        try:
+            Path(live.key).write_bytes(new.key.read_bytes())
+            Path(live.cert).write_bytes(new.cert.read_bytes())
+            async with asyncio.timeout(WATCH_WAIT_S):
+                while tls.reloads == 0:
+                    await asyncio.sleep(0.01)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        assert tls.reloads == 1
+
+    run()
