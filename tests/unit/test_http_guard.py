@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from synod.node.api import NotCaughtUp
+from synod.node.api import NotCaughtUp, Timeout
 from synod.node.config import ConfigError, load_config
 from synod.node.guard import HostAllowList, default_host_allow, host_name
 from synod.node.http_state import HttpLimits
@@ -157,4 +157,16 @@ async def test_refused_admin_calls_spend_nothing() -> None:
         node.fail_with = None
         await ok(await client.post(TRANSFER, json={}))
         await ok(await client.post(TRANSFER, json={}))
+        await problem(await client.post(TRANSFER, json={}), 429, "limit-exceeded")
+
+
+@async_test
+async def test_an_admin_call_that_may_have_acted_keeps_its_token() -> None:
+    # A transfer that timed out may have moved leadership: it is not refunded.
+    node = MemoryNode()
+    limits = HttpLimits(admin_calls_burst_max=1, admin_call_interval_ms_min=1000)
+    async with serve(node, limits=limits, clock_ms=lambda: 0.0) as client:
+        node.fail_with = Timeout("leadership did not move in time")
+        await problem(await client.post(TRANSFER, json={}), 503, "timeout")
+        node.fail_with = None
         await problem(await client.post(TRANSFER, json={}), 429, "limit-exceeded")

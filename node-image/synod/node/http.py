@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from synod.codes import is_definite
 from synod.gossip.core import GossipCore
 from synod.node import ids_http, watch_stream
 from synod.node.api import NodeApi, NodeError, NotLeader, Session
@@ -360,9 +361,10 @@ def _json_handler(spec: RouteSpec) -> Handler:
                 if admin:  # the leader counts it
                     state.admin_bucket.refund()
                 return await _forward(call, error, raw)
-            except BaseException:
-                if admin:  # refused: nothing changed
-                    state.admin_bucket.refund()
+            except Exception as error:
+                code = getattr(error, "code", None)
+                if admin and isinstance(code, str) and is_definite(code):
+                    state.admin_bucket.refund()  # refused: surely nothing changed
                 raise
             if admin and fields.get("changed") is False:
                 state.admin_bucket.refund()
