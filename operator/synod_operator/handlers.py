@@ -24,11 +24,11 @@ import kopf
 from . import builders
 from .admin import AdminClient, AdminError, Unreachable
 from .builders import Owner
-from .kube import Kube, KubeError
+from .kube import Kube, KubeError, NotOwned
 from .planner import ACTIVE_KINDS, plan
 from .reconcile import ensure_owned, execute, observed
 from .spec import GROUP, PLURAL, VERSION, ClusterSpec, SpecError, parse_spec
-from .status import build_status, now_utc
+from .status import build_status, not_owned_status, now_utc
 
 RECONCILE_INTERVAL_S = 5.0
 RETRY_DELAY_S = 10.0
@@ -114,6 +114,9 @@ async def ensure(
     namespace: str | None,
     uid: str,
     spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
     logger: Logger,
     **_: Any,
 ) -> None:
@@ -121,6 +124,9 @@ async def ensure(
     async with CLIENTS.lock(uid):
         try:
             await ensure_owned(CLIENTS.kube_client(), cluster, Owner(name, uid))
+        except NotOwned as error:
+            _refuse_adoption(error, body, status, meta, patch, logger)
+            return
         except KubeError as error:
             raise kopf.TemporaryError(
                 f"applying owned objects: {error}", delay=RETRY_DELAY_S
@@ -151,6 +157,12 @@ async def reconcile(
     async with CLIENTS.lock(uid):
         try:
             lifetime, statefulset = await ensure_owned(kube, cluster, owner)
+        except NotOwned as error:
+            _refuse_adoption(error, body, status, meta, patch, logger)
+            return
+        except KubeError as error:
+            raise kopf.TemporaryError(f"applying: {error}", delay=RETRY_DELAY_S) from error
+        try:
             selector = builders.selector_string(name)
             pods = await kube.list("Pod", cluster.namespace, selector)
             claims = await kube.list("PersistentVolumeClaim", cluster.namespace, selector)
@@ -187,6 +199,29 @@ async def reconcile(
             return
         kopf.info(body, reason=str(step.kind), message=step.message)
         logger.info("step %s (%s): %s", step.kind, step.reason, step.message)
+
+
+def _refuse_adoption(
+    error: NotOwned,
+    body: kopf.Body,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    logger: Logger,
+) -> None:
+    """An object we would own exists and is somebody else's: say so on the status and
+    in an Event (once per change), touch nothing, and look again on the next tick."""
+    message = f"{error.kind} {error.name} already exists and is not owned by this cluster; " \
+        "rename the cluster or remove the object (it is never adopted)"  # fmt: skip
+    previous = dict(status)
+    degraded = {c.get("type"): c for c in previous.get("conditions") or []}.get("Degraded")
+    new_status = not_owned_status(message, generation=int(meta.get("generation") or 0),
+                                  previous=previous, now=now_utc())  # fmt: skip
+    for key, value in new_status.items():
+        patch.status[key] = value
+    if not degraded or degraded.get("message") != message:
+        kopf.warn(body, reason="NotOwned", message=message)
+    logger.warning("not adopting: %s", message)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -28,6 +28,25 @@ class KubeError(Exception):
         self.status = status
 
 
+class NotOwned(KubeError):
+    """An object of the name we would apply exists and is not ours: it is never taken
+    over (a forced apply would make our owner its controller, and deleting the owner
+    would then garbage-collect somebody else's object)."""
+
+    def __init__(self, kind: str, namespace: str, name: str) -> None:
+        super().__init__(409, f"{kind} {namespace}/{name} exists and is not owned by us")
+        self.kind = kind
+        self.name = name
+
+
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of `obj`'s controller owner reference, if it has one."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    uids = [ref.get("uid") for ref in refs if ref.get("controller") and ref.get("uid")]
+    assert len(uids) <= 1, "Kubernetes allows one controller reference"
+    return str(uids[0]) if uids else None
+
+
 # Where each kind the operator touches lives in the API (group path, plural).
 RESOURCES: dict[str, tuple[str, str]] = {
     "ConfigMap": ("/api/v1", "configmaps"),
@@ -101,10 +120,27 @@ class Kube:
                 raise KubeError(response.status, body[:ERROR_BODY_CHARS_MAX])
             return body
 
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply: create or converge `obj`; the operator owns its fields."""
+    async def check_owned(self, obj: dict[str, Any]) -> None:
+        """Raise NotOwned if an object of `obj`'s name exists with another controller
+        than `obj`'s (or none). Raises KubeError."""
+        owner = controller_uid(obj)
+        if owner is None:
+            return
+        meta = obj["metadata"]
+        existing = await self.get(obj["kind"], meta["namespace"], meta["name"])
+        if existing is not None and controller_uid(existing) != owner:
+            raise NotOwned(obj["kind"], meta["namespace"], meta["name"])
+
+    async def apply(self, obj: dict[str, Any], *, owner_checked: bool = False) -> dict[str, Any]:
+        """Server-side apply: create or converge `obj`; the operator owns its fields.
+
+        An `obj` with a controller owner reference is applied only if no object of its
+        name exists or the existing one has the same controller (`owner_checked`: the
+        caller just called check_owned). Raises NotOwned (nothing applied), KubeError."""
         meta = obj["metadata"]
         path = resource_path(obj["kind"], meta["namespace"], meta["name"])
+        if not owner_checked:
+            await self.check_owned(obj)
         result = await self.request(
             "PATCH",
             path,

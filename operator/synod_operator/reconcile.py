@@ -13,7 +13,7 @@ from typing import Any
 from . import builders
 from .admin import AdminClient
 from .builders import Owner
-from .kube import Kube, KubeError
+from .kube import Kube, KubeError, NotOwned, controller_uid
 from .planner import Observed, PodState, Step, StepKind
 from .spec import ClusterSpec
 from .status import ClusterReport
@@ -115,6 +115,9 @@ async def ensure_owned(
 ) -> tuple[Lifetime, dict[str, Any]]:
     """Create or converge every owned object; returns the lifetime and the StatefulSet."""
     config_map = await kube.get("ConfigMap", spec.namespace, builders.config_map_name(spec.name))
+    if config_map is not None and controller_uid(config_map) != owner.uid:
+        # Somebody else's: its data must not steer our lifetime (never adopted).
+        raise NotOwned("ConfigMap", spec.namespace, builders.config_map_name(spec.name))
     lifetime = lifetime_from_config_map(config_map, spec)
     existing = await kube.get("StatefulSet", spec.namespace, spec.name)
     # The planner moves the size one member at a time; a new cluster starts at
@@ -123,15 +126,19 @@ async def ensure_owned(
         int(existing["spec"]["replicas"]) if existing is not None else lifetime.initial_replicas
     )
     statefulset: dict[str, Any] = {}
-    for obj in builders.build_all(
+    objects = builders.build_all(
         spec,
         owner,
         initial_replicas=lifetime.initial_replicas,
         bootstrapped=lifetime.bootstrapped,
         statefulset_replicas=replicas,
-    ):
+    )
+    for obj in objects:  # All checked before any is applied: nothing half-created.
+        if obj["kind"] not in ("ConfigMap", "ServiceMonitor"):  # (read above; optional)
+            await kube.check_owned(obj)
+    for obj in objects:
         try:
-            applied = await kube.apply(obj)
+            applied = await kube.apply(obj, owner_checked=obj["kind"] != "ServiceMonitor")
         except KubeError as error:
             # Without the Prometheus operator's CRD there is no ServiceMonitor to make.
             if obj["kind"] == "ServiceMonitor" and error.status == 404:

@@ -233,3 +233,19 @@ def build_status(
     }
     assert len(status["conditions"]) == 3
     return status
+
+
+def not_owned_status(
+    message: str, *, generation: int, previous: dict[str, Any], now: datetime.datetime
+) -> dict[str, Any]:
+    """`.status` when an object of an owned name exists and belongs to somebody else:
+    nothing is applied until it is renamed or removed (the operator never adopts)."""
+    assert message and generation >= 0
+    before = {c["type"]: c for c in previous.get("conditions") or [] if "type" in c}
+    conditions = [
+        _condition("Available", False, "NotOwned", message, before, generation, now),
+        _condition("Progressing", False, "NotOwned", message, before, generation, now),
+        _condition("Degraded", True, "NotOwned", message, before, generation, now),
+    ]
+    assert len(conditions) == 3
+    return {"phase": "Degraded", "observedGeneration": generation, "conditions": conditions}

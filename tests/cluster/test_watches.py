@@ -39,7 +39,7 @@ def follower(cluster: Cluster) -> tuple[str, int]:
 def open_watch(port: int, key: str) -> socket.socket:
     """A watch over a raw connection, read up to the end of the response headers."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S_MAX)
-    sock.sendall(f"GET /v1/watch?key={key} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    sock.sendall(f"GET /v1/watch?key={key} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(1)

@@ -69,7 +69,15 @@ def _chart_docs() -> list[dict[str, Any]]:
     if helm is None:
         pytest.skip("helm not found (make toolchain): the chart's RBAC is needed")
     out = subprocess.run(
-        [helm, "template", "rel", str(CHART), f"--namespace={RELEASE_NAMESPACE}"],
+        # Cluster scope: the tests create clusters in namespaces of their own.
+        [
+            helm,
+            "template",
+            "rel",
+            str(CHART),
+            f"--namespace={RELEASE_NAMESPACE}",
+            "--set=operator.scope=cluster",
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -424,3 +432,43 @@ def test_retain_on_delete_keeps_the_claims(control_plane: ControlPlane, operator
     kept = ok(control_plane, "GET", _path("core", ns, "persistentvolumeclaims", "data-kept-0"))
     assert not kept["metadata"].get("deletionTimestamp")
     assert kept["metadata"]["name"] == "data-kept-0"
+
+
+def test_objects_of_an_owned_name_are_never_adopted(
+    control_plane: ControlPlane, operator: Path
+) -> None:
+    """Issue 15: a forced server-side apply took over a Service or ConfigMap of the same
+    name, and deleting the cluster then garbage-collected it. Now nothing is applied:
+    the status says NotOwned, an Event too, and the object outlives the cluster."""
+    ns = _namespace(control_plane, f"synod-cp-{uuid.uuid4().hex[:6]}")
+    theirs = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"app": "theirs"},
+              "metadata": {"name": "taken-config", "namespace": ns}}  # fmt: skip
+    ok(control_plane, "POST", _path("core", ns, "configmaps"), theirs)
+    ok(control_plane, "POST", _path("synod", ns, "consensusclusters"), cluster_body("taken"))
+
+    def degraded() -> dict[str, Any] | None:
+        got = ok(control_plane, "GET", _path("synod", ns, "consensusclusters", "taken"))
+        found = {c["type"]: c for c in (got.get("status") or {}).get("conditions") or []}
+        condition = found.get("Degraded")
+        return condition if condition and condition["reason"] == "NotOwned" else None
+
+    condition = wait_for("the NotOwned condition", degraded)
+    assert condition["status"] == "True" and "ConfigMap taken-config" in condition["message"]
+    events = ok(control_plane, "GET", f"/api/v1/namespaces/{ns}/events")["items"]
+    assert any(e["reason"] == "NotOwned" and e["involvedObject"]["name"] == "taken"
+               for e in events), [e["reason"] for e in events]  # fmt: skip
+    kept = ok(control_plane, "GET", _path("core", ns, "configmaps", "taken-config"))
+    assert kept["data"] == {"app": "theirs"} and not kept["metadata"].get("ownerReferences")
+    for kind, plural in (("apps", "statefulsets"), ("core", "services"),
+                         ("core", "serviceaccounts")):  # fmt: skip
+        status, _ = control_plane.request("GET", _path(kind, ns, plural, "taken"))
+        assert status == 404, (plural, "nothing is half-created")
+    ok(control_plane, "DELETE", _path("synod", ns, "consensusclusters", "taken"))
+    wait_for(
+        "the cluster to be gone",
+        lambda: (
+            control_plane.request("GET", _path("synod", ns, "consensusclusters", "taken"))[0] == 404
+        ),
+    )
+    after = ok(control_plane, "GET", _path("core", ns, "configmaps", "taken-config"))
+    assert after["metadata"]["uid"] == kept["metadata"]["uid"]

@@ -15,6 +15,7 @@ from synod.node.http import build_app
 from synod.node.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX
 from tests.unit.memory_node import MemoryNode
 
+JSON_HEADERS = {"Content-Type": "application/json"}
 # Bounds a test's wait for a condition (the memory node acts within milliseconds).
 WAIT_TIMEOUT_S = 10.0
 
@@ -31,9 +32,10 @@ def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., No
 
 @contextlib.asynccontextmanager
 async def serve(node: MemoryNode, **kwargs: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    """A test client of ``build_app(node)``, HTTP metrics in the node's registry."""
+    """A test client of ``build_app(node)``, HTTP metrics in the node's registry. Its
+    requests are declared JSON (the API refuses other bodies) unless a test says not."""
     app = build_app(node, registry=node.registry, **kwargs)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app), headers=JSON_HEADERS) as client:
         yield client
 
 

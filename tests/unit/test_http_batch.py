@@ -110,6 +110,9 @@ async def test_a_bad_batch_is_refused_whole_and_runs_nothing() -> None:
         ]
         for body, status, code in refused:
             await problem(await client.post("/v1/batch", json=body), status, code)
+        plain = await client.post("/v1/batch", data=json.dumps({"ops": [good]}),
+                                  headers={"Content-Type": "text/plain"})  # fmt: skip
+        await problem(plain, 415, "unsupported-media-type")  # no cross-site write
         assert node.machine.kv.revision == 1, "nothing was applied"
 
 

@@ -18,7 +18,7 @@ from tests.unit.http_helpers import async_test
 from tests.unit.memory_node import MemoryNode
 
 DEADLINE_S = 20.0  # generous: only a hang reaches it
-STALLED_HEAD = b"POST /v1/kv/put HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
+STALLED_HEAD = b"POST /v1/kv/put HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
 
 
 @contextlib.asynccontextmanager

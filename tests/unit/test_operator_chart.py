@@ -59,8 +59,28 @@ def test_values_schema_rejects_even_replicas_and_unknown_keys() -> None:
     assert unknown.returncode != 0
 
 
-def test_cluster_scope_rbac_is_least_privilege() -> None:
+def test_namespace_scope_is_the_default_and_grants_nothing_elsewhere() -> None:
+    # Issue 15: the cluster-wide default let the operator create and delete
+    # StatefulSets, Services and claims in every namespace.
     docs = render()
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert [r["metadata"]["namespace"] for r in roles] == ["synod-system"]
+    assert [d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding"] == [
+        "synod-system"
+    ]
+    cluster_roles = [d for d in docs if d["kind"] == "ClusterRole"]
+    cluster_wide = {verb for r in cluster_roles for rule in r["rules"] for verb in rule["verbs"]}
+    assert cluster_wide == {"list", "watch"}, "nothing but kopf's CRD watch is cluster-wide"
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    env = {
+        e["name"]: e["value"]
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SYNOD_OPERATOR_NAMESPACES"] == "synod-system"
+
+
+def test_cluster_scope_rbac_is_least_privilege() -> None:
+    docs = render("operator.scope=cluster")
     # The dashboards' ConfigMaps: tests/unit/test_chart_monitoring.py.
     kinds = sorted(d["kind"] for d in docs if d["kind"] != "ConfigMap")
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Pod", "ServiceAccount"]
@@ -143,7 +163,7 @@ def test_chaos_injector_is_opt_in_and_the_operator_may_run_chaos_jobs() -> None:
     enabled = env_of(render("chaos.injector.enabled=true", "chaos.injector.image.tag=t1"))
     assert enabled["SYNOD_OPERATOR_CHAOS_INJECTOR"] == "1"
     assert enabled["SYNOD_OPERATOR_CHAOS_IMAGE"] == "synod/chaos-tools:t1"
-    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    role = next(d for d in docs if d["kind"] == "Role")  # namespace scope, the default
     granted = {
         (g, r, v)
         for rule in role["rules"]

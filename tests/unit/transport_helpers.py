@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from synod.node.transport import PeerTransport, TransportLimits
+from synod.node.transport import PeerTls, PeerTransport, TransportLimits
 from synod.raft.types import Message, NodeId
 from tests.ports import free_port
 
@@ -24,6 +24,7 @@ class Member:
         limits: TransportLimits | None = None,
         cluster_id: bytes = CLUSTER_ID,
         transport_class: type[PeerTransport] = PeerTransport,
+        tls: PeerTls | None = None,
     ) -> None:
         self.received: list[Message] = []
         self.unreachable: list[NodeId] = []
@@ -37,6 +38,7 @@ class Member:
             lambda peer, ok: self.snapshots_sent.append((peer, ok)),
             limits,
             cluster_id=cluster_id,
+            tls=tls,
         )
 
 

@@ -58,6 +58,9 @@ class ClientOptions:
     output: str
     timeout_s: float
     attempts_max: int = 8
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
 
     @property
     def json(self) -> bool:
@@ -69,10 +72,13 @@ class ClientOptions:
         """A blocking client on the endpoints. Raises Failure on bad endpoints."""
         try:
             client = Client(
-                self.endpoints, timeout_s=self.timeout_s, attempts_max=self.attempts_max
-            )
+                self.endpoints, timeout_s=self.timeout_s, attempts_max=self.attempts_max,
+                ca=self.ca, cert=self.cert, key=self.key,
+            )  # fmt: skip
         except ValueError as exc:
-            raise Failure(f"--endpoints: {exc}", EXIT_USAGE) from exc
+            raise Failure(f"--endpoints/--cert/--key: {exc}", EXIT_USAGE) from exc
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise Failure(f"--ca/--cert/--key: {exc}", EXIT_USAGE) from exc
         with client:
             yield client
 
@@ -113,12 +119,33 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Attempts per call before giving up (exit code 5).",
     )
+    @click.option(
+        "--ca", "tls_ca", envvar="SYNOD_CA", default="", metavar="PEM",
+        help="CA bundle of the nodes' certificates (HTTPS) [env SYNOD_CA].",
+    )  # fmt: skip
+    @click.option(
+        "--cert", "tls_cert", envvar="SYNOD_CERT", default="", metavar="PEM",
+        help="Client certificate, for nodes that ask for one [env SYNOD_CERT].",
+    )  # fmt: skip
+    @click.option(
+        "--key", "tls_key", envvar="SYNOD_KEY", default="", metavar="PEM",
+        help="Private key of --cert [env SYNOD_KEY].",
+    )  # fmt: skip
     @functools.wraps(func)
     @handle_errors
     def wrapper(
-        endpoints: str | None, output: str, timeout_s: float, attempts_max: int, **kwargs: Any
+        endpoints: str | None,
+        output: str,
+        timeout_s: float,
+        attempts_max: int,
+        tls_ca: str,
+        tls_cert: str,
+        tls_key: str,
+        **kwargs: Any,
     ) -> Any:
-        return func(ClientOptions(endpoints, output, timeout_s, attempts_max), **kwargs)
+        options = ClientOptions(endpoints, output, timeout_s, attempts_max, tls_ca, tls_cert,
+                                tls_key)  # fmt: skip
+        return func(options, **kwargs)
 
     return wrapper
 

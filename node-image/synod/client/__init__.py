@@ -19,6 +19,7 @@ from synod.client.errors import (
     Conflict,
     FutureRevision,
     GeneratorNotFound,
+    HostNotAllowed,
     InvalidArgument,
     LeaseExpired,
     LimitExceeded,
@@ -36,6 +37,7 @@ from synod.client.errors import (
     TransferInvalid,
     Unavailable,
     Unhealthy,
+    UnsupportedMediaType,
     WorkerLeaseLost,
 )
 from synod.client.ids import SegmentIds, Snowflake
@@ -78,6 +80,7 @@ __all__ = [
     "FutureRevision",
     "GeneratorNotFound",
     "Header",
+    "HostNotAllowed",
     "InvalidArgument",
     "Leader",
     "LeaseExpired",
@@ -113,6 +116,7 @@ __all__ = [
     "TxnResult",
     "Unavailable",
     "Unhealthy",
+    "UnsupportedMediaType",
     "WatchEvent",
     "WorkerLeaseLost",
     "normalize_endpoints",

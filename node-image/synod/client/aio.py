@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -64,6 +65,7 @@ from synod.client.types import (
     TxnResult,
     WatchEvent,
 )
+from synod.tls import client_context
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -89,8 +91,9 @@ ENDPOINT_PENALTY_S = 1.0
 Sleep = Callable[[float], Awaitable[None]]
 
 
-def normalize_endpoints(endpoints: Sequence[str] | str | None) -> list[str]:
-    """Turn `host:port`, URLs or a comma-separated string into distinct base URLs.
+def normalize_endpoints(endpoints: Sequence[str] | str | None, scheme: str = "http") -> list[str]:
+    """Turn `host:port`, URLs or a comma-separated string into distinct base URLs
+    (``scheme`` for a bare `host:port`).
 
     ``None`` or empty means the `synod dev` addresses. Raises ValueError on an empty
     entry in a non-empty list.
@@ -105,7 +108,7 @@ def normalize_endpoints(endpoints: Sequence[str] | str | None) -> list[str]:
             if isinstance(endpoints, str) and not endpoints.strip():
                 return list(DEV_ENDPOINTS)
             raise ValueError(f"empty endpoint in {endpoints!r}")
-        url = text if "://" in text else f"http://{text}"
+        url = text if "://" in text else f"{scheme}://{text}"
         url = url.rstrip("/")
         if url not in urls:
             urls.append(url)
@@ -171,16 +174,28 @@ class AsyncClient:
         watch_idle_timeout_s: float = 30.0,
         sleep: Sleep | None = None,
         batch: bool = True,
+        ca: str = "",
+        cert: str = "",
+        key: str = "",
     ) -> None:
         """Configure; nothing connects until the first call.
 
-        Raises ValueError on bad endpoints or bounds.
+        TLS (docs/security.md): ``ca`` is the PEM bundle that signed the nodes'
+        certificates (default: the system's CAs); ``cert`` and ``key`` a client
+        certificate for nodes that ask for one. With any of them, endpoints given as
+        ``host:port`` mean ``https://host:port``.
+
+        Raises ValueError on bad endpoints or bounds; OSError / ssl.SSLError when a
+        TLS file cannot be loaded.
         """
         if attempts_max < 1 or timeout_s <= 0 or backoff_ms_base < 0:
             raise ValueError("attempts_max >= 1, timeout_s > 0 and backoff_ms_base >= 0")
         if backoff_ms_max < backoff_ms_base:
             raise ValueError("backoff_ms_max must be >= backoff_ms_base")
-        self.endpoints = normalize_endpoints(endpoints)
+        self._ssl: ssl.SSLContext | None = None
+        if ca or cert or key:
+            self._ssl = client_context(ca, cert, key)
+        self.endpoints = normalize_endpoints(endpoints, "https" if self._ssl else "http")
         self.timeout_s = timeout_s
         self.attempts_max = attempts_max
         self.backoff_ms_base = backoff_ms_base
@@ -263,7 +278,8 @@ class AsyncClient:
     def _session(self) -> aiohttp.ClientSession:
         """The lazily created connection pool (it belongs to the running loop)."""
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl else None
+            self._http = aiohttp.ClientSession(connector=connector)
         return self._http
 
     # -- endpoints ------------------------------------------------------------------

@@ -9,6 +9,7 @@ Hierarchy (``except SynodError`` catches them all)::
     SynodError
     ├── InvalidArgument (400) ── FutureRevision (400)
     ├── NotFound (404) ── LeaseExpired (a kept-alive lease is gone)
+    ├── HostNotAllowed (403)
     ├── MethodNotAllowed (405)
     ├── Conflict (409) ── CompareFailed, AlreadyExists, NotCaughtUp, ConfChangePending,
     │                     ConfChangeInvalid, TransferInvalid, LockNotHeld,
@@ -16,6 +17,7 @@ Hierarchy (``except SynodError`` catches them all)::
     ├── Compacted (410)
     ├── SessionExpired (410)
     ├── TooLarge (413)
+    ├── UnsupportedMediaType (415)
     ├── NotLeader (421)
     ├── LimitExceeded (429)
     ├── Unavailable (503 / connection failures) ── NoLeader, OutcomeUnknown,
@@ -47,6 +49,7 @@ __all__ = [
     "FencingTokenStale",
     "FutureRevision",
     "GeneratorNotFound",
+    "HostNotAllowed",
     "InvalidArgument",
     "LeaseExpired",
     "LimitExceeded",
@@ -68,6 +71,7 @@ __all__ = [
     "TransferInvalid",
     "Unavailable",
     "Unhealthy",
+    "UnsupportedMediaType",
     "WorkerLeaseLost",
     "error_from_problem",
 ]
@@ -128,6 +132,21 @@ class MethodNotAllowed(SynodError):
     """The route does not take that method (a client built for another API version)."""
 
     code = "method-not-allowed"
+    status = status_of(code)
+
+
+class HostNotAllowed(SynodError):
+    """The node's Host allow-list (``--host-allow``) does not name the host this client
+    used in its URL: connect by an allowed name or an IP address."""
+
+    code = "host-not-allowed"
+    status = status_of(code)
+
+
+class UnsupportedMediaType(SynodError):
+    """The request body was not sent as ``application/json`` (a client bug)."""
+
+    code = "unsupported-media-type"
     status = status_of(code)
 
 
@@ -353,6 +372,8 @@ _BY_CODE: dict[str, type[SynodError]] = {
         FutureRevision,
         NotFound,
         MethodNotAllowed,
+        HostNotAllowed,
+        UnsupportedMediaType,
         CompareFailed,
         AlreadyExists,
         NotCaughtUp,
@@ -389,6 +410,7 @@ _BY_STATUS: dict[int, type[SynodError]] = {
     409: Conflict,
     410: Compacted,
     413: TooLarge,
+    415: UnsupportedMediaType,
     421: NotLeader,
     429: LimitExceeded,
     503: Unavailable,

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from synod.node.guard import require_json
 from synod.node.inputs import read_body
 from synod.node.routes import BATCH_OPS_MAX, NDJSON, RouteSpec, batchable
 from synod.node.schema import parse_json, validate
@@ -71,6 +72,7 @@ def batch_handler(specs: list[RouteSpec], run_op: RunOp, limits: Limits) -> Call
 
     async def handler(request: web.Request) -> web.StreamResponse:
         bytes_max, timeout_ms = limits(request)
+        require_json(request.headers.get("Content-Type"))  # as every body route (guard.py)
         ops = _parse_ops(await read_body(request, bytes_max, timeout_ms), batch, routes)
         tasks = [asyncio.ensure_future(_indexed(i, run_op(request, *op))) for i, op in
                  enumerate(ops)]  # fmt: skip

@@ -7,6 +7,7 @@ from reading the optional TOML file and `socket.gethostname()`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import re
 import socket
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from synod.node.guard import HostAllowList, default_host_allow
 from synod.node.members import Member
 from synod.raft.types import NodeId
 
@@ -56,6 +58,20 @@ class NodeConfig:
     advertise_gossip: str = ""  # What other members send to ("" when gossip is off)
     gossip_join: tuple[str, ...] = ()  # Seeds (host:port); DNS mode: the other pods
     listen_rls: str = ""  # host:port of the Envoy RLS v3 gRPC API; "" turns it off
+    # Host header allow-list of the client API (docs/security.md); "*" allows all.
+    host_allow: tuple[str, ...] = ("localhost",)
+    # Client API TLS (docs/security.md): certificate and key; with tls_client_ca,
+    # clients must present a certificate that CA signed. tls_ca verifies the other
+    # members' client API when forwarding to the leader (default: tls_client_ca).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tls_ca: str = ""
+    # Peer mutual TLS: this member's certificate (naming the host of its peer address)
+    # and key, and the CA that signed every member's.
+    peer_tls_cert: str = ""
+    peer_tls_key: str = ""
+    peer_tls_ca: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -153,6 +169,14 @@ def _parser() -> argparse.ArgumentParser:
     add("--advertise-gossip")
     add("--gossip-join")
     add("--listen-rls")
+    add("--host-allow", help="Host names clients may use (comma-separated; *.DOMAIN; *)")
+    add("--tls-cert", help="PEM certificate chain of the client API (turns on HTTPS)")
+    add("--tls-key", help="PEM private key of --tls-cert")
+    add("--tls-client-ca", help="PEM CA bundle: clients must present a certificate it signed")
+    add("--tls-ca", help="PEM CA bundle of the members' client API, for forwarding")
+    add("--peer-tls-cert", help="PEM certificate of this member (its peer host), mutual TLS")
+    add("--peer-tls-key", help="PEM private key of --peer-tls-cert")
+    add("--peer-tls-ca", help="PEM CA bundle that signed every member's peer certificate")
     return parser
 
 
@@ -215,7 +239,10 @@ def load_config(
         )
     own = next((m for m in members if m.node_id == node_id), None)
     default_peer = own.peer_address if own and peer_dns else listen_peer
+    tls = bool(settings.get("tls_cert"))
     default_client = own.client_url if own and peer_dns else f"http://{listen_client}"
+    if tls:
+        default_client = "https://" + default_client.split("://", 1)[1]
     config = NodeConfig(
         node_id=node_id,
         data_dir=settings.get("data_dir", "./synod-data"),
@@ -237,6 +264,13 @@ def load_config(
         log_level=settings.get("log_level", "info"),
         cluster_token=settings.get("cluster_token", ""),
         listen_rls=_rls_listen(settings),
+        tls_cert=settings.get("tls_cert", ""),
+        tls_key=settings.get("tls_key", ""),
+        tls_client_ca=settings.get("tls_client_ca", ""),
+        tls_ca=settings.get("tls_ca", settings.get("tls_client_ca", "")),
+        peer_tls_cert=settings.get("peer_tls_cert", ""),
+        peer_tls_key=settings.get("peer_tls_key", ""),
+        peer_tls_ca=settings.get("peer_tls_ca", ""),
         # A pod added after the founding ones (scale up) is not an initial member, but in
         # DNS mode its address is known all the same: it must gossip under it.
         **_gossip_settings(
@@ -247,6 +281,7 @@ def load_config(
             own or (dns_member(peer_dns, node_id, peer_port, client_port) if peer_dns else None),
         ),
     )
+    config = dataclasses.replace(config, host_allow=_host_allow(settings, config))
     _validate(config)
     return config
 
@@ -257,6 +292,23 @@ def _rls_listen(settings: dict[str, str]) -> str:
     if listen:
         _host_port("listen_rls", listen)
     return listen
+
+
+def _host_allow(settings: dict[str, str], config: NodeConfig) -> tuple[str, ...]:
+    """--host-allow, or the node's own names (guard.default_host_allow). Raises
+    ConfigError for a bad entry."""
+    raw = settings.get("host_allow")
+    if raw is None:
+        urls = [config.advertise_client, "http://" + config.advertise_peer]
+        entries = tuple(default_host_allow(urls, config.peer_dns))
+    else:
+        entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+    try:
+        HostAllowList.parse(entries)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    assert entries or raw is not None
+    return entries
 
 
 def _gossip_settings(
@@ -328,6 +380,13 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError("give --initial-cluster or --peer-dns (or --join to be added later)")
     if not config.cluster_token and not config.initial_members:
         raise ConfigError("--join without --initial-cluster or --peer-dns needs --cluster-token")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("tls_cert and tls_key go together")
+    peer_tls = (config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca)
+    if any(peer_tls) and not all(peer_tls):
+        raise ConfigError("peer_tls_cert, peer_tls_key and peer_tls_ca go together")
+    if config.tls_client_ca and not config.tls_cert:
+        raise ConfigError("tls_client_ca needs tls_cert and tls_key (HTTPS)")
     if len(config.cluster_token.encode()) > CLUSTER_TOKEN_BYTES_MAX:
         raise ConfigError(f"cluster_token must be at most {CLUSTER_TOKEN_BYTES_MAX} bytes")
     assert config.node_id >= 1

@@ -10,6 +10,7 @@ answer (success or problem document) is streamed back unchanged.
 from __future__ import annotations
 
 import logging
+import ssl
 
 import aiohttp
 from aiohttp import web
@@ -38,10 +39,12 @@ class StreamAborted(Exception):
 class HttpForwarder:
     """Forwards requests to a leader over one shared aiohttp ClientSession."""
 
-    def __init__(self, timeout_ms: int) -> None:
-        """``timeout_ms`` bounds a whole forward (connect, answer, body). Raises nothing."""
+    def __init__(self, timeout_ms: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        """``timeout_ms`` bounds a whole forward (connect, answer, body); ``ssl_context``
+        verifies an https leader (and presents this node's certificate). Raises nothing."""
         assert timeout_ms > 0
         self.timeout_ms = timeout_ms
+        self.ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -49,9 +52,11 @@ class HttpForwarder:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self.timeout_ms / 1000)
             # No automatic redirects or cookies: the proxy must be transparent.
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context or True)
             self._session = aiohttp.ClientSession(
-                timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
-            )
+                timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+                connector=connector,
+            )  # fmt: skip
         assert self._session is not None
 
     async def close(self) -> None:

@@ -26,11 +26,20 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from synod.codes import is_definite
 from synod.gossip.core import GossipCore
 from synod.node import batch_http, ids_http, ratelimit_http, watch_stream
 from synod.node.api import NodeApi, NodeError, NotLeader, Session
 from synod.node.forward import FORWARDED_HEADER, HttpForwarder, StreamAborted
 from synod.node.gossip_node import GOSSIP, members_answer, status_summary
+from synod.node.guard import (
+    ADMIN_PATH_PREFIX,
+    LOCAL_NAMES,
+    AdminBucket,
+    HostAllowList,
+    lease_id_pick,
+    require_json,
+)
 from synod.node.http_state import (
     STATE,
     AppState,
@@ -186,7 +195,8 @@ async def _kv_compact(call: Call) -> Answer:
 
 
 async def _lease_grant(call: Call) -> Answer:
-    op = commands.lease_grant_op(call.body["ttl_ms"], call.body.get("id", 0))
+    lease_id = call.body.get("id", 0)
+    op = commands.lease_grant_op(call.body["ttl_ms"], lease_id, 0 if lease_id else lease_id_pick())
     return _fields(await call.node.write(op, call.session), "id", "ttl_ms")
 
 
@@ -328,6 +338,9 @@ def _json_handler(spec: RouteSpec) -> Handler:
         if spec.query is None and request.query:
             raise Problem("invalid-argument", f"{spec.route_id} takes no query parameters")
         if spec.body is not None:
+            # Before the body is read: a page of another origin can POST text/plain or
+            # a form without a preflight; JSON it cannot (docs/security.md).
+            require_json(request.headers.get("Content-Type"))
             # Counted apart from the pending requests: clients that stall their bodies
             # must not starve requests that are ready for the node.
             with _slot(state, "body_reads", state.limits.body_reads_max, "body_reads_max"):
@@ -344,10 +357,22 @@ def _json_handler(spec: RouteSpec) -> Handler:
             assert isinstance(body, dict)
             session = parse_session(request) if spec.session else None
             call = Call(state, request, body, session)
+            admin = spec.path.startswith(ADMIN_PATH_PREFIX)
+            if admin:
+                state.admin_bucket.take()
             try:
                 fields, revision = await operation(call)
             except NotLeader as error:
+                if admin:  # the leader counts it
+                    state.admin_bucket.refund()
                 return await _forward(call, error, raw)
+            except Exception as error:
+                code = getattr(error, "code", None)
+                if admin and isinstance(code, str) and is_definite(code):
+                    state.admin_bucket.refund()  # refused: surely nothing changed
+                raise
+            if admin and fields.get("changed") is False:
+                state.admin_bucket.refund()
             response = json_response({"header": header_for(state.node, revision), **fields})
             response.headers.update(call.response_headers)
             return response
@@ -453,6 +478,14 @@ _OTHER_HANDLERS: dict[str, Handler] = {
 
 
 # -- middlewares ----------------------------------------------------------------------------
+
+
+@web.middleware
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a Host outside the allow-list (DNS rebinding, docs/security.md). Raises
+    Problem host-not-allowed, and what the handler raises."""
+    request.app[STATE].host_allow.check(request.path, request.headers.get("Host"))
+    return await handler(request)
 
 
 def _problem_of_http_exception(exc: web.HTTPException) -> Problem:
@@ -562,6 +595,8 @@ def build_app(
     forwarder: HttpForwarder | None = None,
     registry: CollectorRegistry | None = None,
     gossip: GossipCore | None = None,
+    host_allow: HostAllowList | None = None,
+    clock_ms: Callable[[], float] | None = None,
 ) -> web.Application:
     """The aiohttp application serving docs/api.md for ``node``.
 
@@ -569,6 +604,8 @@ def build_app(
     private one is made if None; apps built on one registry share the instruments).
     ``forwarder`` defaults to an HttpForwarder bounded by ``limits.forward_timeout_ms``.
     ``gossip`` is the node's gossip core (`/v1/cluster/members`); None when it is off.
+    ``host_allow`` is the Host allow-list (None: localhost and IP literals only).
+    ``clock_ms`` is the monotonic clock of the admin call bound (tests pass their own).
     Raises ValueError if something else registered metrics of the same names.
     """
     limits = limits or HttpLimits()
@@ -585,9 +622,13 @@ def build_app(
         specs={spec.operation_id: spec for spec in specs},
         openapi_bytes=json.dumps(document, separators=(",", ":")).encode("utf-8"),
         requests_total=total, request_duration_seconds=duration, problems_total=problems,
+        host_allow=host_allow or HostAllowList.parse(LOCAL_NAMES),
+        admin_bucket=AdminBucket(limits.admin_calls_burst_max, limits.admin_call_interval_ms_min,
+                                 clock_ms or _monotonic_ms),
     )  # fmt: skip
     app = web.Application(
-        middlewares=[tracing_middleware(), metrics_middleware, problem_middleware],
+        middlewares=[tracing_middleware(), metrics_middleware, problem_middleware,
+                     host_middleware],
         # Bodies are read through read_body's own bound; this only guards request.read().
         client_max_size=limits.request_body_bytes_max,
     )  # fmt: skip
@@ -609,6 +650,10 @@ def build_app(
     ratelimit_http.install(app, registry if registry is not None else CollectorRegistry())
     assert len(app.router.routes()) >= len(specs)
     return app
+
+
+def _monotonic_ms() -> float:
+    return time.monotonic() * 1000
 
 
 async def _start_forwarder(app: web.Application) -> None:

@@ -15,6 +15,7 @@ from prometheus_client import Counter, Histogram
 
 from synod.node.api import NodeApi
 from synod.node.forward import HttpForwarder
+from synod.node.guard import AdminBucket, HostAllowList
 from synod.node.routes import RouteSpec
 from synod.services import commands
 from synod.services.limits import ServiceLimits
@@ -66,6 +67,12 @@ class HttpLimits:
     # client is gone is then closed and its watcher freed.
     watch_disconnect_check_interval_ms: int = 1_000
     session_nonce_bytes: int = 16
+    # Admin calls (/v1/admin/: membership, leadership transfer, snapshot, limits) one
+    # node serves: a burst of this many, then one more per interval. A leadership
+    # transfer costs every client an election; unbounded, 191 of them in 10 s failed
+    # 45% of writes.
+    admin_calls_burst_max: int = 10
+    admin_call_interval_ms_min: int = 1_000
 
     def __post_init__(self) -> None:
         """Check the bounds. Raises ValueError naming the first bad one."""
@@ -97,6 +104,8 @@ class AppState:
     requests_total: Counter
     request_duration_seconds: Histogram
     problems_total: Counter
+    host_allow: HostAllowList
+    admin_bucket: AdminBucket
     pending_requests: int = 0
     body_reads: int = 0
     watch_streams: int = 0

@@ -34,6 +34,7 @@ from synod.ids import (
     grant_from_answer,
 )
 from synod.node.api import NodeApi, Session
+from synod.node.guard import lease_id_pick
 from synod.node.problems import Problem, problem_from_result_error
 from synod.services import commands
 from synod.services.ids import (
@@ -188,7 +189,9 @@ class IdsPool:
                     return
             gen.drop()
         sent = self.clock.mono_ms()
-        lease = _ok(await node.write(commands.lease_grant_op(self.ttl_ms), None))
+        lease = _ok(
+            await node.write(commands.lease_grant_op(self.ttl_ms, pick=lease_id_pick()), None)
+        )
         reserve_ms = self.clock.wall_ms() + self.ttl_ms
         result = _ok(await node.write(ids_acquire_op(name, int(lease["id"]), reserve_ms), None))
         gen.install(grant_from_answer(result, sent_mono_ms=sent, ttl_ms=self.ttl_ms))
@@ -283,7 +286,9 @@ async def _acquire(
 ) -> Answer:
     name = _name(request)
     await layout_of(node, name)  # generator-not-found before a lease is granted
-    lease = _ok(await node.write(commands.lease_grant_op(body["ttl_ms"]), None))
+    lease = _ok(
+        await node.write(commands.lease_grant_op(body["ttl_ms"], pick=lease_id_pick()), None)
+    )
     result = await node.write(ids_acquire_op(name, int(lease["id"]), body["reserve_ms"]), None)
     if result.get("ok") is not True:
         await node.write(commands.lease_revoke_op(int(lease["id"])), None)

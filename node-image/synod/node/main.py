@@ -15,12 +15,15 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from synod.node.config import ConfigError, NodeConfig, load_config
+from synod.node.forward import HttpForwarder
 from synod.node.gossip_node import start_gossip, stop_gossip
+from synod.node.guard import HostAllowList
 from synod.node.http import HttpLimits, build_app, server_options
 from synod.node.rls_grpc import RlsServer
 from synod.node.server import RaftServer
 from synod.node.tracing import configure_tracing
 from synod.node.transport import split_host_port
+from synod.tls import ReloadingServerContext, TlsFiles, client_context
 
 log = logging.getLogger("synod.node")
 
@@ -36,17 +39,27 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
         await server.stop(transfer_leadership=False)
         raise
     limits = HttpLimits(service=server.state.limits)  # One set of limits for both layers.
+    tls: ReloadingServerContext | None = None
+    forward_ssl = None
+    if config.tls_cert:
+        tls = ReloadingServerContext(TlsFiles(config.tls_cert, config.tls_key,
+                                              config.tls_client_ca))  # fmt: skip
+        forward_ssl = client_context(config.tls_ca, config.tls_cert, config.tls_key)
     app = build_app(
         server,
         limits=limits,
+        forwarder=HttpForwarder(limits.forward_timeout_ms, forward_ssl),
         registry=server.node_metrics.registry,
         gossip=gossip.core if gossip else None,
+        host_allow=HostAllowList.parse(config.host_allow),
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **server_options(limits))
     await runner.setup()
     host, port = split_host_port(config.listen_client)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True,
+                       ssl_context=tls.context if tls else None)  # fmt: skip
     await site.start()
+    reloader = asyncio.create_task(tls.watch()) if tls else None
     log.info("node %d serving clients on %s", config.node_id, config.listen_client)
     rls = RlsServer(app, server, config.listen_rls) if config.listen_rls else None
     if rls is not None:
@@ -58,6 +71,8 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
         if rls is not None:
             await rls.stop()
         # Hand leadership over while still answering (forwarded) requests, then close.
+        if reloader is not None:
+            reloader.cancel()
         await stop_gossip(gossip)  # Others see it leave rather than suspect it.
         await server.stop(transfer_leadership=True)
         await runner.cleanup()

@@ -56,7 +56,7 @@ from synod.node.looplag import run_probe
 from synod.node.members import Member
 from synod.node.metrics import NodeMetrics
 from synod.node.tracing import tracing_enabled
-from synod.node.transport import CLUSTER_ID_FILE, PeerTransport, TransportLimits
+from synod.node.transport import CLUSTER_ID_FILE, PeerTls, PeerTransport, TransportLimits
 from synod.node.watch_stream import WatchStreamLimits, WatchStreams
 from synod.raft.core import Config, RaftNode
 from synod.raft.types import (
@@ -147,6 +147,9 @@ class RaftServer:
             cluster_id=config.cluster_id,
             cluster_id_file=f"{config.data_dir}/{CLUSTER_ID_FILE}",
             adopt_pinned_cluster_id=not config.cluster_token,
+            tls=PeerTls(config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca)
+            if config.peer_tls_cert
+            else None,
         )
         self._on_fatal = on_fatal
         self._wakeup = asyncio.Event()

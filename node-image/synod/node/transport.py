@@ -54,15 +54,18 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
+import ipaddress
 import logging
 import os
 import random
 import socket
+import ssl
 import struct
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +81,7 @@ from synod.raft.codec import (
     message_bytes_bound,
 )
 from synod.raft.types import Message, MessageType, NodeId, Snapshot
+from synod.tls import ReloadingServerContext, TlsFiles, client_context
 
 log = logging.getLogger("synod.transport")
 
@@ -241,6 +245,65 @@ class TransportStats:
     snapshot_resumes: int = 0  # BEGINs answered with a non-zero offset.
 
 
+@dataclass(frozen=True)
+class PeerTls:
+    """Mutual TLS of the peer links (docs/security.md): every member has a certificate
+    for the host of its peer address, signed by the peer CA. The acceptor requires a
+    client certificate and checks, after the hello, that it names the host of the
+    member the hello claims; the dialer checks the acceptor's names the host it
+    dialled. Messages must then carry the link's member as source (as without TLS)."""
+
+    cert: str
+    key: str
+    ca: str
+
+    @functools.cached_property
+    def server(self) -> ReloadingServerContext:
+        """The listener's context (reloaded when the files change)."""
+        return ReloadingServerContext(TlsFiles(self.cert, self.key, client_ca=self.ca))
+
+    def dial_context(self) -> ssl.SSLContext:
+        """A fresh dialling context from the files. Raises OSError, ssl.SSLError."""
+        return client_context(self.ca, self.cert, self.key)
+
+
+def certificate_names(peercert: Mapping[str, Any]) -> set[str]:
+    """DNS names and IP addresses a verified certificate names (SANs, else its CN),
+    lower-cased. Raises nothing."""
+    names = {
+        str(value).lower()
+        for kind, value in peercert.get("subjectAltName", ())
+        if kind in ("DNS", "IP Address")
+    }
+    if not names:
+        for rdn in peercert.get("subject", ()):
+            names |= {str(value).lower() for key, value in rdn if key == "commonName"}
+    assert all(isinstance(name, str) for name in names)
+    return names
+
+
+def names_host(names: set[str], host: str) -> bool:
+    """Whether one of `names` is `host` (an IP compared as an address; `*.domain`
+    matching one label). Raises nothing."""
+    host = host.strip("[]").lower().rstrip(".")
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host)
+        return any(_same_ip(name, address) for name in names)
+    for name in names:
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+def _same_ip(name: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    try:
+        return ipaddress.ip_address(name) == address
+    except ValueError:
+        return False
+
+
 class PeerTransport:
     """Carries Raft messages between members.
 
@@ -264,12 +327,14 @@ class PeerTransport:
         cluster_id: bytes,
         cluster_id_file: str | None = None,
         adopt_pinned_cluster_id: bool = False,
+        tls: PeerTls | None = None,
     ) -> None:
         """`cluster_id` names the cluster in every hello; with `cluster_id_file`,
         `start` pins it there at first start. `adopt_pinned_cluster_id` says
         `cluster_id` was derived from the initial membership, which a restarted
         member ignores: the id pinned at its first start is used instead of
-        refusing to start. Raises ValueError on inconsistent `limits`."""
+        refusing to start. With `tls`, links are mutual TLS: see `PeerTls`.
+        Raises ValueError on inconsistent `limits`."""
         assert 1 <= node_id <= NODE_ID_MAX, node_id
         assert len(cluster_id) == CLUSTER_ID_BYTES, "cluster ids are CLUSTER_ID_BYTES long"
         self.node_id = node_id
@@ -283,6 +348,7 @@ class PeerTransport:
         self.cluster_id = cluster_id
         self.cluster_id_file = cluster_id_file
         self.adopt_pinned_cluster_id = adopt_pinned_cluster_id
+        self.tls = tls
         self.peers: dict[NodeId, _Peer] = {}
         self.stats = TransportStats()
         self._forgotten: set[NodeId] = set()
@@ -305,7 +371,15 @@ class PeerTransport:
                 adopt_pinned=self.adopt_pinned_cluster_id,
             )
         host, port = split_host_port(self.listen_address)
-        self._server = await asyncio.start_server(self._accept, host, port)
+        handshake_s = self.limits.hello_timeout_ms / 1000
+        if self.tls is None:
+            self._server = await asyncio.start_server(self._accept, host, port)
+        else:
+            self._server = await asyncio.start_server(
+                self._accept, host, port, ssl=self.tls.server.context,
+                ssl_handshake_timeout=handshake_s,
+            )  # fmt: skip
+            self._spawn(self.tls.server.watch())
         self._spawn(self._housekeeping_loop())
         assert self._server is not None
 
@@ -580,9 +654,17 @@ class PeerTransport:
             return False
         writer: asyncio.StreamWriter | None = None  # Aborted on any failure.
         try:
-            reader, dialled = await asyncio.wait_for(
-                asyncio.open_connection(host, port), self.limits.dial_timeout_ms / 1000
-            )
+            if self.tls is None:
+                connecting = asyncio.open_connection(host, port)
+            else:
+                # Built per dial, so rotated files are used; the acceptor's certificate
+                # must name the host of the member's address (check_hostname).
+                context = await asyncio.to_thread(self.tls.dial_context)
+                connecting = asyncio.open_connection(
+                    host, port, ssl=context, server_hostname=host,
+                    ssl_handshake_timeout=self.limits.hello_timeout_ms / 1000,
+                )  # fmt: skip
+            reader, dialled = await asyncio.wait_for(connecting, self.limits.dial_timeout_ms / 1000)
             writer = dialled
             self._tune_socket(dialled)
             dialled.write(_HELLO.pack(HELLO_MAGIC, self.cluster_id, self.node_id, peer.node_id))
@@ -590,7 +672,7 @@ class PeerTransport:
                 reader.readexactly(_HELLO.size), self.limits.hello_timeout_ms / 1000
             )
             self._check_hello(answer, expected_sender=peer.node_id)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
             log.debug("peer %d at %s: dial failed: %r", peer.node_id, address, error)
             if writer is not None:
                 writer.transport.abort()
@@ -622,6 +704,8 @@ class PeerTransport:
                 reader.readexactly(_HELLO.size), self.limits.hello_timeout_ms / 1000
             )
             sender = self._check_hello(hello, expected_sender=None)
+            if self.tls is not None:
+                self._check_certificate(writer, sender)
             self._tune_socket(writer)
             writer.write(_HELLO.pack(HELLO_MAGIC, self.cluster_id, self.node_id, sender))
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
@@ -658,6 +742,20 @@ class PeerTransport:
         if expected_sender is None and sender in self._forgotten:
             raise _Refused(f"member {sender} was removed from the membership")
         return int(sender)
+
+    def _check_certificate(self, writer: asyncio.StreamWriter, sender: NodeId) -> None:
+        """The client certificate (verified against the peer CA in the handshake) must
+        name the host of `sender`'s address: a certificate of another host cannot speak
+        for a member. Raises _Refused."""
+        address = self.resolve(sender)
+        if address is None:
+            raise _Refused(f"member {sender} is not a current member (no address known)")
+        host = split_host_port(address)[0]
+        names = certificate_names(writer.get_extra_info("peercert") or {})
+        if not names_host(names, host):
+            raise _Refused(
+                f"its certificate names {sorted(names)}, not {host} (member {sender}'s host)"
+            )
 
     def _tune_socket(self, writer: asyncio.StreamWriter) -> None:
         """Kernel-side liveness: unacknowledged data fails the socket after

@@ -295,10 +295,17 @@ def compact_op(revision: int) -> Op:
     return {"kind": "compact", "revision": revision}
 
 
-def lease_grant_op(ttl_ms: int, lease_id: int = 0) -> Op:
-    """``lease_grant``: grant a lease of ``ttl_ms``; ``lease_id`` 0 picks one. Raises nothing."""
-    assert ttl_ms > 0 and lease_id >= 0
-    return {"kind": "lease_grant", "id": lease_id, "ttl_ms": ttl_ms}
+def lease_grant_op(ttl_ms: int, lease_id: int = 0, pick: int = 0) -> Op:
+    """``lease_grant``: grant a lease of ``ttl_ms``; ``lease_id`` 0 lets the cluster pick
+    one: ``pick`` (a random id in [1, INT64_MAX] the proposing leader drew, written in the
+    log so every replica takes the same; the next free one after it on a collision), or
+    without it the next sequential id (entries written before ids were random).
+    Raises nothing."""
+    assert ttl_ms > 0 and lease_id >= 0 and 0 <= pick <= INT64_MAX
+    op: Op = {"kind": "lease_grant", "id": lease_id, "ttl_ms": ttl_ms}
+    if pick:
+        op["pick"] = pick
+    return op
 
 
 def lease_revoke_op(lease_id: int) -> Op:

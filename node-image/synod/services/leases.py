@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from synod.services.commands import INT64_MAX
 from synod.services.errors import AlreadyExists, InvalidArgument, LimitExceeded, NotFound
 from synod.services.limits import ServiceLimits
 
@@ -69,8 +70,10 @@ class LeaseTable:
         """
         return {lease_id: self._leases[lease_id].ttl_ms for lease_id in sorted(self._leases)}
 
-    def grant(self, lease_id: int, ttl_ms: int) -> Lease:
-        """Grant a lease; ``lease_id`` 0 picks the next free id deterministically.
+    def grant(self, lease_id: int, ttl_ms: int, pick: int = 0) -> Lease:
+        """Grant a lease; ``lease_id`` 0 picks a free id deterministically: ``pick`` (the
+        leader's random draw, in the log) or the next one after it on a collision;
+        without ``pick``, the next sequential id (log entries older than random ids).
 
         Raises InvalidArgument (ttl outside [lease_ttl_ms_min, lease_ttl_ms_max]),
         AlreadyExists (explicit id in use), LimitExceeded (leases_max).
@@ -86,7 +89,7 @@ class LeaseTable:
             raise LimitExceeded("leases_max leases are live", limit="leases_max",
                                 max=limits.leases_max)  # fmt: skip
         if lease_id == 0:
-            lease_id = self._pick_id()
+            lease_id = self._probe(pick) if pick else self._pick_id()
         lease = Lease(lease_id, ttl_ms)
         self._leases[lease_id] = lease
         assert len(self._leases) <= limits.leases_max
@@ -99,6 +102,17 @@ class LeaseTable:
             self._next_id += 1
             if candidate not in self._leases:
                 return candidate
+        raise AssertionError("more than leases_max leases are live")
+
+    def _probe(self, pick: int) -> int:
+        """``pick``, or the first free id after it (wrapping within [1, INT64_MAX]): at most
+        leases_max ids are taken, so the loop ends. Raises nothing."""
+        assert 1 <= pick <= INT64_MAX
+        candidate = pick
+        for _attempt in range(self.limits.leases_max + 1):
+            if candidate not in self._leases:
+                return candidate
+            candidate = candidate % INT64_MAX + 1
         raise AssertionError("more than leases_max leases are live")
 
     def revoke(self, lease_id: int) -> Lease:
@@ -126,6 +140,8 @@ class LeaseTable:
             raise InvalidArgument(f"malformed lease snapshot: {exc}") from None
         if len(leases) > self.limits.leases_max:
             raise InvalidArgument("lease snapshot exceeds leases_max")
+        if any(not 1 <= i <= INT64_MAX or lease.ttl_ms < 1 for i, lease in leases.items()):
+            raise InvalidArgument("lease snapshot holds an id or ttl out of range")
         self._leases, self._next_id = leases, next_id
 
 

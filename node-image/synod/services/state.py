@@ -208,8 +208,9 @@ class ServiceStateMachine:
         return {"compact_revision": self.kv.compact_revision}
 
     def _op_lease_grant(self, op: dict[str, Any]) -> dict[str, Any]:
-        require_fields(op, ("ttl_ms",), ("id",))
-        lease = self.leases.grant(read_int(op, "id", 0), read_int(op, "ttl_ms", minimum=1))
+        require_fields(op, ("ttl_ms",), ("id", "pick"))
+        lease = self.leases.grant(read_int(op, "id", 0), read_int(op, "ttl_ms", minimum=1),
+                                  pick=read_int(op, "pick", 0))  # fmt: skip
         return {"id": lease.lease_id, "ttl_ms": lease.ttl_ms}
 
     def _op_lease_revoke(self, op: dict[str, Any]) -> dict[str, Any]:
@@ -356,22 +357,28 @@ class ServiceStateMachine:
             leases, kv_data, sessions = state["leases"], state["kv"], state["sessions"]
             limits = with_settable_limits(self._base_limits, state.get("limits") or {})
             locks_data = state.get("locks")  # absent in snapshots from before locks
-        except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, msgpack.UnpackException) as exc:
             raise InvalidArgument(f"malformed snapshot: {type(exc).__name__}") from None
         leases_table = LeaseTable(limits)
-        leases_table.restore(leases)
         kv = KVStore(limits, leases_table.exists)
-        kv.restore(kv_data)
         session_table = SessionTable(self.limits.sessions_max,
                                      self.limits.responses_per_session_max)  # fmt: skip
-        session_table.restore(sessions)
         locks = LockTable(leases_table.exists, self.locks.limits)
-        if locks_data is not None:
-            locks.restore(locks_data)
         ids = IdsTable(leases_table.exists)
-        ids.restore(state.get("ids"))  # absent in snapshots of versions without ids
-        ratelimit = RateLimitTable()
-        ratelimit.restore(state.get("ratelimit"))  # absent before the ratelimit service
+        try:
+            leases_table.restore(leases)
+            kv.restore(kv_data)
+            session_table.restore(sessions)
+            if locks_data is not None:
+                locks.restore(locks_data)
+            ids.restore(state.get("ids"))  # absent in snapshots of versions without ids
+            ratelimit = RateLimitTable()
+            ratelimit.restore(state.get("ratelimit"))  # absent before the ratelimit service
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError,
+                IndexError) as exc:  # fmt: skip
+            # Found by tests/unit/test_storage_fuzz.py: a section of the wrong shape
+            # (a bool where a map was) or an integer beyond 64 bits.
+            raise InvalidArgument(f"malformed snapshot: {type(exc).__name__}") from None
         assert kv.revision >= 1
         return RestoredState(applied_index, leases_table, kv, session_table, limits, ids, locks,
                              ratelimit)  # fmt: skip

@@ -59,6 +59,7 @@ from synod.storage.fs import SimFileSystem
 EVENTS_MAX = 2_000_000  # Hard stop for one run, whatever the schedule.
 TRACE_LINES_MAX = 400  # The tail of the trace printed for a failing seed.
 KEYS = (b"a", b"b", b"c")
+LEASE_PICKS_MAX = 64  # Lease id picks of the simulated leader: few, so that they collide.
 # Lock answers that say the op surely did nothing more (see synod.codes).
 LOCK_DEFINITE_CODES = ("lock-wait-timeout", "lock-not-held", "not-found", "fencing-token-stale",
                        "invalid-argument", "limit-exceeded")  # fmt: skip
@@ -179,6 +180,7 @@ class Simulation:
         # The lock workload draws its choices from its own stream, so that it perturbs
         # the rest of a seed's schedule as little as possible.
         self.lock_rng = random.Random(seed * 7_919 + 1)
+        self.lease_rng = random.Random(seed * 104_729 + 3)  # apart: other streams unchanged
         self.locks = LockWorkload(
             now=lambda: self.now, schedule=self._schedule, log=self._log,
             rng_int=self.lock_rng.randint,
@@ -665,7 +667,10 @@ class Simulation:
             return
         ttl_units = self.rng.choice(self.options.lease_ttl_units)
         client.kind = "lease_grant"
-        client.data = encode_command(lease_grant_op(ttl_units), *session)
+        # The leader's random pick, from a tiny range here so that picks collide and
+        # every replica must move to the same next free id.
+        pick = self.lease_rng.randint(1, LEASE_PICKS_MAX)
+        client.data = encode_command(lease_grant_op(ttl_units, pick=pick), *session)
 
     def _recent_value(self, key: bytes) -> bytes | None:
         live = [n for n in self.nodes.values() if n.alive and n.raft is not None]
