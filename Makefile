@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-
 SEEDS ?= 500
 SEED ?=
 
-.PHONY: help venv demo test check lint types sim sim-gossip bench-core bench bench-ids bench-locks pytest-all clean
+.PHONY: help venv demo test check lint types sim sim-gossip bench-core bench bench-ids bench-locks pytest-all clean etcdapi-protos
 
 help:
 	@echo "make demo        start a local 3-node cluster and tour the primitives"
@@ -92,6 +92,12 @@ check: lint types pytest-all
 	$(MAKE) --no-print-directory sim SEEDS=$(SEEDS)
 	$(MAKE) --no-print-directory e2e-smoke
 	$(MAKE) --no-print-directory e2e-operator
+
+# Re-fetch etcd's .proto files (Go module proxy) and regenerate synod/etcdapi/_pb; both
+# are committed (tests/unit/test_etcdapi_protos.py checks the generated code).
+etcdapi-protos: venv
+	$(PY) -m synod.etcdapi.genprotos fetch
+	$(PY) -m synod.etcdapi.genprotos generate
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
