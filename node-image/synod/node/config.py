@@ -55,6 +55,8 @@ class NodeConfig:
     listen_gossip: str = ""  # UDP host:port of SWIM gossip; "" turns gossip off
     advertise_gossip: str = ""  # What other members send to ("" when gossip is off)
     gossip_join: tuple[str, ...] = ()  # Seeds (host:port); DNS mode: the other pods
+    listen_etcd: str = ""  # host:port of etcd's v3 gRPC API (synod.etcdapi); "" turns it off
+    advertise_etcd: str = ""  # What clients and other members dial ("" when it is off)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -151,6 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--listen-gossip")
     add("--advertise-gossip")
     add("--gossip-join")
+    add("--listen-etcd")
+    add("--advertise-etcd")
     return parser
 
 
@@ -234,6 +238,8 @@ def load_config(
         request_timeout_ms=_int(settings, "request_timeout_ms", 5000),
         log_level=settings.get("log_level", "info"),
         cluster_token=settings.get("cluster_token", ""),
+        listen_etcd=settings.get("listen_etcd", ""),
+        advertise_etcd=settings.get("advertise_etcd", settings.get("listen_etcd", "")),
         # A pod added after the founding ones (scale up) is not an initial member, but in
         # DNS mode its address is known all the same: it must gossip under it.
         **_gossip_settings(
@@ -319,4 +325,9 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError("--join without --initial-cluster or --peer-dns needs --cluster-token")
     if len(config.cluster_token.encode()) > CLUSTER_TOKEN_BYTES_MAX:
         raise ConfigError(f"cluster_token must be at most {CLUSTER_TOKEN_BYTES_MAX} bytes")
+    if config.listen_etcd:
+        _host_port("listen_etcd", config.listen_etcd)
+        _host_port("advertise_etcd", config.advertise_etcd)
+    elif config.advertise_etcd:
+        raise ConfigError("advertise_etcd needs listen_etcd")
     assert config.node_id >= 1
