@@ -34,7 +34,7 @@ def test_strip_removes_go_annotations_and_reroots_imports() -> None:
         '        body: "*"\n        additional_bindings {\n            post: "/x"\n'
         "        }\n    };\n  }\n}\n"
     )
-    out = genprotos.strip(text)
+    out = genprotos.strip_annotations(text)
     assert out == (
         'syntax = "proto3";\nimport "synod/etcdapi/_pb/mvccpb/kv.proto";\n'
         "service KV {\n  rpc Range(RangeRequest) returns (RangeResponse) {}\n}\n"
@@ -43,4 +43,4 @@ def test_strip_removes_go_annotations_and_reroots_imports() -> None:
 
 def test_strip_refuses_an_annotation_it_does_not_know() -> None:
     with pytest.raises(ValueError, match="not stripped"):
-        genprotos.strip("message A {\n  int64 x = 1 [(gogoproto.nullable) = false];\n}\n")
+        genprotos.strip_annotations("message A {\n  int64 x = 1 [(gogoproto.nullable) = false];}")

@@ -29,7 +29,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-__all__ = ["PROTO_FILES", "fetch", "generate", "strip"]
+__all__ = ["PROTO_FILES", "fetch", "generate", "strip_annotations"]
 
 ETCD_API_VERSION = "v3.5.17"
 ETCD_API_ZIP_SHA256 = "d80cce415489199ec20ab23746bab24ec290014dcca023ea4719717650882394"
@@ -51,7 +51,7 @@ _HTTP_OPTION = re.compile(r"\{\s*option \(google\.api\.http\) = \{(?:[^{}]|\{[^{
 _ETCD_IMPORT = re.compile(r'^import "etcd/api/(\w+/\w+\.proto)";', re.M)
 
 
-def strip(text: str) -> str:
+def strip_annotations(text: str) -> str:
     """etcd's .proto ``text`` without its Go-only annotations, imports re-rooted.
 
     Raises ValueError if an annotation is left (a new etcd version uses one more)."""
@@ -60,7 +60,7 @@ def strip(text: str) -> str:
     text = _HTTP_OPTION.sub("{}", text)
     text = _ETCD_IMPORT.sub(lambda m: f'import "{IMPORT_ROOT}/{m[1]}";', text)
     if "gogoproto" in text or "google.api" in text:
-        raise ValueError("an annotation was not stripped; extend genprotos.strip")
+        raise ValueError("an annotation was not stripped; extend genprotos.strip_annotations")
     assert "etcd/api/" not in text
     return text
 
@@ -83,7 +83,7 @@ def fetch(version: str = ETCD_API_VERSION, sha256: str = ETCD_API_ZIP_SHA256) ->
             out = PB_DIR / target
             out.parent.mkdir(parents=True, exist_ok=True)
             header = f"// From go.etcd.io/etcd/api/v3@{version}/{source} by genprotos.py.\n"
-            out.write_text(header + strip(text))
+            out.write_text(header + strip_annotations(text))
 
 
 def generate(out_dir: Path = SOURCE_ROOT) -> list[Path]:
