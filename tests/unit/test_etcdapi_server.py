@@ -202,3 +202,19 @@ def test_a_forwarded_call_is_never_forwarded_again() -> None:
         assert node.apply(commands.put_op(b"k", b"v"))["ok"]
 
     _run(scenario)
+
+
+def test_hash_kv_follows_the_keys_at_a_revision() -> None:
+    async def scenario(node: MemoryNode, channel: aio.Channel) -> None:
+        kv, maintenance = pb_grpc.KVStub(channel), pb_grpc.MaintenanceStub(channel)
+        empty = await maintenance.HashKV(pb.HashKVRequest())
+        await kv.Put(pb.PutRequest(key=b"a", value=b"1"))
+        one = await maintenance.HashKV(pb.HashKVRequest())
+        assert one.hash != empty.hash and one.header.revision == 2
+        await kv.Put(pb.PutRequest(key=b"a", value=b"2"))
+        assert (await maintenance.HashKV(pb.HashKVRequest(revision=2))).hash == one.hash
+        assert (await maintenance.Hash(pb.HashRequest())).hash not in (one.hash, empty.hash)
+        code, _message = await _error(maintenance.HashKV(pb.HashKVRequest(revision=9)))
+        assert code == grpc.StatusCode.OUT_OF_RANGE
+
+    _run(scenario)

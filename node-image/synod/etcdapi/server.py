@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -713,7 +714,7 @@ class ClusterService(_Base, pb_grpc.ClusterServicer):
 
 
 class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
-    """etcdserverpb.Maintenance: Status, Alarm (none) and MoveLeader."""
+    """etcdserverpb.Maintenance: Status, Alarm (none), Hash, HashKV and MoveLeader."""
 
     async def Status(
         self, request: pb.StatusRequest, context: aio.ServicerContext[Any, Any]
@@ -738,6 +739,45 @@ class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
     ) -> pb.AlarmResponse:
         async def work() -> pb.AlarmResponse:
             return pb.AlarmResponse(header=self.header())  # Synod raises no alarms
+
+        return await _serve(context, work)
+
+    async def _hash_kv(self, revision: int) -> tuple[int, int]:
+        """(CRC-32 of every key at ``revision`` (0: now), that revision), in key order
+        over each key's encoded KeyValue; read in pages of range_limit_max from this
+        member's state (etcd's HashKV: equal on members that applied the same history).
+
+        Raises EtcdError (compacted or future revision), NodeError."""
+        limits = self.api.limits()
+        if revision == 0:
+            revision = self.node.header()["revision"]
+        pages_max = limits.keys_max // limits.range_limit_max + 2
+        start, crc = b"\0", 0
+        for _page in range(pages_max):
+            op = commands.range_op(start, b"\0", limit=limits.range_limit_max, revision=revision)
+            ok = _ok(await self.node.read(op, serializable=True))
+            for kv in ok["kvs"]:
+                crc = zlib.crc32(kv_pb(kv).SerializeToString(deterministic=True), crc)
+            if not ok["more"]:
+                return crc, revision
+            start = ok["kvs"][-1]["key"] + b"\0"
+        raise EtcdError(grpc.StatusCode.RESOURCE_EXHAUSTED, "synod: more keys than keys_max")
+
+    async def HashKV(
+        self, request: pb.HashKVRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.HashKVResponse:
+        async def work() -> pb.HashKVResponse:
+            crc, revision = await self._hash_kv(request.revision)
+            return pb.HashKVResponse(header=self.header(revision), hash=crc)
+
+        return await _serve(context, work)
+
+    async def Hash(
+        self, request: pb.HashRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.HashResponse:
+        async def work() -> pb.HashResponse:
+            crc, revision = await self._hash_kv(0)  # Synod has no backend file to hash
+            return pb.HashResponse(header=self.header(revision), hash=crc)
 
         return await _serve(context, work)
 
