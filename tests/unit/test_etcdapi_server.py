@@ -26,12 +26,13 @@ Scenario = Callable[[MemoryNode, aio.Channel], Awaitable[None]]
 
 def _run(scenario: Scenario) -> None:
     async def main() -> None:
-        node = MemoryNode()
+        node = MemoryNode()  # its registry gets the synod_etcd_* metrics
         address = f"127.0.0.1:{free_port()}"
         server = EtcdApiServer(
             node, cluster_id=7, listen=address, advertise=address,
             limits=lambda: node.machine.limits,
             lease_ids=lambda: sorted(node.machine.leases.ttls_ms()),
+            registry=node.registry,
         )  # fmt: skip
         await server.start()
         try:
@@ -216,5 +217,23 @@ def test_hash_kv_follows_the_keys_at_a_revision() -> None:
         assert (await maintenance.Hash(pb.HashRequest())).hash not in (one.hash, empty.hash)
         code, _message = await _error(maintenance.HashKV(pb.HashKVRequest(revision=9)))
         assert code == grpc.StatusCode.OUT_OF_RANGE
+
+    _run(scenario)
+
+
+def test_calls_are_counted_by_method_and_code() -> None:
+    async def scenario(node: MemoryNode, channel: aio.Channel) -> None:
+        kv = pb_grpc.KVStub(channel)
+        await kv.Put(pb.PutRequest(key=b"a", value=b"1"))
+        await _error(kv.Range(pb.RangeRequest(key=b"a", revision=50)))
+        text = node.metrics().decode()
+        assert 'synod_etcd_requests_total{code="OK",method="/etcdserverpb.KV/Put"} 1.0' in text
+        assert (
+            'synod_etcd_requests_total{code="OUT_OF_RANGE",method="/etcdserverpb.KV/Range"} 1.0'
+            in text
+        )
+        assert 'synod_etcd_request_duration_seconds_count{method="/etcdserverpb.KV/Put"} 1.0' in (
+            text
+        )
 
     _run(scenario)

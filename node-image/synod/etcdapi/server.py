@@ -22,11 +22,13 @@ import aiohttp
 import grpc
 from google.protobuf.message import Message
 from grpc import aio
+from prometheus_client import CollectorRegistry
 
 from synod.etcdapi import convert
 from synod.etcdapi._pb.etcdserverpb import rpc_pb2 as pb
 from synod.etcdapi._pb.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from synod.etcdapi.convert import EtcdError, event_pb, kv_pb
+from synod.etcdapi.observe import ObserveInterceptor
 from synod.node.api import NodeApi, NodeError, NoLeader, NotLeader, Overloaded, Timeout
 from synod.services import commands
 from synod.services.errors import Compacted, ServiceError
@@ -39,6 +41,13 @@ log = logging.getLogger(__name__)
 # Maintenance.Status's version: the etcd API release whose .proto files are served.
 ETCD_API_VERSION_REPORTED = "3.5.17"
 FORWARDED_METADATA = "synod-forwarded"
+SERVED_SERVICES = ("KV", "Lease", "Watch", "Cluster", "Maintenance")
+# "/etcdserverpb.KV/Range", ...: the method label values of the metrics and spans.
+SERVED_METHODS = frozenset(
+    f"/etcdserverpb.{service}/{method.name}"
+    for service in SERVED_SERVICES
+    for method in pb.DESCRIPTOR.services_by_name[service].methods
+)
 _Response = TypeVar("_Response", bound=Message)
 
 
@@ -811,10 +820,12 @@ class EtcdApiServer:
         limits: Callable[[], ServiceLimits],
         lease_ids: Callable[[], list[int]],
         etcd_limits: EtcdLimits | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         """Serve ``node`` on ``listen`` (host:port); ``advertise`` is the endpoint other
         members and MemberList give clients. ``limits`` returns the service limits in
-        force, ``lease_ids`` the live leases. Raises nothing."""
+        force, ``lease_ids`` the live leases; calls are counted and timed in ``registry``
+        (synod_etcd_* metrics) when one is given. Raises nothing."""
         assert listen and advertise
         self.node = node
         self.cluster_id = cluster_id
@@ -824,6 +835,7 @@ class EtcdApiServer:
         self.lease_ids = lease_ids
         self.etcd_limits = etcd_limits or EtcdLimits()
         self.link = LeaderLink(node.member_id, self.etcd_limits)
+        self.registry = registry
         self._server: aio.Server | None = None
         self.port = 0
 
@@ -833,7 +845,11 @@ class EtcdApiServer:
         options = [("grpc.max_receive_message_length", limits.message_bytes_max),
                    ("grpc.max_send_message_length", limits.message_bytes_max),
                    ("grpc.so_reuseport", 0)]  # fmt: skip
-        server = aio.server(options=options, maximum_concurrent_rpcs=limits.rpcs_max)
+        interceptors = []
+        if self.registry is not None:
+            interceptors.append(ObserveInterceptor(self.registry, SERVED_METHODS))
+        server = aio.server(options=options, maximum_concurrent_rpcs=limits.rpcs_max,
+                            interceptors=interceptors)  # fmt: skip
         pb_grpc.add_KVServicer_to_server(KVService(self), server)
         pb_grpc.add_LeaseServicer_to_server(LeaseService(self), server)
         pb_grpc.add_WatchServicer_to_server(WatchService(self), server)

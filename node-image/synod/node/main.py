@@ -78,6 +78,7 @@ async def _start_etcd_api(config: NodeConfig, server: RaftServer) -> EtcdApiServ
         advertise=config.advertise_etcd,
         limits=lambda: server.state.limits,
         lease_ids=lambda: sorted(server.state.leases.ttls_ms()),
+        registry=server.node_metrics.registry,
     )
     await etcd.start()
     print(f"synod node {config.node_id}: etcd clients {config.advertise_etcd}", flush=True)
