@@ -300,3 +300,59 @@ def test_etcdctl_cluster_views(cluster: Cluster) -> None:
         return len(answer) == 3 and len(hashes[-1]) == 1
 
     cluster.wait_until(same_hash, "every member to hash the same keys")
+
+
+def test_etcdctl_lock_waits_its_turn(cluster: Cluster) -> None:
+    """etcdctl's lock is clientv3's mutex recipe over KV, Lease and Watch (not the
+    v3lock service): keys under the lock name, each waiter watching the one before."""
+    endpoint = _follower_endpoint(cluster)
+    env = {**os.environ, "ETCDCTL_API": "3"}
+    holder = subprocess.Popen(["etcdctl", "--endpoints", endpoint, "lock", "job"],
+                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    second: subprocess.Popen[str] | None = None
+    try:
+        assert holder.stdout is not None
+        key = holder.stdout.readline().strip()
+        assert key.startswith("job/")
+        second = subprocess.Popen(
+            ["etcdctl", "--endpoints", endpoint, "lock", "job", "--", "echo", "second got it"],
+            stdout=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+
+        def queued() -> bool:
+            return _etcdctl(endpoint, "get", "--prefix", "job/", "--keys-only").count("job/") == 2
+
+        cluster.wait_until(queued, "the second etcdctl lock to queue")
+        assert second.poll() is None  # still waiting behind the holder
+        holder.terminate()  # etcdctl revokes its session lease: the lock passes on
+        out, _err = second.communicate(timeout=WATCH_WAIT_S)
+        assert second.returncode == 0 and out == "second got it\n"
+    finally:
+        for process in (holder, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=WATCH_WAIT_S)
+
+
+def test_etcdctl_elect_campaigns_and_observes(cluster: Cluster) -> None:
+    """etcdctl's elect is clientv3's election recipe over KV, Lease and Watch."""
+    endpoint = _follower_endpoint(cluster)
+    env = {**os.environ, "ETCDCTL_API": "3"}
+    processes = [
+        subprocess.Popen(
+            ["etcdctl", "--endpoints", endpoint, "elect", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for args in (("vote", "proposal-one"), ("-l", "vote"))
+    ]
+    try:
+        for process in processes:  # the campaigner wins, the observer sees it
+            assert process.stdout is not None
+            key, value = process.stdout.readline().strip(), process.stdout.readline().strip()
+            assert key.startswith("vote/") and value == "proposal-one"
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(timeout=WATCH_WAIT_S)

@@ -19,7 +19,7 @@ def test_regenerating_gives_the_committed_bytes(tmp_path: Path) -> None:
         for path in (committed_root / genprotos.IMPORT_ROOT).rglob("*_pb2*.py*")
     )
     assert names == committed
-    assert len(names) == 7  # 3 x (_pb2.py, _pb2.pyi) + rpc_pb2_grpc.py
+    assert len(names) == 10  # 4 x (_pb2.py, _pb2.pyi) + rpc_pb2_grpc.py, v3lock_pb2_grpc.py
     for name in names:
         assert (tmp_path / name).read_bytes() == (committed_root / name).read_bytes(), name
 

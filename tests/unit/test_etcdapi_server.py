@@ -14,11 +14,14 @@ from grpc import aio
 from synod.etcdapi._pb.etcdserverpb import rpc_pb2 as pb
 from synod.etcdapi._pb.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from synod.etcdapi._pb.mvccpb import kv_pb2 as mvccpb
+from synod.etcdapi._pb.v3lockpb import v3lock_pb2 as v3lock
+from synod.etcdapi._pb.v3lockpb import v3lock_pb2_grpc as v3lock_grpc
 from synod.etcdapi.server import FORWARDED_METADATA, EtcdApiServer
 from synod.node.api import NotLeader
 from synod.services import commands
 from tests.ports import free_port
 from tests.unit.memory_node import MemoryNode
+from tests.waiting import async_wait_until
 
 CALL_TIMEOUT_S = 10.0
 Scenario = Callable[[MemoryNode, aio.Channel], Awaitable[None]]
@@ -235,5 +238,26 @@ def test_calls_are_counted_by_method_and_code() -> None:
         assert 'synod_etcd_request_duration_seconds_count{method="/etcdserverpb.KV/Put"} 1.0' in (
             text
         )
+
+    _run(scenario)
+
+
+def test_v3lock_queues_on_the_lock_service_and_unlock_hands_over() -> None:
+    async def scenario(node: MemoryNode, channel: aio.Channel) -> None:
+        lease, locks = pb_grpc.LeaseStub(channel), v3lock_grpc.LockStub(channel)
+        first = (await lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30))).ID
+        second = (await lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30))).ID
+        held = await locks.Lock(v3lock.LockRequest(name=b"job", lease=first))
+        assert held.key == b"job/" + f"{first:x}".encode()
+        waiting = asyncio.ensure_future(locks.Lock(v3lock.LockRequest(name=b"job", lease=second)))
+        status = {"kind": "lock_status", "ns": "default", "name": "job"}
+        await async_wait_until(lambda: node.machine.read(status)["waiters"], CALL_TIMEOUT_S,
+                               "the second Lock call to queue")  # fmt: skip
+        assert not waiting.done()
+        await locks.Unlock(v3lock.UnlockRequest(key=held.key))
+        assert (await waiting).key == b"job/" + f"{second:x}".encode()
+        await locks.Unlock(v3lock.UnlockRequest(key=held.key))  # gone already: fine, as etcd
+        code, _message = await _error(locks.Lock(v3lock.LockRequest(name=b"job", lease=999)))
+        assert code == grpc.StatusCode.NOT_FOUND
 
     _run(scenario)

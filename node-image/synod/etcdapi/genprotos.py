@@ -2,9 +2,10 @@
 
 Two steps, `python -m synod.etcdapi.genprotos fetch|generate`:
 
-* ``fetch`` (network, `make etcdapi-protos`): download etcd's API Go module
-  (``go.etcd.io/etcd/api/v3`` at ``ETCD_API_VERSION``) from the Go module proxy, check
-  its sha256, and write its ``rpc.proto``, ``kv.proto`` and ``auth.proto`` under
+* ``fetch`` (network, `make etcdapi-protos`): download etcd's Go modules
+  (``go.etcd.io/etcd/api/v3`` and ``.../server/v3`` at ``ETCD_VERSION``) from the Go
+  module proxy, check their sha256, and write ``rpc.proto``, ``kv.proto``,
+  ``auth.proto`` and ``v3lock.proto`` under
   ``_pb/`` with the Go-only annotations (gogoproto options, google.api.http routes)
   stripped and the imports rooted at ``synod/etcdapi/_pb``. Messages, fields, numbers
   and services are left exactly as etcd maintains them.
@@ -31,19 +32,25 @@ from pathlib import Path
 
 __all__ = ["PROTO_FILES", "fetch", "generate", "strip_annotations"]
 
-ETCD_API_VERSION = "v3.5.17"
-ETCD_API_ZIP_SHA256 = "d80cce415489199ec20ab23746bab24ec290014dcca023ea4719717650882394"
+ETCD_VERSION = "v3.5.17"
+# Go module -> sha256 of its zip at ETCD_VERSION on the proxy.
+MODULES = {
+    "go.etcd.io/etcd/api/v3": "d80cce415489199ec20ab23746bab24ec290014dcca023ea4719717650882394",
+    "go.etcd.io/etcd/server/v3": "afb8d7f02075933d9d42204062266b6edf8715d0426f61883c1aa41ac3e4cba5",
+}
 GO_PROXY = "https://proxy.golang.org"
 ZIP_BYTES_MAX = 16 * 1024 * 1024
 PB_DIR = Path(__file__).resolve().parent / "_pb"
 SOURCE_ROOT = PB_DIR.parents[2]  # node-image/: proto paths are synod/etcdapi/_pb/...
 IMPORT_ROOT = "synod/etcdapi/_pb"
-# (path in etcd's module, path under _pb)
+# (module, path in the module, path under _pb)
 PROTO_FILES = (
-    ("authpb/auth.proto", "authpb/auth.proto"),
-    ("mvccpb/kv.proto", "mvccpb/kv.proto"),
-    ("etcdserverpb/rpc.proto", "etcdserverpb/rpc.proto"),
-)
+    ("go.etcd.io/etcd/api/v3", "authpb/auth.proto", "authpb/auth.proto"),
+    ("go.etcd.io/etcd/api/v3", "mvccpb/kv.proto", "mvccpb/kv.proto"),
+    ("go.etcd.io/etcd/api/v3", "etcdserverpb/rpc.proto", "etcdserverpb/rpc.proto"),
+    ("go.etcd.io/etcd/server/v3", "etcdserver/api/v3lock/v3lockpb/v3lock.proto",
+     "v3lockpb/v3lock.proto"),
+)  # fmt: skip
 _GOGO_IMPORT = re.compile(r'^import "(gogoproto/gogo|google/api/annotations)\.proto";\n', re.M)
 _GOGO_OPTION = re.compile(r"^option \(gogoproto\.[a-z_]+\) = [a-z]+;\n", re.M)
 # The route body: fields, at most one level of nested blocks (additional_bindings).
@@ -65,11 +72,9 @@ def strip_annotations(text: str) -> str:
     return text
 
 
-def fetch(version: str = ETCD_API_VERSION, sha256: str = ETCD_API_ZIP_SHA256) -> None:
-    """Download etcd's API module and write the stripped .proto files under _pb/.
-
-    Raises OSError (network), ValueError (checksum mismatch, annotation left)."""
-    url = f"{GO_PROXY}/go.etcd.io/etcd/api/v3/@v/{version}.zip"
+def _module_zip(module: str, sha256: str) -> bytes:
+    """The zip of ``module`` at ETCD_VERSION. Raises OSError, ValueError (checksum)."""
+    url = f"{GO_PROXY}/{module}/@v/{ETCD_VERSION}.zip"
     with urllib.request.urlopen(url, timeout=60) as answer:
         data = answer.read(ZIP_BYTES_MAX + 1)
     if len(data) > ZIP_BYTES_MAX:
@@ -77,13 +82,24 @@ def fetch(version: str = ETCD_API_VERSION, sha256: str = ETCD_API_ZIP_SHA256) ->
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
         raise ValueError(f"{url}: sha256 {digest}, expected {sha256}")
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        for source, target in PROTO_FILES:
-            text = archive.read(f"go.etcd.io/etcd/api/v3@{version}/{source}").decode()
-            out = PB_DIR / target
-            out.parent.mkdir(parents=True, exist_ok=True)
-            header = f"// From go.etcd.io/etcd/api/v3@{version}/{source} by genprotos.py.\n"
-            out.write_text(header + strip_annotations(text))
+    assert isinstance(data, bytes)
+    return data
+
+
+def fetch() -> None:
+    """Download etcd's modules and write the stripped .proto files under _pb/.
+
+    Raises OSError (network), ValueError (checksum mismatch, annotation left)."""
+    for module, sha256 in MODULES.items():
+        with zipfile.ZipFile(io.BytesIO(_module_zip(module, sha256))) as archive:
+            for owner, source, target in PROTO_FILES:
+                if owner != module:
+                    continue
+                text = archive.read(f"{module}@{ETCD_VERSION}/{source}").decode()
+                out = PB_DIR / target
+                out.parent.mkdir(parents=True, exist_ok=True)
+                header = f"// From {module}@{ETCD_VERSION}/{source} by genprotos.py.\n"
+                out.write_text(header + strip_annotations(text))
 
 
 def generate(out_dir: Path = SOURCE_ROOT) -> list[Path]:
@@ -93,7 +109,7 @@ def generate(out_dir: Path = SOURCE_ROOT) -> list[Path]:
     Raises RuntimeError if protoc fails."""
     from grpc_tools import protoc  # dev dependency: only the generator needs it
 
-    protos = [f"{IMPORT_ROOT}/{target}" for _source, target in PROTO_FILES]
+    protos = [f"{IMPORT_ROOT}/{target}" for _module, _source, target in PROTO_FILES]
     include = str(Path(protoc.__file__).parent / "_proto")
     args = ["protoc", f"-I{SOURCE_ROOT}", f"-I{include}", f"--python_out={out_dir}",
             f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}", *protos]  # fmt: skip

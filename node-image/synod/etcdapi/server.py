@@ -1,4 +1,5 @@
-"""etcd's v3 gRPC API on a Synod node: KV, Watch, Lease, Cluster and Maintenance.
+"""etcd's v3 gRPC API on a Synod node: KV, Watch, Lease, Cluster, Maintenance and
+the v3lock Lock service (on Synod's LockService).
 
 Every call goes through the node's `NodeApi` entry points, the ones the HTTP API uses:
 the same state machine, limits, linearizable reads (ReadIndex unless ``serializable``)
@@ -27,12 +28,15 @@ from prometheus_client import CollectorRegistry
 from synod.etcdapi import convert
 from synod.etcdapi._pb.etcdserverpb import rpc_pb2 as pb
 from synod.etcdapi._pb.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from synod.etcdapi._pb.v3lockpb import v3lock_pb2 as v3lock
+from synod.etcdapi._pb.v3lockpb import v3lock_pb2_grpc as v3lock_grpc
 from synod.etcdapi.convert import EtcdError, event_pb, kv_pb
 from synod.etcdapi.observe import ObserveInterceptor
 from synod.node.api import NodeApi, NodeError, NoLeader, NotLeader, Overloaded, Timeout
 from synod.services import commands
 from synod.services.errors import Compacted, ServiceError
 from synod.services.limits import ServiceLimits
+from synod.services.locks import DEFAULT_NAMESPACE, LockLimits, lock_acquire_op, lock_release_op
 
 __all__ = ["ETCD_API_VERSION_REPORTED", "EtcdApiServer", "EtcdLimits"]
 
@@ -47,7 +51,7 @@ SERVED_METHODS = frozenset(
     f"/etcdserverpb.{service}/{method.name}"
     for service in SERVED_SERVICES
     for method in pb.DESCRIPTOR.services_by_name[service].methods
-)
+) | {"/v3lockpb.Lock/Lock", "/v3lockpb.Lock/Unlock"}
 _Response = TypeVar("_Response", bound=Message)
 
 
@@ -175,9 +179,15 @@ class LeaderLink:
         return ((FORWARDED_METADATA, str(self.member_id)),)
 
     async def unary(
-        self, error: NotLeader, method: str, request: Message, response: type[_Response]
+        self,
+        error: NotLeader,
+        method: str,
+        request: Message,
+        response: type[_Response],
+        timeout_s: float | None = None,
     ) -> _Response:
-        """Call ``method`` (``/etcdserverpb.KV/Put``) on the leader. Raises EtcdError."""
+        """Call ``method`` (``/etcdserverpb.KV/Put``) on the leader, for at most
+        ``timeout_s`` (default: forward_timeout_ms). Raises EtcdError."""
         channel = await self.channel_to(error)
         call = channel.unary_unary(
             method,
@@ -185,8 +195,8 @@ class LeaderLink:
             response_deserializer=response.FromString,
         )
         try:
-            answer = await call(request, metadata=self.metadata(),
-                                timeout=self.limits.forward_timeout_ms / 1000)  # fmt: skip
+            timeout = timeout_s or self.limits.forward_timeout_ms / 1000
+            answer = await call(request, metadata=self.metadata(), timeout=timeout)
         except aio.AioRpcError as failure:
             if failure.code() == grpc.StatusCode.UNAVAILABLE:
                 self.forget(error.leader_id)
@@ -236,8 +246,10 @@ class _Base:
         request: Message,
         response: type[_Response],
         local: Callable[[], Awaitable[_Response]],
+        timeout_s: float | None = None,
     ) -> _Response:
-        """Run ``local``; on a follower, forward the call to the leader once.
+        """Run ``local``; on a follower, forward the call to the leader once (for at
+        most ``timeout_s``, default forward_timeout_ms).
 
         Raises EtcdError."""
         try:
@@ -245,7 +257,7 @@ class _Base:
         except NotLeader as error:
             if _forwarded(context):
                 raise convert.NO_LEADER.new() from None
-            return await self.api.link.unary(error, method, request, response)
+            return await self.api.link.unary(error, method, request, response, timeout_s)
 
 
 async def _serve(
@@ -804,6 +816,107 @@ class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
         return await _serve(context, work)
 
 
+# -- v3lock ------------------------------------------------------------------------------
+
+# A Lock call waits at most this long for its turn (LockService's default wait_ms_max).
+LOCK_WAIT_MS = LockLimits().wait_ms_max
+LOCK_WAKEUPS_MAX = 100_000  # bounds the wait loop (each wakeup is a change of the lock)
+
+
+def _lock_owner(lease: int) -> str:
+    """The LockService owner of an etcd lock taken under ``lease``. Raises nothing."""
+    assert lease > 0
+    return f"etcd-lease-{lease:x}"
+
+
+def _lock_name(name: bytes) -> str:
+    """The LockService name of an etcd lock name. Raises EtcdError (not UTF-8, empty)."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise convert.invalid("lock names must be UTF-8 on Synod") from None
+    if not text:
+        raise convert.EMPTY_KEY.new()
+    return text
+
+
+class LockService(_Base, v3lock_grpc.LockServicer):
+    """v3lockpb.Lock mapped onto the LockService: ``Lock(name, lease)`` is a mutex
+    acquire by the owner ``etcd-lease-<lease hex>`` bound to that lease, waiting in
+    the lock's FIFO queue; the answer's key is etcd's ``<name>/<lease hex>``, which
+    ``Unlock`` takes back. The key is not a KV key (see docs/etcd-compat.md)."""
+
+    async def Lock(
+        self, request: v3lock.LockRequest, context: aio.ServicerContext[Any, Any]
+    ) -> v3lock.LockResponse:
+        async def local() -> v3lock.LockResponse:
+            name = _lock_name(request.name)
+            if request.lease <= 0:
+                raise convert.LEASE_NOT_FOUND.new()
+            owner = _lock_owner(request.lease)
+            op = lock_acquire_op(name, owner, request.lease, wait_ms=LOCK_WAIT_MS)
+            ok = _ok(await self.node.write(op, None))
+            if not ok["granted"]:
+                await self._await_turn(name, owner, ok["waiter_id"])
+            key = request.name + b"/" + f"{request.lease:x}".encode()
+            return v3lock.LockResponse(header=self.header(), key=key)
+
+        async def work() -> v3lock.LockResponse:
+            return await self.leader_call(context, "/v3lockpb.Lock/Lock", request,
+                                          v3lock.LockResponse, local,
+                                          LOCK_WAIT_MS / 1000 + 10)  # fmt: skip
+
+        return await _serve(context, work)
+
+    async def _await_turn(self, name: str, owner: str, waiter_id: int) -> None:
+        """Wait on this (leader) member's applied state until the waiter holds the lock.
+        A caller that goes away leaves the queue. Raises EtcdError when the waiter left
+        the queue without the lock (lease ended, wait bound, revoked)."""
+        waits = self.node.lock_waits
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_WAIT_MS / 1000
+        try:
+            for _wakeup in range(LOCK_WAKEUPS_MAX):
+                state, _token = waits.table().waiter_state(DEFAULT_NAMESPACE, name, owner,
+                                                           waiter_id)  # fmt: skip
+                if state == "granted":
+                    return
+                if state == "gone" or loop.time() >= deadline:
+                    break
+                await waits.wait((DEFAULT_NAMESPACE, name), deadline - loop.time())
+        except asyncio.CancelledError:
+            release = lock_release_op(name, owner, release_all=True)
+            await asyncio.shield(self.node.write(release, None))
+            raise
+        raise EtcdError(grpc.StatusCode.FAILED_PRECONDITION,
+                        f"synod: {owner} left the queue of lock {name!r} without it (lease "
+                        "ended, wait bound or revoked)")  # fmt: skip
+
+    async def Unlock(
+        self, request: v3lock.UnlockRequest, context: aio.ServicerContext[Any, Any]
+    ) -> v3lock.UnlockResponse:
+        async def local() -> v3lock.UnlockResponse:
+            name_bytes, slash, lease_hex = request.key.rpartition(b"/")
+            try:
+                lease = int(lease_hex, 16) if slash else 0
+            except ValueError:
+                lease = 0
+            if lease <= 0:
+                raise convert.invalid("not a lock key (<name>/<lease hex>)")
+            op = lock_release_op(_lock_name(name_bytes), _lock_owner(lease), release_all=True)
+            result = await self.node.write(op, None)
+            error = result.get("error") if result.get("ok") is not True else None
+            if isinstance(error, dict) and error.get("code") != "lock-not-held":
+                _ok(result)  # etcd deletes a missing lock key without complaint
+            return v3lock.UnlockResponse(header=self.header())
+
+        async def work() -> v3lock.UnlockResponse:
+            return await self.leader_call(context, "/v3lockpb.Lock/Unlock", request,
+                                          v3lock.UnlockResponse, local)  # fmt: skip
+
+        return await _serve(context, work)
+
+
 # -- the server --------------------------------------------------------------------------
 
 
@@ -855,6 +968,7 @@ class EtcdApiServer:
         pb_grpc.add_WatchServicer_to_server(WatchService(self), server)
         pb_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
         pb_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self), server)
+        v3lock_grpc.add_LockServicer_to_server(LockService(self), server)
         try:
             self.port = server.add_insecure_port(self.listen)
         except RuntimeError as error:
