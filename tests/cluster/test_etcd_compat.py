@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.harness import Cluster
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -300,6 +302,15 @@ def test_etcdctl_cluster_views(cluster: Cluster) -> None:
         return len(answer) == 3 and len(hashes[-1]) == 1
 
     cluster.wait_until(same_hash, "every member to hash the same keys")
+    # Membership through the admin API: a learner (never started here) cannot be
+    # promoted before it caught up, and is removed again.
+    added = _etcdctl(endpoints[1], "member", "add", "synod-4", "--learner",
+                     f"--peer-urls=http://127.0.0.1:{free_port()}")  # fmt: skip
+    assert re.match(r"Member +4 added to cluster", added), added
+    error = _etcdctl(endpoints[1], "member", "promote", "4", ok=False)
+    assert "can only promote a learner member which is in sync with leader" in error
+    assert "removed from cluster" in _etcdctl(endpoints[2], "member", "remove", "4")
+    assert "synod-4" not in _etcdctl(endpoints[0], "member", "list")
 
 
 def test_etcdctl_lock_waits_its_turn(cluster: Cluster) -> None:

@@ -261,3 +261,24 @@ def test_v3lock_queues_on_the_lock_service_and_unlock_hands_over() -> None:
         assert code == grpc.StatusCode.NOT_FOUND
 
     _run(scenario)
+
+
+def test_membership_calls_go_to_the_admin_api_learners_first() -> None:
+    async def scenario(node: MemoryNode, channel: aio.Channel) -> None:
+        cluster = pb_grpc.ClusterStub(channel)
+        code, message = await _error(cluster.MemberAdd(
+            pb.MemberAddRequest(peerURLs=["http://127.0.0.1:2390"])))  # fmt: skip
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "--learner" in message
+        added = await cluster.MemberAdd(
+            pb.MemberAddRequest(peerURLs=["http://127.0.0.1:2390"], isLearner=True)
+        )
+        assert added.member.ID == 2 and added.member.isLearner
+        await cluster.MemberPromote(pb.MemberPromoteRequest(ID=2))
+        await cluster.MemberRemove(pb.MemberRemoveRequest(ID=2))
+        assert node.admin_calls == [("add_learner", (2, "127.0.0.1:2390", "")),
+                                    ("promote", 2), ("remove", 2)]  # fmt: skip
+        listed = await cluster.MemberList(pb.MemberListRequest())
+        assert [(m.ID, m.name) for m in listed.members] == [(1, "synod-1")]
+        assert listed.members[0].clientURLs[0].startswith("http://127.0.0.1:")
+
+    _run(scenario)

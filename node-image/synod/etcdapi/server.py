@@ -32,7 +32,18 @@ from synod.etcdapi._pb.v3lockpb import v3lock_pb2 as v3lock
 from synod.etcdapi._pb.v3lockpb import v3lock_pb2_grpc as v3lock_grpc
 from synod.etcdapi.convert import EtcdError, event_pb, kv_pb
 from synod.etcdapi.observe import ObserveInterceptor
-from synod.node.api import NodeApi, NodeError, NoLeader, NotLeader, Overloaded, Timeout
+from synod.node.api import (
+    ChangeInvalid,
+    ChangePending,
+    NodeApi,
+    NodeError,
+    NoLeader,
+    NotCaughtUp,
+    NotLeader,
+    NotMember,
+    Overloaded,
+    Timeout,
+)
 from synod.services import commands
 from synod.services.errors import Compacted, ServiceError
 from synod.services.limits import ServiceLimits
@@ -89,6 +100,13 @@ def _node_error(error: NodeError) -> EtcdError:
         return convert.TIMEOUT.new()
     if isinstance(error, Overloaded):
         return convert.TOO_MANY_REQUESTS.new()
+    if isinstance(error, NotMember):
+        return EtcdError(grpc.StatusCode.NOT_FOUND, "etcdserver: member not found")
+    if isinstance(error, NotCaughtUp):
+        return EtcdError(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: can only promote a "
+                         "learner member which is in sync with leader")  # fmt: skip
+    if isinstance(error, ChangePending | ChangeInvalid):
+        return EtcdError(grpc.StatusCode.FAILED_PRECONDITION, f"etcdserver: {error}")
     return EtcdError(grpc.StatusCode.UNAVAILABLE, f"etcdserver: {error}")
 
 
@@ -711,20 +729,24 @@ def _url(address: str | None) -> list[str]:
 
 
 class ClusterService(_Base, pb_grpc.ClusterServicer):
-    """etcdserverpb.Cluster: MemberList (changes go through Synod's admin API)."""
+    """etcdserverpb.Cluster on Synod's membership and admin calls. Members join as
+    learners (MemberAdd needs isLearner; MemberPromote makes them voters once caught
+    up); MemberUpdate is not served (a Synod member keeps its addresses)."""
+
+    async def _members(self) -> list[pb.Member]:
+        members = self.node.status()["members"]
+        endpoints = await asyncio.gather(*(self._endpoint(m) for m in members))
+        return [
+            pb.Member(ID=m["id"], name=f"synod-{m['id']}", peerURLs=_url(m.get("peer_url")),
+                      clientURLs=_url(endpoint), isLearner=m.get("role") == "learner")
+            for m, endpoint in zip(members, endpoints, strict=True)
+        ]  # fmt: skip
 
     async def MemberList(
         self, request: pb.MemberListRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.MemberListResponse:
         async def work() -> pb.MemberListResponse:
-            members = self.node.status()["members"]
-            endpoints = await asyncio.gather(*(self._endpoint(m) for m in members))
-            out = [
-                pb.Member(ID=m["id"], name=f"synod-{m['id']}", peerURLs=_url(m.get("peer_url")),
-                          clientURLs=_url(endpoint), isLearner=m.get("role") == "learner")
-                for m, endpoint in zip(members, endpoints, strict=True)
-            ]  # fmt: skip
-            return pb.MemberListResponse(header=self.header(), members=out)
+            return pb.MemberListResponse(header=self.header(), members=await self._members())
 
         return await _serve(context, work)
 
@@ -732,6 +754,55 @@ class ClusterService(_Base, pb_grpc.ClusterServicer):
         if member["id"] == self.node.member_id:
             return self.api.advertise
         return await self.api.link.endpoint_of(member["id"], member.get("client_url"))
+
+    async def MemberAdd(
+        self, request: pb.MemberAddRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.MemberAddResponse:
+        async def local() -> pb.MemberAddResponse:
+            if not request.isLearner:
+                raise EtcdError(grpc.StatusCode.FAILED_PRECONDITION, "synod: members join as "
+                                "learners: add it with --learner, then promote it")  # fmt: skip
+            if len(request.peerURLs) != 1:
+                raise convert.invalid("give exactly one peer URL")
+            peer = request.peerURLs[0].split("://", 1)[-1]
+            node_id = max(m["id"] for m in self.node.status()["members"]) + 1
+            await self.node.admin_add_learner(node_id, peer, "")
+            added = pb.Member(ID=node_id, name=f"synod-{node_id}", peerURLs=_url(peer),
+                              isLearner=True)  # fmt: skip
+            return pb.MemberAddResponse(header=self.header(), member=added,
+                                        members=await self._members())  # fmt: skip
+
+        async def work() -> pb.MemberAddResponse:
+            return await self.leader_call(context, "/etcdserverpb.Cluster/MemberAdd", request,
+                                          pb.MemberAddResponse, local)  # fmt: skip
+
+        return await _serve(context, work)
+
+    async def MemberRemove(
+        self, request: pb.MemberRemoveRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.MemberRemoveResponse:
+        async def local() -> pb.MemberRemoveResponse:
+            await self.node.admin_remove(request.ID)
+            return pb.MemberRemoveResponse(header=self.header(), members=await self._members())
+
+        async def work() -> pb.MemberRemoveResponse:
+            return await self.leader_call(context, "/etcdserverpb.Cluster/MemberRemove",
+                                          request, pb.MemberRemoveResponse, local)  # fmt: skip
+
+        return await _serve(context, work)
+
+    async def MemberPromote(
+        self, request: pb.MemberPromoteRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.MemberPromoteResponse:
+        async def local() -> pb.MemberPromoteResponse:
+            await self.node.admin_promote(request.ID)
+            return pb.MemberPromoteResponse(header=self.header(), members=await self._members())
+
+        async def work() -> pb.MemberPromoteResponse:
+            return await self.leader_call(context, "/etcdserverpb.Cluster/MemberPromote",
+                                          request, pb.MemberPromoteResponse, local)  # fmt: skip
+
+        return await _serve(context, work)
 
 
 class MaintenanceService(_Base, pb_grpc.MaintenanceServicer):
