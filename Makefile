@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-
 SEEDS ?= 500
 SEED ?=
 
-.PHONY: help venv demo test check lint types sim sim-gossip bench-core bench bench-ids bench-locks pytest-all clean observability
+.PHONY: help venv demo test check lint types sim sim-gossip bench-core bench bench-ids bench-locks pytest-all clean observability etcdapi-protos etcd-compat-tools
 
 help:
 	@echo "make demo        start a local 3-node cluster and tour the primitives"
@@ -84,7 +84,7 @@ bench-locks: venv $(BENCH_STAMP)
 # built (or found in its cache) first: the envtest binaries and kubectl for
 # tests/controlplane, helm for the chart and RBAC tests (test-tools). Under CI=true a
 # skip is a failure (conftest.py), so a missing tool cannot pass unnoticed.
-pytest-all: venv test-tools
+pytest-all: venv test-tools etcd-compat-tools
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests
 
 # What CI runs (.ci/run). Fast checks first, the kind cluster last; pytest-all builds
@@ -98,6 +98,26 @@ check: lint types pytest-all
 # charts/synod/files (tests/unit/test_observability.py fails when they are stale).
 observability: venv
 	$(PY) -m synod.observability
+
+# What tests/cluster/test_etcd_compat.py runs against Synod's etcd API: python-etcd3 and
+# its test suite's imports (pyproject's `etcd-compat` extra), its sdist (the suite is
+# not in the wheel; cached in the venv, so tests never download) and etcdctl from
+# Debian's etcd-client. Idempotent.
+ETCD3_SDIST := $(VENV)/etcd3-sdist/etcd3-0.12.0.tar.gz
+ETCD_COMPAT_STAMP := $(VENV)/.etcd-compat-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+$(ETCD_COMPAT_STAMP): $(VENV_STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,etcd-compat]'
+	touch $@
+$(ETCD3_SDIST): $(VENV_STAMP)
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/etcd3-sdist etcd3==0.12.0
+etcd-compat-tools: venv $(ETCD_COMPAT_STAMP) $(ETCD3_SDIST)
+	@command -v etcdctl >/dev/null || node-image/synod/bench/apt-install.sh etcd-compat-tools etcd-client
+
+# Re-fetch etcd's .proto files (Go module proxy) and regenerate synod/etcdapi/_pb; both
+# are committed (tests/unit/test_etcdapi_protos.py checks the generated code).
+etcdapi-protos: venv
+	$(PY) -m synod.etcdapi.genprotos fetch
+	$(PY) -m synod.etcdapi.genprotos generate
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -35,8 +35,12 @@ class Cluster:
         *,
         extra_args: list[str] | None = None,
         extra_env: dict[str, str] | None = None,
+        etcd: bool = False,
     ) -> None:
         self.root = root
+        # Each node's etcd v3 gRPC port (synod.etcdapi) when `etcd`, else none.
+        self.etcd_ports: dict[int, int] = {}
+        self.etcd = etcd
         self.extra_env = extra_env or {}
         self.nodes: dict[int, DevNode] = {}
         self.extra_args = extra_args or []
@@ -45,6 +49,8 @@ class Cluster:
         self.initial_cluster = ",".join(n.member_spec for n in self.nodes.values())
 
     def _new_node(self, node_id: int) -> DevNode:
+        if self.etcd:
+            self.etcd_ports[node_id] = free_port()
         return DevNode(
             node_id,
             free_port(),
@@ -71,6 +77,8 @@ class Cluster:
         ]  # fmt: skip
         if join:
             args.append("--join")
+        if node_id in self.etcd_ports:
+            args += ["--listen-etcd", f"127.0.0.1:{self.etcd_ports[node_id]}"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env = {key: value.replace("{id}", str(node_id)) for key, value in env.items()}
         with node.log_path.open("ab") as log:

@@ -113,3 +113,18 @@ def test_gossip_dns_mode_a_pod_added_by_a_scale_up_advertises_its_own_name() -> 
 def test_bad_gossip_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(["--id", "1", "--initial-cluster", "1=h:2380@http://h:2379"], env)
+
+
+def test_etcd_api_is_off_unless_listened_and_advertises_its_listen_address() -> None:
+    base = ["--id", "1", "--initial-cluster", "1=127.0.0.1:2380@http://127.0.0.1:2379"]
+    off = load_config(base, {})
+    assert off.listen_etcd == off.advertise_etcd == ""
+    on = load_config([*base, "--listen-etcd", "127.0.0.1:12379"], {})
+    assert on.listen_etcd == on.advertise_etcd == "127.0.0.1:12379"
+    behind = load_config(base, {"SYNOD_LISTEN_ETCD": "0.0.0.0:2379",
+                                "SYNOD_ADVERTISE_ETCD": "synod-0.synod:2379"})  # fmt: skip
+    assert behind.advertise_etcd == "synod-0.synod:2379"
+    with pytest.raises(ConfigError, match="listen_etcd must look like HOST:PORT"):
+        load_config([*base, "--listen-etcd", "2379"], {})
+    with pytest.raises(ConfigError, match="advertise_etcd needs listen_etcd"):
+        load_config([*base, "--advertise-etcd", "h:2379"], {})

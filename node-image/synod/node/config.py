@@ -72,6 +72,8 @@ class NodeConfig:
     peer_tls_cert: str = ""
     peer_tls_key: str = ""
     peer_tls_ca: str = ""
+    listen_etcd: str = ""  # host:port of etcd's v3 gRPC API (synod.etcdapi); "" turns it off
+    advertise_etcd: str = ""  # What clients and other members dial ("" when it is off)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -177,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--peer-tls-cert", help="PEM certificate of this member (its peer host), mutual TLS")
     add("--peer-tls-key", help="PEM private key of --peer-tls-cert")
     add("--peer-tls-ca", help="PEM CA bundle that signed every member's peer certificate")
+    add("--listen-etcd")
+    add("--advertise-etcd")
     return parser
 
 
@@ -271,6 +275,8 @@ def load_config(
         peer_tls_cert=settings.get("peer_tls_cert", ""),
         peer_tls_key=settings.get("peer_tls_key", ""),
         peer_tls_ca=settings.get("peer_tls_ca", ""),
+        listen_etcd=settings.get("listen_etcd", ""),
+        advertise_etcd=settings.get("advertise_etcd", settings.get("listen_etcd", "")),
         # A pod added after the founding ones (scale up) is not an initial member, but in
         # DNS mode its address is known all the same: it must gossip under it.
         **_gossip_settings(
@@ -389,4 +395,9 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError("tls_client_ca needs tls_cert and tls_key (HTTPS)")
     if len(config.cluster_token.encode()) > CLUSTER_TOKEN_BYTES_MAX:
         raise ConfigError(f"cluster_token must be at most {CLUSTER_TOKEN_BYTES_MAX} bytes")
+    if config.listen_etcd:
+        _host_port("listen_etcd", config.listen_etcd)
+        _host_port("advertise_etcd", config.advertise_etcd)
+    elif config.advertise_etcd:
+        raise ConfigError("advertise_etcd needs listen_etcd")
     assert config.node_id >= 1

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -24,6 +25,9 @@ from synod.node.server import RaftServer
 from synod.node.tracing import configure_tracing
 from synod.node.transport import split_host_port
 from synod.tls import ReloadingServerContext, TlsFiles, client_context
+
+if TYPE_CHECKING:
+    from synod.etcdapi.server import EtcdApiServer
 
 log = logging.getLogger("synod.node")
 
@@ -65,6 +69,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
     if rls is not None:
         await rls.start()
     print(f"synod node {config.node_id}: clients {config.advertise_client}", flush=True)
+    etcd = await _start_etcd_api(config, server)
     try:
         await stop.wait()
     finally:
@@ -75,8 +80,30 @@ async def serve(config: NodeConfig, stop: asyncio.Event) -> None:
             reloader.cancel()
         await stop_gossip(gossip)  # Others see it leave rather than suspect it.
         await server.stop(transfer_leadership=True)
+        if etcd is not None:
+            await etcd.stop()
         await runner.cleanup()
     log.info("node %d stopped", config.node_id)
+
+
+async def _start_etcd_api(config: NodeConfig, server: RaftServer) -> EtcdApiServer | None:
+    """Serve etcd's v3 gRPC API when --listen-etcd is given. Raises OSError."""
+    if not config.listen_etcd:
+        return None
+    from synod.etcdapi.server import EtcdApiServer
+
+    etcd = EtcdApiServer(
+        server,
+        cluster_id=int.from_bytes(config.cluster_id[:8], "big"),
+        listen=config.listen_etcd,
+        advertise=config.advertise_etcd,
+        limits=lambda: server.state.limits,
+        lease_ids=lambda: sorted(server.state.leases.ttls_ms()),
+        registry=server.node_metrics.registry,
+    )
+    await etcd.start()
+    print(f"synod node {config.node_id}: etcd clients {config.advertise_etcd}", flush=True)
+    return etcd
 
 
 def main(argv: Sequence[str] | None = None) -> int:

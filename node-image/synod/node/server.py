@@ -664,6 +664,8 @@ class RaftServer:
             "revision": self.state.kv.revision,
             "limits": self.state.settable_limits(),
             "members": self._member_status(raft),
+            # Where this member serves etcd's gRPC API (followers forward to the leader's).
+            "etcd_endpoint": self.config.advertise_etcd or None,
         }
 
     def _member_status(self, raft: RaftNode) -> list[dict[str, Any]]:
