@@ -85,6 +85,16 @@ class KV:
             lease=_int(doc, "lease", 0),
         )
 
+    @property
+    def key_bytes(self) -> bytes:
+        """The key as stored (UTF-8). Raises nothing."""
+        return self.key.encode("utf-8", errors="surrogateescape")
+
+    @property
+    def value_bytes(self) -> bytes:
+        """The value as stored (UTF-8). Raises nothing."""
+        return self.value.encode("utf-8", errors="surrogateescape")
+
     @classmethod
     def maybe(cls, doc: Any) -> KV | None:
         """Decode a KV or null. Raises ProtocolError on a malformed KV."""
