@@ -615,7 +615,12 @@ def prefix_end(prefix: str) -> str:
 
 
 def _range_pages(
-    client: Client, key: str, range_end: str, limit: int, page_size: int, keys_only: bool,
+    client: Client,
+    key: str,
+    range_end: str,
+    limit: int,
+    page_size: int,
+    keys_only: bool,
     revision: int,
 ) -> Iterator[tuple[list[KV], bool, int]]:
     """Pages of [key, range_end) at one revision: (kvs, more, count) until ``limit``
@@ -705,7 +710,7 @@ def _print_plain_kvs(kvs: list[KV], keys_only: bool) -> None:
 
 def _print_kv_table(kvs: list[KV], keys_only: bool, count: int, more: bool) -> None:
     """Raises nothing."""
-    columns = ("KEY", "VERSION", "MOD REV", "LEASE")
+    columns: tuple[str, ...] = ("KEY", "VERSION", "MOD REV", "LEASE")
     if not keys_only:
         columns = ("KEY", "VALUE", "VERSION", "MOD REV", "LEASE")
     rows = []
@@ -1043,7 +1048,7 @@ def endpoint_health(opts: ClientOptions, cluster: bool) -> None:
     with opts.client() as client:
         urls = _endpoint_urls(client, cluster)
         probes = [(url, *_probe(client, url)) for url in urls]
-    docs = []
+    docs: list[dict[str, Any]] = []
     for url, found, failed, took_ms in probes:
         healthy = found is not None and bool(found.leader_id)
         error = "no leader" if found is not None and not healthy else failed
@@ -1052,8 +1057,8 @@ def endpoint_health(opts: ClientOptions, cluster: bool) -> None:
     if opts.json:
         print_json(docs)
     else:
-        rows = [[d["endpoint"], "healthy" if d["health"] else "unhealthy",
-                 f"{d['took_ms']:.1f} ms", d["error"] or ""] for d in docs]  # fmt: skip
+        rows = [[str(d["endpoint"]), "healthy" if d["health"] else "unhealthy",
+                 f"{d['took_ms']:.1f} ms", str(d["error"] or "")] for d in docs]  # fmt: skip
         styles = ["green" if d["health"] else "red" for d in docs]
         print_rows(opts.output, ("ENDPOINT", "HEALTH", "TOOK", "ERROR"), rows, styles=styles)
     if not all(d["health"] for d in docs):
@@ -1120,8 +1125,7 @@ def txn(opts: ClientOptions, source: Any) -> None:
     """Run a transaction: compares, then the success or the failure ops (as etcdctl's
     `txn`). Exit code 4 when the compares did not hold (the failure ops ran)."""
     if source is None:
-        stdin = click.get_text_stream("stdin")
-        text = read_txn_interactive() if stdin.isatty() else stdin.read()
+        text = read_txn_interactive() if sys.stdin.isatty() else sys.stdin.read()
     else:
         text = source.read()
     try:

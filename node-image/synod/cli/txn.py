@@ -60,7 +60,7 @@ def parse_compare(line: str) -> ops.Compare:
     """One compare line. Raises ValueError."""
     match = _COMPARE_RE.match(line)
     if not match:
-        raise ValueError(f"not a compare: {line!r} (e.g. value(\"k\") = \"v\")")
+        raise ValueError(f'not a compare: {line!r} (e.g. value("k") = "v")')
     target, key, result, operand = match.groups()
     text = _unquote(operand)
     built = _TARGETS[target](_unquote(key))

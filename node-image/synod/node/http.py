@@ -44,6 +44,7 @@ from synod.node.inputs import (
     SESSION_HEADERS,
     client_url_from_json,
     delete_from_json,
+    is_base64,
     parse_query,
     parse_session,
     peer_address_from_json,
@@ -97,17 +98,18 @@ def _service_ok(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _fields(result: dict[str, Any], *names: str) -> Answer:
+def _fields(result: dict[str, Any], *names: str, base64: bool = False) -> Answer:
     ok = _service_ok(result)
-    return {name: jsonable(ok[name]) for name in names}, ok.get("revision")
+    return {name: jsonable(ok[name], base64) for name in names}, ok.get("revision")
 
 
-def _txn_fields(result: dict[str, Any]) -> Answer:
+def _txn_fields(result: dict[str, Any], base64: bool = False) -> Answer:
     ok = _service_ok(result)
     responses = []
     for response in ok["responses"]:
         kind = response["kind"]
-        responses.append({kind: jsonable({k: v for k, v in response.items() if k != "kind"})})
+        fields = {k: v for k, v in response.items() if k != "kind"}
+        responses.append({kind: jsonable(fields, base64)})
     return {"succeeded": ok["succeeded"], "responses": responses}, ok.get("revision")
 
 
@@ -145,13 +147,14 @@ def _checked(op: dict[str, Any], limits: ServiceLimits) -> dict[str, Any]:
 
 async def _kv_put(call: Call) -> Answer:
     op = _checked(put_from_json(call.body), call.state.limits.service)
-    return _fields(await call.node.write(op, call.session), "prev_kv")
+    return _fields(await call.node.write(op, call.session), "prev_kv",
+                   base64=is_base64(call.body))  # fmt: skip
 
 
 async def _kv_range(call: Call) -> Answer:
     result = await call.node.read(range_from_json(call.body),
                                   serializable=call.body.get("serializable", False))  # fmt: skip
-    return _fields(result, "kvs", "more", "count")
+    return _fields(result, "kvs", "more", "count", base64=is_base64(call.body))
 
 
 async def _kv_get(call: Call) -> Answer:
@@ -168,12 +171,12 @@ async def _kv_get(call: Call) -> Answer:
 async def _kv_delete(call: Call) -> Answer:
     op = _checked(delete_from_json(call.body), call.state.limits.service)
     result = await call.node.write(op, call.session)
-    return _fields(result, "deleted", "prev_kvs")
+    return _fields(result, "deleted", "prev_kvs", base64=is_base64(call.body))
 
 
 async def _kv_txn(call: Call) -> Answer:
     op = _checked(txn_from_json(call.body), call.state.limits.service)
-    return _txn_fields(await call.node.write(op, call.session))
+    return _txn_fields(await call.node.write(op, call.session), is_base64(call.body))
 
 
 async def _kv_compact(call: Call) -> Answer:
