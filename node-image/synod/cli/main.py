@@ -321,7 +321,7 @@ def dev(
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_dev(cluster: DevCluster, leader_wait_s: float, restart: bool) -> None:
+def _run_dev(cluster: DevCluster, leader_wait_s: float, restart: bool = False) -> None:
     """Start, supervise until a signal, stop. Raises DevClusterError."""
     verb = "resuming" if cluster.resumed else "starting"
     out_console.print(

@@ -60,6 +60,7 @@ from synod.client.types import (
     RangeResult,
     TxnResult,
     WatchEvent,
+    to_base64,
 )
 
 __all__ = ["DEV_ENDPOINTS", "AsyncClient", "normalize_endpoints"]
@@ -81,6 +82,27 @@ DISCOVERY_TIMEOUT_S_MAX = 2.0
 ENDPOINT_PENALTY_S = 1.0
 
 Sleep = Callable[[float], Awaitable[None]]
+# Keys and values: text (stored as UTF-8) or any bytes. They travel as base64
+# (`"encoding": "base64"`), so that bytes come back exactly as they were written.
+Data = str | bytes
+BASE64 = {"encoding": "base64"}
+
+
+def _shown_data(data: Data) -> str:
+    """A key or value for a message: text as is, bytes that are not UTF-8 as repr.
+
+    Raises nothing."""
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(data)
+
+
+def _shown(kv: KV) -> str:
+    """Raises nothing."""
+    return repr(_shown_data(kv.value_bytes))
 
 
 def normalize_endpoints(endpoints: Sequence[str] | str | None) -> list[str]:
@@ -520,23 +542,26 @@ class AsyncClient:
     # -- KV -------------------------------------------------------------------------
 
     async def put(
-        self, key: str, value: str, *, lease: int = 0, prev_kv: bool = False
+        self, key: Data, value: Data, *, lease: int = 0, prev_kv: bool = False
     ) -> PutResult:
-        """Set ``key`` to ``value`` (attached to ``lease`` when non-zero).
+        """Set ``key`` to ``value`` (attached to ``lease`` when non-zero). Keys and
+        values are text (stored as UTF-8) or any bytes.
 
-        Raises InvalidArgument, TooLarge, NotFound (unknown lease), Unavailable, SynodError.
+        Raises InvalidArgument, TooLarge, NotFound (unknown lease), Unavailable, SynodError;
+        TypeError for a key or value that is neither str nor bytes.
         """
-        body: dict[str, Any] = {"key": key, "value": value}
+        body: dict[str, Any] = {"key": to_base64(key), "value": to_base64(value), **BASE64}
         if lease:
             body["lease"] = lease
         if prev_kv:
             body["prev_kv"] = True
-        return PutResult.from_json(await self._call("POST", "/v1/kv/put", body, write=True))
+        answer = await self._call("POST", "/v1/kv/put", body, write=True)
+        return PutResult.from_json(answer, base64=True)
 
     async def range(
         self,
-        key: str,
-        range_end: str = "",
+        key: Data,
+        range_end: Data = "",
         *,
         prefix: bool = False,
         limit: int = 0,
@@ -549,9 +574,9 @@ class AsyncClient:
 
         Raises InvalidArgument, FutureRevision, Compacted, TooLarge, Unavailable.
         """
-        body: dict[str, Any] = {"key": key}
+        body: dict[str, Any] = {"key": to_base64(key), **BASE64}
         for name, arg in (
-            ("range_end", range_end),
+            ("range_end", to_base64(range_end) if range_end else ""),
             ("prefix", prefix),
             ("limit", limit),
             ("revision", revision),
@@ -561,45 +586,49 @@ class AsyncClient:
         ):
             if arg:
                 body[name] = arg
-        return RangeResult.from_json(await self._call("POST", "/v1/kv/range", body))
+        return RangeResult.from_json(await self._call("POST", "/v1/kv/range", body), base64=True)
 
     async def prefix(
-        self, prefix: str, *, limit: int = 0, serializable: bool = False
+        self, prefix: Data, *, limit: int = 0, serializable: bool = False
     ) -> RangeResult:
         """Every key starting with ``prefix``. Raises like `range`."""
         return await self.range(prefix, prefix=True, limit=limit, serializable=serializable)
 
-    async def get(self, key: str, *, revision: int = 0, serializable: bool = False) -> KV | None:
+    async def get(self, key: Data, *, revision: int = 0, serializable: bool = False) -> KV | None:
         """The KV of ``key``, or None when absent. Raises like `range`."""
         result = await self.range(key, revision=revision, serializable=serializable)
         return result.kvs[0] if result.kvs else None
 
     async def delete(
-        self, key: str, range_end: str = "", *, prefix: bool = False, prev_kv: bool = False
+        self, key: Data, range_end: Data = "", *, prefix: bool = False, prev_kv: bool = False
     ) -> DeleteResult:
         """Delete ``key`` (or a range / prefix); `deleted` counts the keys removed.
 
         Raises InvalidArgument, Unavailable, SynodError.
         """
-        body: dict[str, Any] = {"key": key}
+        body: dict[str, Any] = {"key": to_base64(key), **BASE64}
         if range_end:
-            body["range_end"] = range_end
+            body["range_end"] = to_base64(range_end)
         if prefix:
             body["prefix"] = True
         if prev_kv:
             body["prev_kv"] = True
-        return DeleteResult.from_json(await self._call("POST", "/v1/kv/delete", body, write=True))
+        answer = await self._call("POST", "/v1/kv/delete", body, write=True)
+        return DeleteResult.from_json(answer, base64=True)
 
     async def txn(self, txn: Txn) -> TxnResult:
         """Run a transaction; failed compares answer `succeeded=False` (not an error).
 
         Raises InvalidArgument, TooLarge, Unavailable, SynodError.
         """
+        body = {**txn.to_json(base64=True), **BASE64}
         return TxnResult.from_json(
-            await self._call("POST", "/v1/kv/txn", txn.to_json(), write=True)
+            await self._call("POST", "/v1/kv/txn", body, write=True), base64=True
         )
 
-    async def cas(self, key: str, expected: str | None, new: str, *, lease: int = 0) -> PutResult:
+    async def cas(
+        self, key: Data, expected: Data | None, new: Data, *, lease: int = 0
+    ) -> PutResult:
         """Set ``key`` to ``new`` only if its value is ``expected`` (None: only if absent).
 
         Raises CompareFailed (``current`` = the key's KV or None), plus like `txn`.
@@ -610,11 +639,15 @@ class AsyncClient:
         if not result.succeeded:
             kvs = result.range_kvs(0) if result.responses else []
             current = kvs[0] if kvs else None
-            shown = "absent" if current is None else repr(current.value)
-            wanted = "absent" if expected is None else repr(expected)
+            shown = "absent" if current is None else _shown(current)
+            wanted = "absent" if expected is None else repr(_shown_data(expected))
             raise CompareFailed(
                 f"{key!r} is {shown}, expected {wanted}",
-                {"key": key, "expected": expected, "current": current and current.to_json()},
+                {
+                    "key": _shown_data(key),
+                    "expected": None if expected is None else _shown_data(expected),
+                    "current": current and current.to_json(),
+                },
                 current=current,
             )
         return PutResult(result.header)
@@ -841,8 +874,8 @@ class AsyncClient:
 
     async def watch(
         self,
-        key: str,
-        range_end: str = "",
+        key: Data,
+        range_end: Data = "",
         *,
         prefix: bool = False,
         start_revision: int = 0,
@@ -885,15 +918,16 @@ class AsyncClient:
             await self._backoff(failures)
 
     async def _watch_once(
-        self, url: str, key: str, range_end: str, prefix: bool, cursor: _WatchCursor
+        self, url: str, key: Data, range_end: Data, prefix: bool, cursor: _WatchCursor
     ) -> AsyncGenerator[WatchEvent, None]:
         """One SSE stream from ``cursor``; ends on a resumable cancel or a server close.
 
         Raises Compacted, SynodError answers, aiohttp.ClientError, TimeoutError.
         """
-        params = {"key": key, "start_revision": str(cursor.next_revision)}
+        params = {"key": to_base64(key), "start_revision": str(cursor.next_revision),
+                  **BASE64}  # fmt: skip
         if range_end:
-            params["range_end"] = range_end
+            params["range_end"] = to_base64(range_end)
         if prefix:
             params["prefix"] = "true"
         timeout = aiohttp.ClientTimeout(
@@ -911,7 +945,7 @@ class AsyncClient:
                 data = _json_object(message.data)
                 if message.event == "events":
                     for raw in data.get("events") or []:
-                        event = WatchEvent.from_json(raw)
+                        event = WatchEvent.from_json(raw, base64=True)
                         if cursor.accept(event.revision, seen):
                             yield event
                 elif message.event == "progress":
