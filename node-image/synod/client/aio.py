@@ -11,8 +11,11 @@ idempotent. Hence any request may be retried after a lost connection, a timeout,
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
+import logging
 import random
+import ssl
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -63,7 +66,10 @@ from synod.client.types import (
     to_base64,
 )
 
-__all__ = ["DEV_ENDPOINTS", "AsyncClient", "normalize_endpoints"]
+__all__ = ["DEV_ENDPOINTS", "AsyncClient", "ConnectionState", "StateListener",
+           "normalize_endpoints"]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 # What `synod dev` (3 nodes) listens on; the default for clients and the CLI.
 DEV_ENDPOINTS = ["http://127.0.0.1:2379", "http://127.0.0.1:2479", "http://127.0.0.1:2579"]
@@ -82,6 +88,24 @@ DISCOVERY_TIMEOUT_S_MAX = 2.0
 ENDPOINT_PENALTY_S = 1.0
 
 Sleep = Callable[[float], Awaitable[None]]
+# Connection-state listeners per client (kazoo's add_listener); more is a caller's bug.
+LISTENERS_MAX = 64
+
+
+class ConnectionState(enum.Enum):
+    """What the client knows of its link to the cluster (kazoo's KazooState).
+
+    CONNECTED: the last request reached a node. SUSPENDED: requests fail to reach a
+    node and are being retried (writes may be in doubt until it answers again). LOST:
+    the cluster evicted this client's session (de-duplication of its writes restarts
+    with a new one; locks and leases it held may be gone)."""
+
+    CONNECTED = "connected"
+    SUSPENDED = "suspended"
+    LOST = "lost"
+
+
+StateListener = Callable[[ConnectionState], None]
 # Keys and values: text (stored as UTF-8) or any bytes. They travel as base64
 # (`"encoding": "base64"`), so that bytes come back exactly as they were written.
 Data = str | bytes
@@ -184,9 +208,13 @@ class AsyncClient:
         discover_leader: bool = True,
         watch_idle_timeout_s: float = 30.0,
         sleep: Sleep | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Configure; nothing connects until the first call.
 
+        ``ssl_context`` verifies https endpoints (and may carry a client certificate);
+        ``headers`` go with every request (e.g. ``{"Authorization": "Bearer ..."}``).
         Raises ValueError on bad endpoints or bounds.
         """
         if attempts_max < 1 or timeout_s <= 0 or backoff_ms_base < 0:
@@ -214,6 +242,66 @@ class AsyncClient:
         self._in_flight: set[int] = set()
         self._session_lock = asyncio.Lock()
         self._writes = asyncio.Semaphore(WRITES_IN_FLIGHT_MAX)
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._headers = dict(headers or {})
+        self._listeners: list[StateListener] = []
+        self._state = ConnectionState.SUSPENDED  # until a node answers
+        self._closed = False
+
+    def __repr__(self) -> str:
+        """Raises nothing."""
+        closed = " closed" if self._closed else ""
+        return f"<AsyncClient {self.endpoint} {self._state.value}{closed}>"
+
+    def __del__(self) -> None:
+        """A client dropped without `close()`: close its connections on their loop
+        (if it still runs) rather than leave aiohttp to warn about an unclosed
+        session. Raises nothing."""
+        http = getattr(self, "_http", None)
+        if http is None or http.closed:
+            return
+        loop = getattr(http, "_loop", None)
+        try:
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(_close_later, http)
+            else:
+                http.detach()  # the loop is gone: nothing left to close but the handle
+        except RuntimeError:
+            http.detach()
+
+    # -- connection state (kazoo's listeners) -----------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current connection state. Raises nothing."""
+        return self._state
+
+    def add_listener(self, listener: StateListener) -> None:
+        """Call ``listener(state)`` on each change of state, on the client's loop: it
+        must not block (hand work to a thread). Raises LimitExceeded beyond
+        LISTENERS_MAX listeners."""
+        if len(self._listeners) >= LISTENERS_MAX:
+            raise LimitExceeded(f"{LISTENERS_MAX} state listeners",
+                                {"limit": "listeners_max", "max": LISTENERS_MAX})  # fmt: skip
+        self._listeners.append(listener)
+        assert len(self._listeners) <= LISTENERS_MAX
+
+    def remove_listener(self, listener: StateListener) -> None:
+        """Stop calling ``listener``. Raises nothing (an unknown one is ignored)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        """Record ``state`` and tell the listeners if it changed. Raises nothing: a
+        listener that raises is logged."""
+        if state is self._state:
+            return
+        self._state = state
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:
+                log.exception("connection state listener %r failed", listener)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -238,6 +326,7 @@ class AsyncClient:
         for lock_session in list(self._lock_sessions.values()):  # SESSIONS_PER_CLIENT_MAX
             await lock_session.close()  # revokes the shared lease: its holds are released
         await self.close_session()
+        self._closed = True
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -272,9 +361,12 @@ class AsyncClient:
         return self._client_id
 
     def _session(self) -> aiohttp.ClientSession:
-        """The lazily created connection pool (it belongs to the running loop)."""
+        """The connection pool: one per client, created on first use (it belongs to the
+        running loop) and closed by `close()`. Raises RuntimeError after `close()`."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession()
+            self._http = aiohttp.ClientSession(headers=self._headers)
         return self._http
 
     # -- endpoints ------------------------------------------------------------------
@@ -358,7 +450,13 @@ class AsyncClient:
         headers = dict(headers)
         propagate.inject(headers)  # W3C traceparent of the caller's span, if any (else no-op).
         async with self._session().request(
-            method, url + path, json=body, headers=headers, params=params, timeout=timeout
+            method,
+            url + path,
+            json=body,
+            headers=headers,
+            params=params,
+            timeout=timeout,
+            ssl=self._ssl,
         ) as resp:
             raw = await resp.read()
             status = resp.status
@@ -429,19 +527,27 @@ class AsyncClient:
             except aiohttp.ClientConnectorError as exc:
                 last = Unavailable(f"{url}: cannot connect ({exc.os_error})")
                 self._failover(url)
+                self._set_state(ConnectionState.SUSPENDED)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 outcome_unknown = True
                 lost = f"{url}: {type(exc).__name__} {exc}".strip()
                 # The request may have been sent: for a write that is an unknown outcome.
                 last = OutcomeUnknown(lost) if write else Unavailable(lost)
                 self._failover(url)
+                self._set_state(ConnectionState.SUSPENDED)
             else:
                 if status < 300:
+                    self._set_state(ConnectionState.CONNECTED)
                     return doc
                 last = error_from_problem(status, doc)
                 if isinstance(last, SessionExpired):
                     last.outcome_unknown = outcome_unknown
+                    self._set_state(ConnectionState.LOST)
                     raise last
+                if isinstance(last, Unavailable | NotLeader):
+                    self._set_state(ConnectionState.SUSPENDED)
+                else:
+                    self._set_state(ConnectionState.CONNECTED)  # a node answered
                 redirect = self._judge(url, last)
                 # Only a definite answer (no-leader, not-leader...) says nothing was
                 # applied; outcome-unknown, timeout or a proxy's 503 may hide a write.
@@ -899,6 +1005,7 @@ class AsyncClient:
             try:
                 async for event in self._watch_once(url, key, range_end, prefix, cursor):
                     failures = 0
+                    self._set_state(ConnectionState.CONNECTED)
                     yield event
                 if (cursor.next_revision, cursor.skip_count) != position:
                     continue  # it made progress (a too-slow cancel, say): resume at once
@@ -913,6 +1020,7 @@ class AsyncClient:
                 error = exc
                 self._failover(url)
             failures += 1
+            self._set_state(ConnectionState.SUSPENDED)
             if failures >= self.attempts_max:
                 raise _exhausted(error, failures)
             await self._backoff(failures)
@@ -933,7 +1041,9 @@ class AsyncClient:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self.timeout_s, sock_read=self.watch_idle_timeout_s
         )
-        async with self._session().get(url + "/v1/watch", params=params, timeout=timeout) as resp:
+        async with self._session().get(
+            url + "/v1/watch", params=params, timeout=timeout, ssl=self._ssl
+        ) as resp:
             if resp.status >= 300:
                 try:
                     doc = await resp.json(content_type=None)
@@ -953,6 +1063,16 @@ class AsyncClient:
                 elif message.event == "cancel":
                     _on_cancel(data, cursor)
                     return
+
+
+def _close_later(http: aiohttp.ClientSession) -> None:
+    """Close a dropped client's connections on their own loop. Raises nothing."""
+    task = asyncio.ensure_future(http.close())
+    _CLOSING.add(task)  # keep the task (and the session) alive until it is done
+    task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Future[None]] = set()
 
 
 def _json_object(text: str) -> dict[str, Any]:
