@@ -768,8 +768,9 @@ def kv_watch(
     """Print changes of KEY as they happen, or run CMD per change (resumes by itself
     after failures)."""
     seen = 0
-    with opts.client() as client:
-        for event in client.watch(key, prefix=prefix, start_revision=revision):
+    with opts.client() as client, client.watch(key, prefix=prefix,
+                                               start_revision=revision) as events:  # fmt: skip
+        for event in events:
             if command:
                 _run_for_event(command, event)
             else:

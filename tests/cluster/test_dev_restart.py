@@ -1,0 +1,59 @@
+"""`synod dev --restart`: a member that dies is started again (on its data), and without
+the flag the message says how to get that."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from synod.cli.dev import DevCluster, find_free_base_port
+from synod.cli.main import RESTARTS_PER_NODE_MAX, handle_exits
+from synod.client import Client
+from tests.ports import free_port
+from tests.waiting import wait_until
+
+WAIT_S_MAX = 30.0
+FAST_NODE_ARGS = ["--tick-ms=20", "--heartbeat-interval-ms=100", "--election-timeout-ms=1000"]
+
+
+def _crash(cluster: DevCluster, node_id: int) -> None:
+    """SIGKILL the node behind the supervisor's back (as a crash would)."""
+    process = cluster.nodes[node_id].process
+    assert process is not None
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=WAIT_S_MAX)
+
+
+def test_dead_member_is_restarted_with_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base_port = find_free_base_port(1, preferred=free_port())
+    cluster = DevCluster(tmp_path, nodes=1, base_port=base_port, node_args=FAST_NODE_ARGS)
+    try:
+        cluster.start()
+        cluster.wait_for_leader(WAIT_S_MAX)
+        with Client(cluster.endpoints) as client:
+            client.put("dev/kept", "1")
+        _crash(cluster, 1)
+        assert wait_until(lambda: handle_exits(cluster, False, {}) == [] and
+                          "synod dev --restart" in capsys.readouterr().err,
+                          WAIT_S_MAX, "the exit report")  # fmt: skip
+        assert not cluster.nodes[1].alive()  # reported once, not restarted
+        cluster.nodes[1].exit_reported = False  # report it again, now with the flag
+        restarts: dict[int, int] = {}
+        assert handle_exits(cluster, True, restarts) == [1] and restarts == {1: 1}
+        assert "node 1 restarted" in capsys.readouterr().out
+        cluster.wait_for_leader(WAIT_S_MAX)
+        with Client(cluster.endpoints) as client:
+            kept = client.get("dev/kept")
+        assert kept is not None and kept.value == "1"  # it resumed its data
+        _crash(cluster, 1)
+        restarts[1] = RESTARTS_PER_NODE_MAX
+        assert wait_until(lambda: handle_exits(cluster, True, restarts) == [] and
+                          "not again" in capsys.readouterr().err,
+                          WAIT_S_MAX, "the crash-loop refusal")  # fmt: skip
+        assert not cluster.nodes[1].alive()
+    finally:
+        cluster.stop()
