@@ -18,10 +18,12 @@ from synod.cli.output import (
     EXIT_COMPARE_FAILED,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    RICH_TABLE_ROWS_MAX,
     safe_text,
 )
 from synod.cli.txn import parse_txn
-from synod.client import KV, Client, WatchEvent
+from synod.client import KV, Client, Txn, WatchEvent
+from synod.client import txn as ops
 from tests.unit.memory_cluster import MemoryCluster, threaded
 
 BOX_CHARS = set("┏┃━┡│─└┘┌┐╇╈┳┻╭╮╰╯")
@@ -238,3 +240,17 @@ def test_watch_env_carries_nul_as_base64() -> None:
     env = watch_env(event)
     assert env["SYNOD_WATCH_VALUE_BASE64"] == "YQBi" and "SYNOD_WATCH_VALUE" not in env
     assert env["SYNOD_WATCH_PREV_VALUE"] == "old" and env["SYNOD_WATCH_REVISION"] == "4"
+
+
+def test_large_tables_are_drawn_without_rich(cluster: MemoryCluster) -> None:
+    rows_count = RICH_TABLE_ROWS_MAX + 1
+    with Client(cluster.urls) as client:
+        for first in range(0, rows_count, 100):  # ops_per_txn_max is 128
+            last = min(first + 100, rows_count)
+            client.txn(Txn().then(*(ops.put(f"big/{i:04d}", f"v{ESC}{i}")
+                                    for i in range(first, last))))  # fmt: skip
+    table = synod(cluster, "kv", "range", "big/", "--prefix", "-o", "table")
+    lines = table.output.splitlines()
+    assert lines[0].startswith("┌") and "│ KEY " in lines[1] and ESC not in table.output
+    assert len(lines) == rows_count + 5 and lines[-1] == f"{rows_count} keys"
+    assert lines[3] == "│ big/0000 │ v\\x1b0   │ 1       │ " + lines[3].split("│ 1       │ ")[1]

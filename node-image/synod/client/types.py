@@ -286,7 +286,9 @@ class TxnResult:
             ((kind, body),) = answer.items()
             if kind not in _TXN_RESPONSE_TYPES or not isinstance(body, dict):
                 raise ProtocolError(f"unknown txn response {answer!r}", doc)
-            results.append(_TXN_RESPONSE_TYPES[kind].from_json({**body, "header": None}, base64))
+            results.append(
+                _TXN_RESPONSE_TYPES[kind].from_json({**body, "header": doc.get("header")}, base64)
+            )
         if base64:
             responses = [_text_response(answer) for answer in responses]
         return cls(header, bool(doc.get("succeeded")), responses, results)
