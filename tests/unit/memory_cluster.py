@@ -200,6 +200,13 @@ class Member:
         self._after(fault)
         return result
 
+    async def lease_list(self, limit: int) -> dict[str, Any]:
+        self._require_leader()
+        fault = await self._fault()
+        result = await self.node.lease_list(limit)
+        self._after(fault)
+        return result
+
     def watch(
         self, key: bytes, range_end: bytes, start_revision: int
     ) -> AsyncIterator[dict[str, Any]]:

@@ -254,3 +254,24 @@ def test_large_tables_are_drawn_without_rich(cluster: MemoryCluster) -> None:
     assert lines[0].startswith("┌") and "│ KEY " in lines[1] and ESC not in table.output
     assert len(lines) == rows_count + 5 and lines[-1] == f"{rows_count} keys"
     assert lines[3] == "│ big/0000 │ v\\x1b0   │ 1       │ " + lines[3].split("│ 1       │ ")[1]
+
+
+def test_lease_list(cluster: MemoryCluster) -> None:
+    with Client(cluster.urls) as client:
+        granted = [client.lease_grant(ttl_ms).id for ttl_ms in (5_000, 7_000)]
+        listed = client.lease_list()
+        assert {info.id for info in listed.leases} >= set(granted) and not listed.more
+        assert {info.granted_ttl_ms for info in listed.leases if info.id in granted} == {
+            5_000, 7_000
+        }  # fmt: skip
+        one = client.lease_list(1)
+        assert len(one.leases) == 1 and one.more and one.count == listed.count
+    doc = json.loads(synod(cluster, "lease", "list", "-o", "json").output)
+    assert {lease["id"] for lease in doc["leases"]} >= set(granted)
+    plain = synod(cluster, "lease", "list").output.splitlines()
+    assert f"{granted[1]}\t7s\t7s" in plain
+    limited = synod(cluster, "lease", "list", "--limit", "1")
+    assert len(limited.output.splitlines()) == 2 and "more than shown" in limited.output
+    with Client(cluster.urls) as client:
+        for lease_id in granted:
+            client.lease_revoke(lease_id)

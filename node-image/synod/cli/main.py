@@ -900,6 +900,25 @@ def lease_revoke(opts: ClientOptions, lease_id: int) -> None:
         out_console.print(f"lease {lease_id} revoked, {deleted} keys deleted")
 
 
+@lease.command("list")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=None,
+              help="At most this many [default: 10000].")  # fmt: skip
+@client_options
+def lease_list(opts: ClientOptions, limit: int | None) -> None:
+    """Every live lease: id, remaining and granted TTL."""
+    with opts.client() as client:
+        found = client.lease_list(limit or 0)
+    if opts.json:
+        print_json({"leases": [{"id": info.id, "ttl_ms": info.ttl_ms,
+                                "granted_ttl_ms": info.granted_ttl_ms} for info in found.leases],
+                    "count": found.count, "more": found.more})  # fmt: skip
+        return
+    rows = [[str(info.id), f"{info.ttl_ms / 1000:g}s", f"{info.granted_ttl_ms / 1000:g}s"]
+            for info in found.leases]  # fmt: skip
+    more = f"{found.count} leases; more than shown (raise --limit)" if found.more else ""
+    print_rows(opts.output, ("ID", "TTL", "GRANTED"), rows, caption=more)
+
+
 @lease.command("ttl")
 @click.argument("lease_id", type=int)
 @client_options

@@ -59,6 +59,7 @@ from synod.client.types import (
     DeleteResult,
     LeaseGrant,
     LeaseInfo,
+    LeaseList,
     PutResult,
     RangeResult,
     TxnResult,
@@ -814,6 +815,12 @@ class AsyncClient:
             yield keeper
         finally:
             await keeper.stop(revoke=True)
+
+    async def lease_list(self, limit: int = 0) -> LeaseList:
+        """The live leases by id (at most ``limit``; 0: the server's bound, 10,000), each
+        with its remaining and granted TTL. Raises Unavailable, SynodError."""
+        body: dict[str, Any] = {"limit": limit} if limit else {}
+        return LeaseList.from_json(await self._call("POST", "/v1/lease/leases", body))
 
     # -- locks (docs/locks.md) -----------------------------------------------------
 

@@ -298,6 +298,7 @@ class Client:
     lease_revoke = _blocking(AsyncClient.lease_revoke)
     lease_keepalive = _blocking(AsyncClient.lease_keepalive)
     lease_timetolive = _blocking(AsyncClient.lease_timetolive)
+    lease_list = _blocking(AsyncClient.lease_list)
     status = _blocking(AsyncClient.status)
     gossip_members = _blocking(AsyncClient.gossip_members)
     add_learner = _blocking(AsyncClient.add_learner)

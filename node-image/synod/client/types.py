@@ -15,6 +15,7 @@ __all__ = [
     "Header",
     "LeaseGrant",
     "LeaseInfo",
+    "LeaseList",
     "MemberStatus",
     "PutResult",
     "RangeResult",
@@ -342,6 +343,25 @@ class LeaseInfo:
             _int(doc, "granted_ttl_ms", 0),
             [str(k) for k in keys],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseList:
+    """Answer of `lease_list`: live leases (``LeaseInfo`` without keys) by id, how many
+    there are in all and whether some were left out."""
+
+    leases: list[LeaseInfo]
+    count: int = 0
+    more: bool = False
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LeaseList:
+        """Raises ProtocolError."""
+        items = doc.get("leases") or []
+        if not isinstance(items, list):
+            raise ProtocolError("expected a list 'leases'", doc)
+        leases = [LeaseInfo.from_json(item) for item in items]
+        return cls(leases, _int(doc, "count", len(leases)), bool(doc.get("more", False)))
 
 
 @dataclass(frozen=True, slots=True)

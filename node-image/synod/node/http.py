@@ -61,7 +61,7 @@ from synod.node.problems import (
     problem_from_result_error,
     problem_from_service_error,
 )
-from synod.node.routes import PROMETHEUS_TEXT, RouteSpec, route_specs
+from synod.node.routes import LEASES_LISTED_MAX, PROMETHEUS_TEXT, RouteSpec, route_specs
 from synod.node.schema import parse_json, validate
 from synod.node.tracing import route_label, tracing_middleware
 from synod.services import commands
@@ -203,6 +203,11 @@ async def _lease_timetolive(call: Call) -> Answer:
     return _fields(result, "id", "ttl_ms", "granted_ttl_ms", "keys")
 
 
+async def _lease_list(call: Call) -> Answer:
+    result = await call.node.lease_list(call.body.get("limit", LEASES_LISTED_MAX))
+    return _fields(result, "leases", "count", "more")
+
+
 async def _session_open(call: Call) -> Answer:
     # The nonce makes this entry unique so the node can recognise its own open.
     nonce = os.urandom(call.state.limits.session_nonce_bytes)
@@ -274,6 +279,7 @@ _JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
     "leaseRevoke": _lease_revoke,
     "leaseKeepalive": _lease_keepalive,
     "leaseTimeToLive": _lease_timetolive,
+    "leaseList": _lease_list,
     "sessionOpen": _session_open,
     "sessionClose": _session_close,
     "adminAddLearner": _admin_add_learner,

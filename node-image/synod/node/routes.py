@@ -20,8 +20,17 @@ from synod.node.schema import INT64_MAX, Schema, boolean, integer, obj, string
 from synod.services.ids import IdsLimits
 from synod.services.limits import SETTABLE_LIMITS_CEILING, ServiceLimits
 
-__all__ = ["ENCODINGS", "URL_BYTES_MAX", "RouteSpec", "encoding_schema", "route_specs"]
+__all__ = [
+    "ENCODINGS",
+    "LEASES_LISTED_MAX",
+    "URL_BYTES_MAX",
+    "RouteSpec",
+    "encoding_schema",
+    "route_specs",
+]
 
+# Leases in one answer of `POST /v1/lease/leases` (leases_max may be larger: `more`).
+LEASES_LISTED_MAX = 10_000
 # How keys and values travel in JSON: text, or base64 of any bytes (issue 16).
 ENCODINGS = ("utf-8", "base64")
 
@@ -334,6 +343,17 @@ def _lease_routes(limits: ServiceLimits) -> list[RouteSpec]:
             _answer({"id": integer(), "ttl_ms": integer(), "granted_ttl_ms": integer(),
                      "keys": _array(string())}),
             lease_errors, body=_id_body("the lease id"), example={"id": 1},
+        ),
+        RouteSpec(
+            "leaseList", "POST", "/v1/lease/leases", "The live leases, by id",
+            _answer({"leases": _array(obj({"id": integer(), "ttl_ms": integer(),
+                                           "granted_ttl_ms": integer()},
+                                          ("id", "ttl_ms", "granted_ttl_ms"))),
+                     "count": integer(), "more": boolean()}),
+            (*_COMMON_ERRORS, *_LEADER_ERRORS),
+            body=obj({"limit": integer(f"at most this many (default {LEASES_LISTED_MAX})",
+                                       minimum=1, maximum=LEASES_LISTED_MAX)}),
+            example={"limit": 100},
         ),
     ]  # fmt: skip
 

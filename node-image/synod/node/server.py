@@ -631,6 +631,22 @@ class RaftServer:
             "keys": info["keys"],
         }
 
+    async def lease_list(self, limit: int) -> dict[str, Any]:
+        """See `NodeApi.lease_list`."""
+        assert limit > 0
+        self._require_leader()
+        lease_clock = self._driver().lease_clock
+        if not lease_clock.is_leader:
+            raise NoLeader("this member is becoming the leader; retry")
+        granted = self.state.lease_ttls_ms()  # bounded by leases_max
+        now_ms = _now_ms()
+        shown = sorted(granted)[:limit]
+        leases = [{"id": lease_id, "ttl_ms": lease_clock.remaining_ms(lease_id, now_ms),
+                   "granted_ttl_ms": granted[lease_id]} for lease_id in shown]  # fmt: skip
+        assert len(leases) <= limit
+        return {"ok": True, "revision": self.state.kv.revision, "leases": leases,
+                "count": len(granted), "more": len(granted) > limit}  # fmt: skip
+
     def watch(
         self, key: bytes, range_end: bytes, start_revision: int
     ) -> AsyncIterator[dict[str, Any]]:
