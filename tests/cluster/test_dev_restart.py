@@ -1,15 +1,19 @@
 """`synod dev --restart`: a member that dies is started again (on its data), and without
-the flag the message says how to get that."""
+the flag the message says how to get that; `synod snapshot save|status` on a real
+member."""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from synod.cli.dev import DevCluster, find_free_base_port
-from synod.cli.main import RESTARTS_PER_NODE_MAX, handle_exits
+from synod.cli.main import RESTARTS_PER_NODE_MAX, cli, handle_exits
+from synod.cli.output import EXIT_USAGE
 from synod.client import Client
 from tests.ports import free_port
 from tests.waiting import wait_until
@@ -55,5 +59,32 @@ def test_dead_member_is_restarted_with_the_flag(
                           "not again" in capsys.readouterr().err,
                           WAIT_S_MAX, "the crash-loop refusal")  # fmt: skip
         assert not cluster.nodes[1].alive()
+    finally:
+        cluster.stop()
+
+
+def test_snapshot_save_and_status(tmp_path: Path) -> None:
+    base_port = find_free_base_port(1, preferred=free_port())
+    cluster = DevCluster(tmp_path / "dev", nodes=1, base_port=base_port,
+                         node_args=FAST_NODE_ARGS)  # fmt: skip
+    runner = CliRunner()
+    try:
+        cluster.start()
+        cluster.wait_for_leader(WAIT_S_MAX)
+        with Client(cluster.endpoints) as client:
+            for index in range(5):
+                client.put(f"snap/{index}", str(index))
+            revision = client.put(b"snap/\xff", b"\x00").revision
+        path = tmp_path / "backup.snap"
+        endpoints = ",".join(cluster.endpoints)
+        saved = runner.invoke(cli, ["snapshot", "save", str(path), "--endpoints", endpoints])
+        assert saved.exit_code == 0 and "snapshot saved" in saved.output, saved.output
+        status = runner.invoke(cli, ["snapshot", "status", str(path), "-o", "json"])
+        facts = json.loads(status.output)
+        assert (facts["keys"], facts["revision"], facts["voters"]) == (6, revision, [1])
+        assert facts["members"][0]["client_url"] == cluster.endpoints[0]
+        path.write_bytes(path.read_bytes()[:-1])  # damaged: refused, exit 2
+        damaged = runner.invoke(cli, ["snapshot", "status", str(path)])
+        assert damaged.exit_code == EXIT_USAGE and "not a valid Synod snapshot" in damaged.output
     finally:
         cluster.stop()

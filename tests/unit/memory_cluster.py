@@ -200,6 +200,9 @@ class Member:
         self._after(fault)
         return result
 
+    async def snapshot_file(self) -> bytes | None:
+        return None  # a memory node keeps no snapshot files
+
     async def lease_list(self, limit: int) -> dict[str, Any]:
         self._require_leader()
         fault = await self._fault()

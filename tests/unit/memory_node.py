@@ -102,6 +102,9 @@ class MemoryNode:
         return {"ok": True, "id": lease_id, "ttl_ms": info["ttl_ms"],
                 "granted_ttl_ms": info["ttl_ms"], "keys": info["keys"]}  # fmt: skip
 
+    async def snapshot_file(self) -> bytes | None:
+        return None  # a memory node keeps no snapshot files
+
     async def lease_list(self, limit: int) -> dict[str, Any]:
         self._check(leader_only=True)
         granted = self.machine.lease_ttls_ms()

@@ -16,6 +16,7 @@ from synod.cli.main import cli, prefix_end, watch_env
 from synod.cli.output import (
     EXIT_COMPACTED,
     EXIT_COMPARE_FAILED,
+    EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     RICH_TABLE_ROWS_MAX,
@@ -275,3 +276,16 @@ def test_lease_list(cluster: MemoryCluster) -> None:
     with Client(cluster.urls) as client:
         for lease_id in granted:
             client.lease_revoke(lease_id)
+
+
+def test_snapshot_save_without_snapshot_and_status_of_garbage(
+    cluster: MemoryCluster, tmp_path: Path
+) -> None:
+    none = synod(cluster, "snapshot", "save", str(tmp_path / "s.snap"))
+    assert none.exit_code == EXIT_NOT_FOUND and "holds no snapshot" in none.output
+    assert not (tmp_path / "s.snap").exists()
+    garbage = tmp_path / "garbage.snap"
+    garbage.write_bytes(b"SYNODSNP\x01 not really")
+    shown = synod(cluster, "snapshot", "status", str(garbage))
+    assert shown.exit_code == EXIT_USAGE and "not a valid Synod snapshot" in shown.output
+    assert "index" in synod(cluster, "snapshot", "-o", "json").output  # still takes one

@@ -1187,13 +1187,68 @@ def leader_transfer(opts: ClientOptions, to: int | None) -> None:
     _admin_done(opts, result, f"leadership transferred to {target}")
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
+@cli.group(
+    epilog=f"""\b
+Examples:
+  synod snapshot                          # take one now (log compaction)
+  synod snapshot save backup.snap         # take one and download it
+  synod snapshot status backup.snap       # what a file holds (offline)
+
+{EXIT_CODES_HELP}""",
+    invoke_without_command=True,
+)
 @client_options
 def snapshot(opts: ClientOptions) -> None:
-    """Take a snapshot on the leader now (followers forward it)."""
+    """Take a snapshot on the leader now (followers forward it); save or inspect one."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return
     with opts.client() as client:
         index = client.snapshot()
     _admin_done(opts, {"snapshot_index": index}, f"snapshot taken at index {index}")
+
+
+@snapshot.command("save")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@client_options
+def snapshot_save(opts: ClientOptions, path: Path) -> None:
+    """Take a snapshot on the leader and write it to PATH (atomically)."""
+    from synod.cli.snapshots import snapshot_status, write_atomically
+
+    with opts.client() as client:
+        index, term, content = client.snapshot_download()
+    write_atomically(path, content)
+    facts = snapshot_status(path)  # verifies what was written
+    if opts.json:
+        print_json({"path": str(path), **facts})
+    else:
+        out_console.print(f"snapshot saved to {escape(str(path))}: index {index}, term {term}, "
+                          f"revision {facts['revision']}, {facts['keys']} keys, "
+                          f"{facts['bytes']} bytes")  # fmt: skip
+
+
+@snapshot.command("status")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None,
+              help="table, plain or json (as the client commands).")  # fmt: skip
+@handle_errors
+def snapshot_status_command(path: Path, output: str | None) -> None:
+    """What the snapshot file PATH holds: index, term, members, revision, keys, leases
+    (offline: no cluster needed; exit 2 if it does not verify)."""
+    from synod.cli.snapshots import snapshot_status
+
+    try:
+        facts = snapshot_status(path)
+    except ValueError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from exc
+    shown = resolve_output(output or _global("output") or "auto")
+    if shown == "json":
+        print_json(facts)
+        return
+    members = ", ".join(f"{m['id']}={m['peer_url']}" for m in facts["members"])
+    rows = [[name, str(facts[name])] for name in ("index", "term", "revision", "keys",
+                                                   "leases", "bytes", "crc32c")]  # fmt: skip
+    rows.append(["members", members])
+    print_rows(shown, ("FIELD", "VALUE"), rows)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

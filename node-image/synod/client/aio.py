@@ -983,6 +983,30 @@ class AsyncClient:
         doc = await self._call("POST", "/v1/admin/snapshot", {})
         return int(doc.get("snapshot_index", 0))
 
+    async def snapshot_download(self) -> tuple[int, int, bytes]:
+        """Take a snapshot on the leader and download it from there: (index, term, the
+        snapshot file's bytes; `synod snapshot status` reads them). Raises NotFound,
+        Unavailable, ProtocolError."""
+        await self.snapshot()
+        url = (await self.status()).leader_client_url or self.endpoint
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s,
+                                        sock_read=self.timeout_s)  # fmt: skip
+        try:
+            async with self._session().get(
+                url.rstrip("/") + "/v1/admin/snapshot/file", timeout=timeout, ssl=self._ssl
+            ) as resp:
+                content = await resp.read()
+                if resp.status >= 300:
+                    doc = _json_object(content.decode("utf-8", "replace") or "{}")
+                    raise error_from_problem(resp.status, doc)
+                index = int(resp.headers.get("Synod-Snapshot-Index", "0"))
+                term = int(resp.headers.get("Synod-Snapshot-Term", "0"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"{url}: {type(exc).__name__} {exc}".strip()) from exc
+        if index <= 0:
+            raise ProtocolError(f"{url}: a snapshot file without Synod-Snapshot-Index")
+        return index, term, content
+
     # -- watches --------------------------------------------------------------------
 
     async def watch(

@@ -306,6 +306,7 @@ class Client:
     remove_member = _blocking(AsyncClient.remove_member)
     transfer_leadership = _blocking(AsyncClient.transfer_leadership)
     snapshot = _blocking(AsyncClient.snapshot)
+    snapshot_download = _blocking(AsyncClient.snapshot_download)
     set_limits = _blocking(AsyncClient.set_limits)
     close_session = _blocking(AsyncClient.close_session)
 

@@ -68,6 +68,7 @@ from synod.services import commands
 from synod.services.errors import ServiceError
 from synod.services.kv import parse_request, parse_txn
 from synod.services.limits import ServiceLimits
+from synod.storage.snapfile import decode_snapshot_content
 
 __all__ = [
     "SESSION_HEADERS",
@@ -396,7 +397,19 @@ async def _openapi(request: web.Request) -> web.StreamResponse:
     return web.Response(body=request.app[STATE].openapi_bytes, content_type="application/json")
 
 
+async def _snapshot_file(request: web.Request) -> web.StreamResponse:
+    content = await request.app[STATE].node.snapshot_file()
+    if content is None:
+        raise Problem("not-found", "this member holds no snapshot yet: take one with "
+                      "POST /v1/admin/snapshot (`synod snapshot`)")  # fmt: skip
+    snapshot = decode_snapshot_content("answer", content)  # verifies what goes out
+    headers = {"Synod-Snapshot-Index": str(snapshot.meta.index),
+               "Synod-Snapshot-Term": str(snapshot.meta.term)}  # fmt: skip
+    return web.Response(body=content, content_type="application/octet-stream", headers=headers)
+
+
 _OTHER_HANDLERS: dict[str, Handler] = {
+    "snapshotFile": _snapshot_file,
     "healthz": _healthz,
     "readyz": _readyz,
     "metrics": _metrics,

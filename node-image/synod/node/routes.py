@@ -40,6 +40,7 @@ URL_BYTES_MAX = 2048
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OCTET_STREAM = "application/octet-stream"
 
 # Problem codes every /v1 route may answer (bad input, overload, bugs).
 _COMMON_ERRORS = ("invalid-argument", "limit-exceeded", "internal")
@@ -531,6 +532,11 @@ def _cluster_routes() -> list[RouteSpec]:
                   ("not-ready",)),
         RouteSpec("metrics", "GET", "/metrics", "Prometheus metrics", text,
                   content_type=PROMETHEUS_TEXT),
+        RouteSpec("snapshotFile", "GET", "/v1/admin/snapshot/file",
+                  "This member's newest snapshot file (`synod snapshot save`)",
+                  {"type": "string", "description": "the snapshot file (docs/cli.md); "
+                   "headers Synod-Snapshot-Index and Synod-Snapshot-Term"},
+                  ("not-found",), content_type=OCTET_STREAM),
         RouteSpec("openapi", "GET", "/v1/openapi.json", "This document",
                   {"type": "object", "description": "OpenAPI 3.1"}),
     ]  # fmt: skip

@@ -81,7 +81,7 @@ from synod.services.errors import ServiceError
 from synod.services.state import ServiceStateMachine
 from synod.storage.durable import DurableStorage, StorageCorruption
 from synod.storage.fs import OsFileSystem
-from synod.storage.snapfile import SnapshotCorruption
+from synod.storage.snapfile import SnapshotCorruption, encode_snapshot_file
 from synod.storage.wal import WalError
 
 log = logging.getLogger("synod.node")
@@ -630,6 +630,17 @@ class RaftServer:
             "granted_ttl_ms": info["ttl_ms"],
             "keys": info["keys"],
         }
+
+    async def snapshot_file(self) -> bytes | None:
+        """See `NodeApi.snapshot_file`: read back from its file (the in-memory copy of a
+        snapshot written by a child process holds no data)."""
+        meta = self.storage.memory.snapshot().meta
+        if meta.index == 0:
+            return None
+        snapshot = await asyncio.to_thread(self.storage.load_snapshot_file, meta)
+        content = encode_snapshot_file(snapshot)
+        assert len(content) > len(snapshot.data) > 0
+        return content
 
     async def lease_list(self, limit: int) -> dict[str, Any]:
         """See `NodeApi.lease_list`."""
