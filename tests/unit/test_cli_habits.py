@@ -22,6 +22,7 @@ from synod.cli.output import (
     RICH_TABLE_ROWS_MAX,
     safe_text,
 )
+from synod.cli.shell import KeyCompleter
 from synod.cli.txn import parse_txn
 from synod.client import KV, Client, Txn, WatchEvent
 from synod.client import txn as ops
@@ -289,3 +290,23 @@ def test_snapshot_save_without_snapshot_and_status_of_garbage(
     shown = synod(cluster, "snapshot", "status", str(garbage))
     assert shown.exit_code == EXIT_USAGE and "not a valid Synod snapshot" in shown.output
     assert "index" in synod(cluster, "snapshot", "-o", "json").output  # still takes one
+
+
+def test_shell_runs_commands_and_completes_keys(cluster: MemoryCluster) -> None:
+    lines = (
+        "kv put sh/a 1\nkv get sh/a\n\nkv get 'unbalanced\nbogus\nkv get sh/none\nexit\nstatus\n"
+    )
+    ran = synod(cluster, "shell", stdin=lines)
+    assert ran.exit_code == 1, ran.output  # some lines failed
+    assert "OK (revision" in ran.output and "\n1\n" in ran.output
+    assert "No closing quotation" in ran.output and "No such command 'bogus'" in ran.output
+    assert "(exit 3)" in ran.output and "leader" not in ran.output  # stopped at exit
+    fine = synod(cluster, "shell", stdin="kv get sh/a -o json\n")
+    assert fine.exit_code == 0 and json.loads(fine.output)["value"] == "1"
+    with Client(cluster.urls) as client:
+        completer = KeyCompleter(cli, client)
+        assert completer.candidates(["kv"], "g") == ["get"]
+        assert "status" in completer.candidates([], "st")
+        assert completer.candidates(["kv", "get"], "sh/") == ["sh/a"]
+        assert "sh/a" in completer.candidates(["kv", "get"], "")
+        assert completer.candidates(["kv", "get", "sh/a"], "") == []

@@ -26,6 +26,7 @@ from synod.cli.output import (
     EXIT_CODES_HELP,
     EXIT_CODES_TABLE,
     EXIT_COMPARE_FAILED,
+    EXIT_ERROR,
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -1281,6 +1282,41 @@ def limits(
 
 
 register_locks(cli, client_options, parse_duration_ms)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  synod shell
+  synod> kv put app/config v1
+  synod> kv get app/<Tab>                 # completes key names from the cluster
+  printf 'kv put a 1\\nkv get a\\n' | synod shell"""
+)
+@click.option(
+    "--history",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("~/.synod_history").expanduser(),
+    show_default=True,
+    help="History file (interactive only).",
+)
+@client_options
+def shell(opts: ClientOptions, history: Path) -> None:
+    """Run synod commands in a REPL with history and Tab completion of commands and
+    key names; from a pipe, one command per line (exit 1 if one failed)."""
+    from synod.cli.shell import run_shell
+
+    global_args = ["-o", opts.output, "--timeout", str(opts.timeout_s),
+                   "--attempts", str(opts.attempts_max)]  # fmt: skip
+    if opts.endpoints:
+        global_args += ["--endpoints", opts.endpoints]
+    interactive = sys.stdin.isatty()
+    if interactive:
+        out_console.print("synod shell: commands without `synod`; help, exit or Ctrl-D.")
+    with opts.client() as client:
+        failures = run_shell(cli, global_args, client, history if interactive else None,
+                             interactive)  # fmt: skip
+    if failures and not interactive:
+        sys.exit(EXIT_ERROR)
 
 
 # -- id ---------------------------------------------------------------------------
