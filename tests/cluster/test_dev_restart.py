@@ -1,6 +1,6 @@
 """`synod dev --restart`: a member that dies is started again (on its data), and without
-the flag the message says how to get that; `synod snapshot save|status` on a real
-member."""
+the flag the message says how to get that; `synod snapshot save|status|restore` with
+real members."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_dead_member_is_restarted_with_the_flag(
         cluster.stop()
 
 
-def test_snapshot_save_and_status(tmp_path: Path) -> None:
+def test_snapshot_save_status_and_restore(tmp_path: Path) -> None:
     base_port = find_free_base_port(1, preferred=free_port())
     cluster = DevCluster(tmp_path / "dev", nodes=1, base_port=base_port,
                          node_args=FAST_NODE_ARGS)  # fmt: skip
@@ -83,8 +83,28 @@ def test_snapshot_save_and_status(tmp_path: Path) -> None:
         facts = json.loads(status.output)
         assert (facts["keys"], facts["revision"], facts["voters"]) == (6, revision, [1])
         assert facts["members"][0]["client_url"] == cluster.endpoints[0]
-        path.write_bytes(path.read_bytes()[:-1])  # damaged: refused, exit 2
-        damaged = runner.invoke(cli, ["snapshot", "status", str(path)])
-        assert damaged.exit_code == EXIT_USAGE and "not a valid Synod snapshot" in damaged.output
     finally:
         cluster.stop()
+    # Restore it as a new cluster on other ports: the data is there, the members new.
+    new_base = find_free_base_port(1, preferred=free_port())
+    restored = DevCluster(tmp_path / "new", nodes=1, base_port=new_base,
+                          node_args=FAST_NODE_ARGS)  # fmt: skip
+    args = ["snapshot", "restore", str(path), "--data-dir", str(tmp_path / "new"),
+            "--initial-cluster", restored.initial_cluster]  # fmt: skip
+    done = runner.invoke(cli, args)
+    assert done.exit_code == 0 and "restored at index" in done.output, done.output
+    again = runner.invoke(cli, args)  # directories in use: refused
+    assert again.exit_code == EXIT_USAGE and "not empty" in again.output
+    try:
+        restored.start()
+        restored.wait_for_leader(WAIT_S_MAX)
+        with Client(restored.endpoints) as client:
+            assert [kv.value for kv in client.prefix("snap/").kvs] == [*"01234", "\x00"]
+            status = client.status()
+            assert status.members[0].client_url == restored.endpoints[0]
+            assert client.put("snap/after", "x").revision == revision + 1
+    finally:
+        restored.stop()
+    path.write_bytes(path.read_bytes()[:-1])  # damaged: refused, exit 2
+    damaged = runner.invoke(cli, ["snapshot", "status", str(path)])
+    assert damaged.exit_code == EXIT_USAGE and "not a valid Synod snapshot" in damaged.output

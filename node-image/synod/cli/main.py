@@ -1227,6 +1227,50 @@ def snapshot_save(opts: ClientOptions, path: Path) -> None:
                           f"{facts['bytes']} bytes")  # fmt: skip
 
 
+@snapshot.command(
+    "restore",
+    epilog="""\b
+Examples:
+  # the three data directories of a new `synod dev` cluster, then start it:
+  synod snapshot restore backup.snap --data-dir .synod/new \\
+    --initial-cluster 1=127.0.0.1:2380@http://127.0.0.1:2379,2=...,3=...
+  synod dev --data-dir .synod/new
+  # one member's directory (each host restores its own):
+  synod snapshot restore backup.snap --id 2 --data-dir /var/lib/synod \\
+    --initial-cluster 1=10.0.0.1:2380@http://10.0.0.1:2379,2=...""",
+)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--initial-cluster", required=True, metavar="ID=HOST:PORT@URL,...",
+              help="The new cluster's members, as `synod node --initial-cluster`.")  # fmt: skip
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="With --id: that member's data directory; without: DIR/node-<id> "
+                   "for every member (the `synod dev` layout).")  # fmt: skip
+@click.option("--id", "member_id", type=click.IntRange(min=1), default=None,
+              help="Write only this member's directory.")  # fmt: skip
+@handle_errors
+def snapshot_restore(path: Path, initial_cluster: str, data_dir: Path,
+                     member_id: int | None) -> None:  # fmt: skip
+    """Build a new cluster's data directories from the snapshot file PATH (offline, as
+    `etcdutl snapshot restore`): the keys, leases, locks and IDs of the snapshot, the
+    members of --initial-cluster. Directories must be empty or absent."""
+    from synod.cli.snapshots import restore_snapshot
+    from synod.node.config import ConfigError, parse_initial_cluster
+
+    try:
+        ids = [member.node_id for member in parse_initial_cluster(initial_cluster)]
+        targets = ({member_id: data_dir} if member_id is not None
+                   else {node_id: data_dir / f"node-{node_id}" for node_id in ids})  # fmt: skip
+        index = restore_snapshot(path, initial_cluster, targets)
+    except (ValueError, ConfigError) as exc:
+        raise Failure(str(exc), EXIT_USAGE) from exc
+    for node_id, directory in sorted(targets.items()):
+        out_console.print(f"member {node_id}: {escape(str(directory))}")
+    out_console.print(
+        f"restored at index {index}; start each member on its directory "
+        "(`synod node --initial-cluster ...`, or `synod dev` on the parent)"
+    )
+
+
 @snapshot.command("status")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None,
