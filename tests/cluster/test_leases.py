@@ -31,6 +31,12 @@ def test_lease_expiry_keepalive_and_failover(tmp_path: Path) -> None:
         for name, lease in (("short", short), ("kept", kept), ("long", long)):
             body = {"key": name, "value": "x", "lease": lease["id"]}
             assert request(url, "POST", "/v1/kv/put", body)[0] == 200
+        status, listed = request(url, "POST", "/v1/lease/leases", {})
+        assert status == 200 and (listed["count"], listed["more"]) == (3, False), listed
+        assert [lease["id"] for lease in listed["leases"]] == sorted(
+            lease["id"] for lease in (short, kept, long)
+        )
+        assert all(0 < lease["ttl_ms"] <= lease["granted_ttl_ms"] for lease in listed["leases"])
 
         def short_gone_while_kept_renewed() -> bool:
             # Renewed at every poll (far more often than its TTL) until "short" expires.

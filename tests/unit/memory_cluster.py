@@ -200,6 +200,16 @@ class Member:
         self._after(fault)
         return result
 
+    async def snapshot_file(self) -> bytes | None:
+        return None  # a memory node keeps no snapshot files
+
+    async def lease_list(self, limit: int) -> dict[str, Any]:
+        self._require_leader()
+        fault = await self._fault()
+        result = await self.node.lease_list(limit)
+        self._after(fault)
+        return result
+
     def watch(
         self, key: bytes, range_end: bytes, start_revision: int
     ) -> AsyncIterator[dict[str, Any]]:

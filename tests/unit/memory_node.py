@@ -102,6 +102,18 @@ class MemoryNode:
         return {"ok": True, "id": lease_id, "ttl_ms": info["ttl_ms"],
                 "granted_ttl_ms": info["ttl_ms"], "keys": info["keys"]}  # fmt: skip
 
+    async def snapshot_file(self) -> bytes | None:
+        return None  # a memory node keeps no snapshot files
+
+    async def lease_list(self, limit: int) -> dict[str, Any]:
+        self._check(leader_only=True)
+        granted = self.machine.lease_ttls_ms()
+        shown = sorted(granted)[:limit]
+        leases = [{"id": lease_id, "ttl_ms": granted[lease_id],
+                   "granted_ttl_ms": granted[lease_id]} for lease_id in shown]  # fmt: skip
+        return {"ok": True, "revision": self.revision, "leases": leases,
+                "count": len(granted), "more": len(granted) > limit}  # fmt: skip
+
     def watch(
         self, key: bytes, range_end: bytes, start_revision: int
     ) -> AsyncIterator[dict[str, Any]]:

@@ -55,7 +55,7 @@ def test_kv_put_get_range_del(cluster: MemoryCluster) -> None:
     got = json.loads(synod(cluster, "kv", "get", "cli/a", "--output", "json").output)
     assert (got["key"], got["value"], got["version"]) == ("cli/a", "2", 2)
     synod(cluster, "kv", "put", "cli/b", "3")
-    table = synod(cluster, "kv", "range", "cli/", "--prefix")
+    table = synod(cluster, "kv", "range", "cli/", "--prefix", "-o", "table")
     assert "cli/a" in table.output and "cli/b" in table.output and "2 keys" in table.output
     listed = json.loads(synod(cluster, "kv", "range", "cli/", "--prefix", "-o", "json").output)
     assert [k["key"] for k in listed["kvs"]] == ["cli/a", "cli/b"]
@@ -101,7 +101,7 @@ def test_leases(cluster: MemoryCluster) -> None:
 
 
 def test_status_admin_and_snapshot(cluster: MemoryCluster) -> None:
-    table = synod(cluster, "status")
+    table = synod(cluster, "status", "-o", "table")
     assert table.exit_code == 0 and "leader: 1" in table.output and "follower" in table.output
     doc = json.loads(synod(cluster, "status", "-o", "json").output)
     assert doc["leader_id"] == 1 and [m["reachable"] for m in doc["members"]] == [True] * 3

@@ -160,7 +160,7 @@ async def test_members_cli_prints_the_gossip_view() -> None:
     cores.run_until(lambda: len(cores.states("2")) == 3, "2 learning every member")
     cores.down.add("1")
     cores.run_until(lambda: cores.states("2")["1"] is MemberState.DEAD, "death of 1")
-    result = await _members_cli(cores.core("2"))
+    result = await _members_cli(cores.core("2"), "-o", "table")
     assert result.exit_code == 0, result.output
     assert "gossip view of 2" in result.output
     lines = {line.split()[1]: line for line in result.output.splitlines() if "10.0.0." in line}

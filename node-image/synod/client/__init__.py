@@ -7,7 +7,7 @@ with Client("127.0.0.1:2379,127.0.0.1:2479,127.0.0.1:2579") as client:
     print(client.get("greeting"))
 """
 
-from synod.client.aio import DEV_ENDPOINTS, AsyncClient, normalize_endpoints
+from synod.client.aio import DEV_ENDPOINTS, AsyncClient, ConnectionState, normalize_endpoints
 from synod.client.errors import (
     AlreadyExists,
     BodyTimeout,
@@ -44,7 +44,7 @@ from synod.client.ids import SegmentIds, Snowflake
 from synod.client.lease import LeaseKeepAlive
 from synod.client.locks import Election, Leader, Lock, LockLost, RWLock, SyncLock
 from synod.client.ratelimit import RateLimited, RateLimitResult
-from synod.client.sync import Client, SyncLeaseKeepAlive
+from synod.client.sync import Client, SyncLeaseKeepAlive, Watch, WatchCallback
 from synod.client.txn import Compare, Txn
 from synod.client.types import (
     KV,
@@ -53,9 +53,11 @@ from synod.client.types import (
     Header,
     LeaseGrant,
     LeaseInfo,
+    LeaseList,
     MemberStatus,
     PutResult,
     RangeResult,
+    TxnResponse,
     TxnResult,
     WatchEvent,
 )
@@ -75,6 +77,7 @@ __all__ = [
     "ConfChangeInvalid",
     "ConfChangePending",
     "Conflict",
+    "ConnectionState",
     "DeleteResult",
     "Election",
     "FutureRevision",
@@ -87,6 +90,7 @@ __all__ = [
     "LeaseGrant",
     "LeaseInfo",
     "LeaseKeepAlive",
+    "LeaseList",
     "LimitExceeded",
     "Lock",
     "LockLost",
@@ -113,10 +117,13 @@ __all__ = [
     "TooLarge",
     "TransferInvalid",
     "Txn",
+    "TxnResponse",
     "TxnResult",
     "Unavailable",
     "Unhealthy",
     "UnsupportedMediaType",
+    "Watch",
+    "WatchCallback",
     "WatchEvent",
     "WorkerLeaseLost",
     "normalize_endpoints",

@@ -11,7 +11,9 @@ idempotent. Hence any request may be retried after a lost connection, a timeout,
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
+import logging
 import random
 import ssl
 import time
@@ -60,17 +62,22 @@ from synod.client.types import (
     DeleteResult,
     LeaseGrant,
     LeaseInfo,
+    LeaseList,
     PutResult,
     RangeResult,
     TxnResult,
     WatchEvent,
+    to_base64,
 )
 from synod.tls import client_context
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["DEV_ENDPOINTS", "AsyncClient", "normalize_endpoints"]
+__all__ = ["DEV_ENDPOINTS", "AsyncClient", "ConnectionState", "StateListener",
+           "normalize_endpoints"]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 # What `synod dev` (3 nodes) listens on; the default for clients and the CLI.
 DEV_ENDPOINTS = ["http://127.0.0.1:2379", "http://127.0.0.1:2479", "http://127.0.0.1:2579"]
@@ -89,6 +96,45 @@ DISCOVERY_TIMEOUT_S_MAX = 2.0
 ENDPOINT_PENALTY_S = 1.0
 
 Sleep = Callable[[float], Awaitable[None]]
+# Connection-state listeners per client (kazoo's add_listener); more is a caller's bug.
+LISTENERS_MAX = 64
+
+
+class ConnectionState(enum.Enum):
+    """What the client knows of its link to the cluster (kazoo's KazooState).
+
+    CONNECTED: the last request reached a node. SUSPENDED: requests fail to reach a
+    node and are being retried (writes may be in doubt until it answers again). LOST:
+    the cluster evicted this client's session (de-duplication of its writes restarts
+    with a new one; locks and leases it held may be gone)."""
+
+    CONNECTED = "connected"
+    SUSPENDED = "suspended"
+    LOST = "lost"
+
+
+StateListener = Callable[[ConnectionState], None]
+# Keys and values: text (stored as UTF-8) or any bytes. They travel as base64
+# (`"encoding": "base64"`), so that bytes come back exactly as they were written.
+Data = str | bytes
+BASE64 = {"encoding": "base64"}
+
+
+def _shown_data(data: Data) -> str:
+    """A key or value for a message: text as is, bytes that are not UTF-8 as repr.
+
+    Raises nothing."""
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(data)
+
+
+def _shown(kv: KV) -> str:
+    """Raises nothing."""
+    return repr(_shown_data(kv.value_bytes))
 
 
 def normalize_endpoints(endpoints: Sequence[str] | str | None, scheme: str = "http") -> list[str]:
@@ -177,13 +223,16 @@ class AsyncClient:
         ca: str = "",
         cert: str = "",
         key: str = "",
+        ssl_context: ssl.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Configure; nothing connects until the first call.
 
         TLS (docs/security.md): ``ca`` is the PEM bundle that signed the nodes'
         certificates (default: the system's CAs); ``cert`` and ``key`` a client
-        certificate for nodes that ask for one. With any of them, endpoints given as
-        ``host:port`` mean ``https://host:port``.
+        certificate for nodes that ask for one; or a ready ``ssl_context`` instead.
+        With any of them, endpoints given as ``host:port`` mean ``https://host:port``.
+        ``headers`` go with every request (e.g. ``{"Authorization": "Bearer ..."}``).
 
         Raises ValueError on bad endpoints or bounds; OSError / ssl.SSLError when a
         TLS file cannot be loaded.
@@ -192,8 +241,8 @@ class AsyncClient:
             raise ValueError("attempts_max >= 1, timeout_s > 0 and backoff_ms_base >= 0")
         if backoff_ms_max < backoff_ms_base:
             raise ValueError("backoff_ms_max must be >= backoff_ms_base")
-        self._ssl: ssl.SSLContext | None = None
-        if ca or cert or key:
+        self._ssl: ssl.SSLContext | None = ssl_context
+        if self._ssl is None and (ca or cert or key):
             self._ssl = client_context(ca, cert, key)
         self.endpoints = normalize_endpoints(endpoints, "https" if self._ssl else "http")
         self.timeout_s = timeout_s
@@ -218,6 +267,65 @@ class AsyncClient:
         self._session_lock = asyncio.Lock()
         self._writes = asyncio.Semaphore(WRITES_IN_FLIGHT_MAX)
         self._batcher = Batcher(self._session, self._send_alone) if batch else None
+        self._headers = dict(headers or {})
+        self._listeners: list[StateListener] = []
+        self._state = ConnectionState.SUSPENDED  # until a node answers
+        self._closed = False
+
+    def __repr__(self) -> str:
+        """Raises nothing."""
+        closed = " closed" if self._closed else ""
+        return f"<AsyncClient {self.endpoint} {self._state.value}{closed}>"
+
+    def __del__(self) -> None:
+        """A client dropped without `close()`: close its connections on their loop
+        (if it still runs) rather than leave aiohttp to warn about an unclosed
+        session. Raises nothing."""
+        http = getattr(self, "_http", None)
+        if http is None or http.closed:
+            return
+        loop = getattr(http, "_loop", None)
+        try:
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(_close_later, http)
+            else:
+                http.detach()  # the loop is gone: nothing left to close but the handle
+        except RuntimeError:
+            http.detach()
+
+    # -- connection state (kazoo's listeners) -----------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current connection state. Raises nothing."""
+        return self._state
+
+    def add_listener(self, listener: StateListener) -> None:
+        """Call ``listener(state)`` on each change of state, on the client's loop: it
+        must not block (hand work to a thread). Raises LimitExceeded beyond
+        LISTENERS_MAX listeners."""
+        if len(self._listeners) >= LISTENERS_MAX:
+            raise LimitExceeded(f"{LISTENERS_MAX} state listeners",
+                                {"limit": "listeners_max", "max": LISTENERS_MAX})  # fmt: skip
+        self._listeners.append(listener)
+        assert len(self._listeners) <= LISTENERS_MAX
+
+    def remove_listener(self, listener: StateListener) -> None:
+        """Stop calling ``listener``. Raises nothing (an unknown one is ignored)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        """Record ``state`` and tell the listeners if it changed. Raises nothing: a
+        listener that raises is logged."""
+        if state is self._state:
+            return
+        self._state = state
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:
+                log.exception("connection state listener %r failed", listener)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -242,6 +350,7 @@ class AsyncClient:
         for lock_session in list(self._lock_sessions.values()):  # SESSIONS_PER_CLIENT_MAX
             await lock_session.close()  # revokes the shared lease: its holds are released
         await self.close_session()
+        self._closed = True
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -276,10 +385,13 @@ class AsyncClient:
         return self._client_id
 
     def _session(self) -> aiohttp.ClientSession:
-        """The lazily created connection pool (it belongs to the running loop)."""
+        """The connection pool: one per client, created on first use (it belongs to the
+        running loop) and closed by `close()`. Raises RuntimeError after `close()`."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
         if self._http is None or self._http.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl else None
-            self._http = aiohttp.ClientSession(connector=connector)
+            self._http = aiohttp.ClientSession(connector=connector, headers=self._headers)
         return self._http
 
     # -- endpoints ------------------------------------------------------------------
@@ -385,7 +497,13 @@ class AsyncClient:
         """One HTTP request. Raises as `_send`."""
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         async with self._session().request(
-            method, url + path, json=body, headers=headers, params=params, timeout=timeout
+            method,
+            url + path,
+            json=body,
+            headers=headers,
+            params=params,
+            timeout=timeout,
+            ssl=self._ssl or True,
         ) as resp:
             raw = await resp.read()
             status = resp.status
@@ -456,19 +574,27 @@ class AsyncClient:
             except aiohttp.ClientConnectorError as exc:
                 last = Unavailable(f"{url}: cannot connect ({exc.os_error})")
                 self._failover(url)
+                self._set_state(ConnectionState.SUSPENDED)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 outcome_unknown = True
                 lost = f"{url}: {type(exc).__name__} {exc}".strip()
                 # The request may have been sent: for a write that is an unknown outcome.
                 last = OutcomeUnknown(lost) if write else Unavailable(lost)
                 self._failover(url)
+                self._set_state(ConnectionState.SUSPENDED)
             else:
                 if status < 300:
+                    self._set_state(ConnectionState.CONNECTED)
                     return doc
                 last = error_from_problem(status, doc)
                 if isinstance(last, SessionExpired):
                     last.outcome_unknown = outcome_unknown
+                    self._set_state(ConnectionState.LOST)
                     raise last
+                if isinstance(last, Unavailable | NotLeader):
+                    self._set_state(ConnectionState.SUSPENDED)
+                else:
+                    self._set_state(ConnectionState.CONNECTED)  # a node answered
                 redirect = self._judge(url, last)
                 # Only a definite answer (no-leader, not-leader...) says nothing was
                 # applied; outcome-unknown, timeout or a proxy's 503 may hide a write.
@@ -569,23 +695,26 @@ class AsyncClient:
     # -- KV -------------------------------------------------------------------------
 
     async def put(
-        self, key: str, value: str, *, lease: int = 0, prev_kv: bool = False
+        self, key: Data, value: Data, *, lease: int = 0, prev_kv: bool = False
     ) -> PutResult:
-        """Set ``key`` to ``value`` (attached to ``lease`` when non-zero).
+        """Set ``key`` to ``value`` (attached to ``lease`` when non-zero). Keys and
+        values are text (stored as UTF-8) or any bytes.
 
-        Raises InvalidArgument, TooLarge, NotFound (unknown lease), Unavailable, SynodError.
+        Raises InvalidArgument, TooLarge, NotFound (unknown lease), Unavailable, SynodError;
+        TypeError for a key or value that is neither str nor bytes.
         """
-        body: dict[str, Any] = {"key": key, "value": value}
+        body: dict[str, Any] = {"key": to_base64(key), "value": to_base64(value), **BASE64}
         if lease:
             body["lease"] = lease
         if prev_kv:
             body["prev_kv"] = True
-        return PutResult.from_json(await self._call("POST", "/v1/kv/put", body, write=True))
+        answer = await self._call("POST", "/v1/kv/put", body, write=True)
+        return PutResult.from_json(answer, base64=True)
 
     async def range(
         self,
-        key: str,
-        range_end: str = "",
+        key: Data,
+        range_end: Data = "",
         *,
         prefix: bool = False,
         limit: int = 0,
@@ -598,9 +727,9 @@ class AsyncClient:
 
         Raises InvalidArgument, FutureRevision, Compacted, TooLarge, Unavailable.
         """
-        body: dict[str, Any] = {"key": key}
+        body: dict[str, Any] = {"key": to_base64(key), **BASE64}
         for name, arg in (
-            ("range_end", range_end),
+            ("range_end", to_base64(range_end) if range_end else ""),
             ("prefix", prefix),
             ("limit", limit),
             ("revision", revision),
@@ -610,45 +739,49 @@ class AsyncClient:
         ):
             if arg:
                 body[name] = arg
-        return RangeResult.from_json(await self._call("POST", "/v1/kv/range", body))
+        return RangeResult.from_json(await self._call("POST", "/v1/kv/range", body), base64=True)
 
     async def prefix(
-        self, prefix: str, *, limit: int = 0, serializable: bool = False
+        self, prefix: Data, *, limit: int = 0, serializable: bool = False
     ) -> RangeResult:
         """Every key starting with ``prefix``. Raises like `range`."""
         return await self.range(prefix, prefix=True, limit=limit, serializable=serializable)
 
-    async def get(self, key: str, *, revision: int = 0, serializable: bool = False) -> KV | None:
+    async def get(self, key: Data, *, revision: int = 0, serializable: bool = False) -> KV | None:
         """The KV of ``key``, or None when absent. Raises like `range`."""
         result = await self.range(key, revision=revision, serializable=serializable)
         return result.kvs[0] if result.kvs else None
 
     async def delete(
-        self, key: str, range_end: str = "", *, prefix: bool = False, prev_kv: bool = False
+        self, key: Data, range_end: Data = "", *, prefix: bool = False, prev_kv: bool = False
     ) -> DeleteResult:
         """Delete ``key`` (or a range / prefix); `deleted` counts the keys removed.
 
         Raises InvalidArgument, Unavailable, SynodError.
         """
-        body: dict[str, Any] = {"key": key}
+        body: dict[str, Any] = {"key": to_base64(key), **BASE64}
         if range_end:
-            body["range_end"] = range_end
+            body["range_end"] = to_base64(range_end)
         if prefix:
             body["prefix"] = True
         if prev_kv:
             body["prev_kv"] = True
-        return DeleteResult.from_json(await self._call("POST", "/v1/kv/delete", body, write=True))
+        answer = await self._call("POST", "/v1/kv/delete", body, write=True)
+        return DeleteResult.from_json(answer, base64=True)
 
     async def txn(self, txn: Txn) -> TxnResult:
         """Run a transaction; failed compares answer `succeeded=False` (not an error).
 
         Raises InvalidArgument, TooLarge, Unavailable, SynodError.
         """
+        body = {**txn.to_json(base64=True), **BASE64}
         return TxnResult.from_json(
-            await self._call("POST", "/v1/kv/txn", txn.to_json(), write=True)
+            await self._call("POST", "/v1/kv/txn", body, write=True), base64=True
         )
 
-    async def cas(self, key: str, expected: str | None, new: str, *, lease: int = 0) -> PutResult:
+    async def cas(
+        self, key: Data, expected: Data | None, new: Data, *, lease: int = 0
+    ) -> PutResult:
         """Set ``key`` to ``new`` only if its value is ``expected`` (None: only if absent).
 
         Raises CompareFailed (``current`` = the key's KV or None), plus like `txn`.
@@ -659,11 +792,15 @@ class AsyncClient:
         if not result.succeeded:
             kvs = result.range_kvs(0) if result.responses else []
             current = kvs[0] if kvs else None
-            shown = "absent" if current is None else repr(current.value)
-            wanted = "absent" if expected is None else repr(expected)
+            shown = "absent" if current is None else _shown(current)
+            wanted = "absent" if expected is None else repr(_shown_data(expected))
             raise CompareFailed(
                 f"{key!r} is {shown}, expected {wanted}",
-                {"key": key, "expected": expected, "current": current and current.to_json()},
+                {
+                    "key": _shown_data(key),
+                    "expected": None if expected is None else _shown_data(expected),
+                    "current": current and current.to_json(),
+                },
                 current=current,
             )
         return PutResult(result.header)
@@ -767,6 +904,12 @@ class AsyncClient:
     async def ratelimit_status(self) -> dict[str, Any]:
         """The answering member's ring, counters and modes. Raises Unavailable."""
         return await client_ratelimit.status(self)
+
+    async def lease_list(self, limit: int = 0) -> LeaseList:
+        """The live leases by id (at most ``limit``; 0: the server's bound, 10,000), each
+        with its remaining and granted TTL. Raises Unavailable, SynodError."""
+        body: dict[str, Any] = {"limit": limit} if limit else {}
+        return LeaseList.from_json(await self._call("POST", "/v1/lease/leases", body))
 
     # -- locks (docs/locks.md) -----------------------------------------------------
 
@@ -929,12 +1072,36 @@ class AsyncClient:
         doc = await self._call("POST", "/v1/admin/snapshot", {})
         return int(doc.get("snapshot_index", 0))
 
+    async def snapshot_download(self) -> tuple[int, int, bytes]:
+        """Take a snapshot on the leader and download it from there: (index, term, the
+        snapshot file's bytes; `synod snapshot status` reads them). Raises NotFound,
+        Unavailable, ProtocolError."""
+        await self.snapshot()
+        url = (await self.status()).leader_client_url or self.endpoint
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s,
+                                        sock_read=self.timeout_s)  # fmt: skip
+        try:
+            async with self._session().get(
+                url.rstrip("/") + "/v1/admin/snapshot/file", timeout=timeout, ssl=self._ssl or True
+            ) as resp:
+                content = await resp.read()
+                if resp.status >= 300:
+                    doc = _json_object(content.decode("utf-8", "replace") or "{}")
+                    raise error_from_problem(resp.status, doc)
+                index = int(resp.headers.get("Synod-Snapshot-Index", "0"))
+                term = int(resp.headers.get("Synod-Snapshot-Term", "0"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"{url}: {type(exc).__name__} {exc}".strip()) from exc
+        if index <= 0:
+            raise ProtocolError(f"{url}: a snapshot file without Synod-Snapshot-Index")
+        return index, term, content
+
     # -- watches --------------------------------------------------------------------
 
     async def watch(
         self,
-        key: str,
-        range_end: str = "",
+        key: Data,
+        range_end: Data = "",
         *,
         prefix: bool = False,
         start_revision: int = 0,
@@ -958,6 +1125,7 @@ class AsyncClient:
             try:
                 async for event in self._watch_once(url, key, range_end, prefix, cursor):
                     failures = 0
+                    self._set_state(ConnectionState.CONNECTED)
                     yield event
                 if (cursor.next_revision, cursor.skip_count) != position:
                     continue  # it made progress (a too-slow cancel, say): resume at once
@@ -972,26 +1140,30 @@ class AsyncClient:
                 error = exc
                 self._failover(url)
             failures += 1
+            self._set_state(ConnectionState.SUSPENDED)
             if failures >= self.attempts_max:
                 raise _exhausted(error, failures)
             await self._backoff(failures)
 
     async def _watch_once(
-        self, url: str, key: str, range_end: str, prefix: bool, cursor: _WatchCursor
+        self, url: str, key: Data, range_end: Data, prefix: bool, cursor: _WatchCursor
     ) -> AsyncGenerator[WatchEvent, None]:
         """One SSE stream from ``cursor``; ends on a resumable cancel or a server close.
 
         Raises Compacted, SynodError answers, aiohttp.ClientError, TimeoutError.
         """
-        params = {"key": key, "start_revision": str(cursor.next_revision)}
+        params = {"key": to_base64(key), "start_revision": str(cursor.next_revision),
+                  **BASE64}  # fmt: skip
         if range_end:
-            params["range_end"] = range_end
+            params["range_end"] = to_base64(range_end)
         if prefix:
             params["prefix"] = "true"
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self.timeout_s, sock_read=self.watch_idle_timeout_s
         )
-        async with self._session().get(url + "/v1/watch", params=params, timeout=timeout) as resp:
+        async with self._session().get(
+            url + "/v1/watch", params=params, timeout=timeout, ssl=self._ssl or True
+        ) as resp:
             if resp.status >= 300:
                 try:
                     doc = await resp.json(content_type=None)
@@ -1003,7 +1175,7 @@ class AsyncClient:
                 data = _json_object(message.data)
                 if message.event == "events":
                     for raw in data.get("events") or []:
-                        event = WatchEvent.from_json(raw)
+                        event = WatchEvent.from_json(raw, base64=True)
                         if cursor.accept(event.revision, seen):
                             yield event
                 elif message.event == "progress":
@@ -1011,6 +1183,16 @@ class AsyncClient:
                 elif message.event == "cancel":
                     _on_cancel(data, cursor)
                     return
+
+
+def _close_later(http: aiohttp.ClientSession) -> None:
+    """Close a dropped client's connections on their own loop. Raises nothing."""
+    task = asyncio.ensure_future(http.close())
+    _CLOSING.add(task)  # keep the task (and the session) alive until it is done
+    task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Future[None]] = set()
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -43,6 +43,12 @@ class LeaseKeepAlive:
         """True while the keeper runs and the lease is believed alive. Raises nothing."""
         return self._task is not None and not self._task.done() and self.error is None
 
+    def __repr__(self) -> str:
+        """`<LeaseKeepAlive id=7587 ttl=10s alive renewals=3>`. Raises nothing."""
+        state = "alive" if self.alive else f"stopped ({self.error or 'by the holder'})"
+        return (f"<LeaseKeepAlive id={self.id} ttl={self.ttl_ms / 1000:g}s {state} "
+                f"renewals={self.renewals}>")  # fmt: skip
+
     def start(self) -> None:
         """Start renewing in a task of the running loop. Raises RuntimeError without one."""
         if self._task is None:

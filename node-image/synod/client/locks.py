@@ -477,10 +477,10 @@ class Lock:
     async def fenced_txn(self, txn: Txn) -> TxnResult:
         """Run ``txn`` only while this hold's token is current (checked in the same
         applied command). Raises FencingTokenStale, SynodError."""
-        body = {**txn.to_json(), "fences": [{"ns": self.ns, "name": self.name,
-                                             "token": self.token}]}  # fmt: skip
+        body = {**txn.to_json(base64=True), "encoding": "base64",
+                "fences": [{"ns": self.ns, "name": self.name, "token": self.token}]}  # fmt: skip
         return TxnResult.from_json(await self.client._call("POST", "/v1/kv/txn", body,
-                                                            write=True))  # fmt: skip
+                                                            write=True), base64=True)  # fmt: skip
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -7,28 +7,34 @@ so the protocol lives in one place.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
+import inspect
 import threading
-from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterator, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from synod.client import ids as client_ids
-from synod.client.aio import AsyncClient
-from synod.client.errors import AlreadyExists, SynodError
+from synod.client.aio import AsyncClient, ConnectionState, StateListener
+from synod.client.errors import AlreadyExists, LimitExceeded, SynodError
 from synod.client.lease import LeaseKeepAlive
 from synod.client.locks import SyncLock
 from synod.client.ratelimit import RateLimited
 from synod.client.types import WatchEvent
 
-__all__ = ["Client", "SyncLeaseKeepAlive"]
+__all__ = ["Client", "SyncLeaseKeepAlive", "Watch"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 # Closing waits this long for the loop thread; it only has to close sockets.
 CLOSE_WAIT_S_MAX = 5.0
+# Watches delivered to callbacks, each on a thread of its own (python-etcd3's
+# add_watch_callback); more is a caller's bug.
+WATCH_CALLBACKS_MAX = 64
 
 
 def _blocking(
@@ -39,8 +45,12 @@ def _blocking(
     def call(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._run(method(self.aio, *args, **kwargs))
 
+    # help(Client.put) and IDEs show the real parameters, not (*args, **kwargs).
     call.__name__ = method.__name__
+    call.__qualname__ = f"Client.{method.__name__}"
     call.__doc__ = method.__doc__
+    call.__annotations__ = dict(method.__annotations__)
+    call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
     return call
 
 
@@ -81,35 +91,162 @@ class SyncLeaseKeepAlive:
         """Stop renewing (and revoke). Raises nothing."""
         self._client._run(self.keeper.stop(revoke=revoke))
 
+    def __repr__(self) -> str:
+        """`<LeaseKeepAlive id=... ttl=...s alive renewals=...>`. Raises nothing."""
+        return repr(self.keeper)
+
+
+class Watch:
+    """A blocking watch: iterate it for events; `cancel()` (from any thread) or leaving
+    a ``with`` block ends it, and a blocked iteration then stops."""
+
+    def __init__(self, client: Client, stream: AsyncGenerator[WatchEvent, None]) -> None:
+        """Raises nothing."""
+        self._client = client
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._pending: concurrent.futures.Future[WatchEvent] | None = None
+        self.cancelled = False
+
+    def __iter__(self) -> Watch:
+        """Raises nothing."""
+        return self
+
+    def __next__(self) -> WatchEvent:
+        """The next event. Raises StopIteration once cancelled or ended; the watch's
+        errors (Compacted, Unavailable after its attempts...)."""
+        with self._lock:
+            if self.cancelled:
+                raise StopIteration
+            self._pending = self._client._submit(_next(self._stream))
+        try:
+            return self._pending.result()
+        except (StopAsyncIteration, concurrent.futures.CancelledError):
+            self._finish()
+            raise StopIteration from None
+        except BaseException:
+            self._pending.cancel()  # Ctrl-C: do not leave the read running
+            self._finish()
+            raise
+
+    def cancel(self) -> None:
+        """End the watch; an iteration blocked in another thread stops. Raises nothing."""
+        with self._lock:
+            self.cancelled = True
+            pending = self._pending
+        if pending is not None and not pending.done():
+            pending.cancel()
+        else:
+            self._finish()
+
+    close = cancel  # a generator's name for it
+
+    def _finish(self) -> None:
+        """Close the stream (its connection goes back). Raises nothing."""
+        self.cancelled = True
+        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
+            self._client._run(self._stream.aclose())
+
+    def __enter__(self) -> Watch:
+        """Raises nothing."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Raises nothing."""
+        self.cancel()
+
+    def __repr__(self) -> str:
+        """Raises nothing."""
+        return f"<Watch {'cancelled' if self.cancelled else 'running'}>"
+
+
+class WatchCallback:
+    """A watch whose events go to a callback on a thread of its own (python-etcd3's
+    ``add_watch_callback``); `cancel()` ends it."""
+
+    def __init__(
+        self,
+        watch: Watch,
+        callback: Callable[[WatchEvent], None],
+        on_error: Callable[[BaseException], None] | None,
+    ) -> None:
+        """Start the thread. Raises nothing."""
+        self.watch = watch
+        self.error: BaseException | None = None
+        self._callback = callback
+        self._on_error = on_error
+        self._thread = threading.Thread(target=self._run, name="synod-watch-callback",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def _run(self) -> None:
+        """Deliver events until cancelled; an error ends the watch and goes to
+        ``on_error``. Raises nothing."""
+        try:
+            for event in self.watch:
+                self._callback(event)
+        except Exception as exc:
+            self.error = exc
+            self.watch.cancel()
+            if self._on_error is not None:
+                self._on_error(exc)
+
+    @property
+    def running(self) -> bool:
+        """Raises nothing."""
+        return self._thread.is_alive()
+
+    def cancel(self, timeout_s: float | None = CLOSE_WAIT_S_MAX) -> None:
+        """End the watch and wait (up to ``timeout_s``) for its thread. Raises nothing."""
+        self.watch.cancel()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+
 
 class Client:
     """A blocking Synod client; see :class:`AsyncClient` for the options and methods."""
 
     def __init__(self, endpoints: Sequence[str] | str | None = None, **options: Any) -> None:
-        """Start the private loop thread. Raises ValueError on bad options."""
+        """Start the private loop thread. Options: see :class:`AsyncClient`
+        (``timeout_s``, ``attempts_max``, ``ssl_context``, ``headers``...). Raises
+        ValueError on bad options."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="synod-client-loop", daemon=True
         )
         self._thread.start()
+        self._callbacks: list[WatchCallback] = []
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         try:
             self.aio = self._run(_make(endpoints, options))
         except BaseException:
             self._stop_loop()
             raise
+        # A client dropped without close(): its session and loop thread end with it,
+        # without "Unclosed client session" warnings.
+        self._finalizer = weakref.finalize(self, _finalize, self._loop, self._thread, self.aio)
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop thread and wait for it. Raises what it raises."""
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the loop thread. Raises RuntimeError once closed."""
         if self._loop.is_closed():
             coro.close()
             raise RuntimeError("the client is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop thread and wait for it. Raises what it raises."""
+        future = self._submit(coro)
         try:
             return future.result()
         except BaseException:
             # Ctrl-C while waiting: do not leave the call running on the loop thread.
             future.cancel()
             raise
+
+    def __repr__(self) -> str:
+        """Raises nothing."""
+        state = "closed" if self._loop.is_closed() else self.aio.state.value
+        return f"<Client {self.aio.endpoint} {state}>"
 
     def __enter__(self) -> Client:
         """Raises nothing."""
@@ -120,13 +257,19 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close connections and stop the loop thread. Raises nothing."""
+        """Close the session, the connections and the loop thread (watch callbacks
+        end first). Raises nothing."""
         if self._loop.is_closed():
             return
+        for handle in list(self._callbacks):
+            handle.cancel()
+        for watch in list(self._watches):
+            watch.cancel()
         try:
             self._run(self.aio.close())
         finally:
             self._stop_loop()
+            self._finalizer.detach()
 
     def _stop_loop(self) -> None:
         """Stop and close the loop. Raises nothing."""
@@ -157,6 +300,7 @@ class Client:
     lease_revoke = _blocking(AsyncClient.lease_revoke)
     lease_keepalive = _blocking(AsyncClient.lease_keepalive)
     lease_timetolive = _blocking(AsyncClient.lease_timetolive)
+    lease_list = _blocking(AsyncClient.lease_list)
     status = _blocking(AsyncClient.status)
     gossip_members = _blocking(AsyncClient.gossip_members)
     add_learner = _blocking(AsyncClient.add_learner)
@@ -164,6 +308,7 @@ class Client:
     remove_member = _blocking(AsyncClient.remove_member)
     transfer_leadership = _blocking(AsyncClient.transfer_leadership)
     snapshot = _blocking(AsyncClient.snapshot)
+    snapshot_download = _blocking(AsyncClient.snapshot_download)
     set_limits = _blocking(AsyncClient.set_limits)
     close_session = _blocking(AsyncClient.close_session)
 
@@ -285,24 +430,81 @@ class Client:
         finally:
             keeper.stop(revoke=True)
 
-    def watch(
-        self, key: str, range_end: str = "", *, prefix: bool = False, start_revision: int = 0
-    ) -> Generator[WatchEvent, None, None]:
-        """Blocking iterator over `AsyncClient.watch`; closing it ends the stream.
+    @property
+    def state(self) -> ConnectionState:
+        """CONNECTED, SUSPENDED or LOST (see :class:`ConnectionState`). Raises nothing."""
+        return self.aio.state
 
-        Raises like `AsyncClient.watch`."""
+    def add_listener(self, listener: StateListener) -> None:
+        """Call ``listener(state)`` on each change of connection state (kazoo's
+        ``add_listener``). It runs on the client's loop thread: it must return quickly
+        and must not call the client (hand work to another thread). Raises
+        LimitExceeded beyond LISTENERS_MAX."""
+        self.aio.add_listener(listener)
+
+    def remove_listener(self, listener: StateListener) -> None:
+        """Raises nothing."""
+        self.aio.remove_listener(listener)
+
+    def watch(
+        self,
+        key: str | bytes,
+        range_end: str | bytes = "",
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+    ) -> Watch:
+        """Changes of ``key`` (a range, a prefix) as a blocking iterator:
+        ``for event in client.watch("k"): ...``; ``watch.cancel()`` from any thread
+        (or ``with client.watch(...) as watch:``) ends it.
+
+        Raises like `AsyncClient.watch` while iterating."""
         stream = self.aio.watch(key, range_end, prefix=prefix, start_revision=start_revision)
-        try:
-            while True:
-                try:
-                    yield self._run(_next(stream))
-                except StopAsyncIteration:
-                    return
-        finally:
-            # After an interrupted __anext__ the generator may still be finishing; its
-            # connection is released when the loop closes.
-            with contextlib.suppress(RuntimeError):
-                self._run(stream.aclose())
+        watch = Watch(self, stream)
+        self._watches.add(watch)  # close() ends it
+        return watch
+
+    def add_watch_callback(
+        self,
+        key: str | bytes,
+        callback: Callable[[WatchEvent], None],
+        range_end: str | bytes = "",
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> WatchCallback:
+        """Call ``callback(event)`` for each change, on a thread of the watch's own
+        (it may call the client); ``.cancel()`` on the answer ends it. An error ends
+        the watch and goes to ``on_error``. Raises LimitExceeded beyond
+        WATCH_CALLBACKS_MAX running watches."""
+        self._callbacks = [handle for handle in self._callbacks if handle.running]
+        if len(self._callbacks) >= WATCH_CALLBACKS_MAX:
+            raise LimitExceeded(f"{WATCH_CALLBACKS_MAX} watch callbacks run",
+                                {"limit": "watch_callbacks_max",
+                                 "max": WATCH_CALLBACKS_MAX})  # fmt: skip
+        watch = self.watch(key, range_end, prefix=prefix, start_revision=start_revision)
+        handle = WatchCallback(watch, callback, on_error)
+        self._callbacks.append(handle)
+        assert len(self._callbacks) <= WATCH_CALLBACKS_MAX
+        return handle
+
+
+def _finalize(loop: asyncio.AbstractEventLoop, thread: threading.Thread, aio: AsyncClient) -> None:
+    """Close a garbage-collected Client: its session and connections, then its loop.
+
+    Raises nothing."""
+    if loop.is_closed():
+        return
+    if threading.current_thread() is not thread:
+        future = asyncio.run_coroutine_threadsafe(aio.close(), loop)
+        with contextlib.suppress(Exception):
+            future.result(CLOSE_WAIT_S_MAX)
+    loop.call_soon_threadsafe(loop.stop)
+    if threading.current_thread() is not thread:
+        thread.join(CLOSE_WAIT_S_MAX)
+        if not thread.is_alive():
+            loop.close()
 
 
 async def _make(endpoints: Sequence[str] | str | None, options: dict[str, Any]) -> AsyncClient:

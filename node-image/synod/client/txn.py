@@ -14,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from synod.client.types import to_base64
+
+Data = str | bytes  # keys and values: text (UTF-8) or any bytes
+
 __all__ = [
     "Compare",
     "Txn",
@@ -33,26 +37,26 @@ __all__ = [
 class CompareTarget:
     """One field of one key, waiting for its comparison (`eq`, `ne`, `lt`, `gt`)."""
 
-    key: str
+    key: Data
     target: str
 
-    def _compare(self, result: str, operand: str | int) -> Compare:
+    def _compare(self, result: str, operand: Data | int) -> Compare:
         """Raises nothing."""
         return Compare(self.key, self.target, result, operand)
 
-    def eq(self, operand: str | int) -> Compare:
+    def eq(self, operand: Data | int) -> Compare:
         """`target == operand`. Raises nothing."""
         return self._compare("=", operand)
 
-    def ne(self, operand: str | int) -> Compare:
+    def ne(self, operand: Data | int) -> Compare:
         """`target != operand`. Raises nothing."""
         return self._compare("!=", operand)
 
-    def lt(self, operand: str | int) -> Compare:
+    def lt(self, operand: Data | int) -> Compare:
         """`target < operand`. Raises nothing."""
         return self._compare("<", operand)
 
-    def gt(self, operand: str | int) -> Compare:
+    def gt(self, operand: Data | int) -> Compare:
         """`target > operand`. Raises nothing."""
         return self._compare(">", operand)
 
@@ -61,42 +65,68 @@ class CompareTarget:
 class Compare:
     """One condition of a transaction."""
 
-    key: str
+    key: Data
     target: str
     result: str
-    value: str | int
+    value: Data | int
 
-    def to_json(self) -> dict[str, Any]:
-        """The docs/api.md `Compare` object. Raises nothing."""
-        return {"key": self.key, "target": self.target, "result": self.result, "value": self.value}
+    def to_json(self, base64: bool = False) -> dict[str, Any]:
+        """The docs/api.md `Compare` object (``base64``: keys and values as base64).
+
+        Raises TypeError for a text compare with bytes when not ``base64``."""
+        operand = self.value
+        if not isinstance(operand, int):
+            operand = _encode(operand, base64)
+        return {"key": _encode(self.key, base64), "target": self.target,
+                "result": self.result, "value": operand}  # fmt: skip
 
 
-def value(key: str) -> CompareTarget:
+def _encode(data: Data, base64: bool) -> str:
+    """Text for the JSON body: base64, or the text itself. Raises TypeError for bytes
+    without ``base64`` (JSON has no bytes)."""
+    if base64:
+        return to_base64(data)
+    if isinstance(data, bytes):
+        raise TypeError("bytes keys and values need base64=True (the clients use it)")
+    return data
+
+
+def _encode_op(op: dict[str, Any], base64: bool) -> dict[str, Any]:
+    """A txn op with its keys and values encoded. Raises TypeError like `_encode`."""
+    ((kind, body),) = op.items()
+    encoded = dict(body)
+    for name in ("key", "value", "range_end"):
+        if name in encoded:
+            encoded[name] = _encode(encoded[name], base64)
+    return {kind: encoded}
+
+
+def value(key: Data) -> CompareTarget:
     """Compare the value of ``key``. Raises nothing."""
     return CompareTarget(key, "value")
 
 
-def version(key: str) -> CompareTarget:
+def version(key: Data) -> CompareTarget:
     """Compare the version of ``key`` (0 = absent). Raises nothing."""
     return CompareTarget(key, "version")
 
 
-def create_revision(key: str) -> CompareTarget:
+def create_revision(key: Data) -> CompareTarget:
     """Compare the create revision of ``key`` (0 = absent). Raises nothing."""
     return CompareTarget(key, "create_revision")
 
 
-def mod_revision(key: str) -> CompareTarget:
+def mod_revision(key: Data) -> CompareTarget:
     """Compare the last modification revision of ``key``. Raises nothing."""
     return CompareTarget(key, "mod_revision")
 
 
-def lease(key: str) -> CompareTarget:
+def lease(key: Data) -> CompareTarget:
     """Compare the lease id ``key`` is attached to. Raises nothing."""
     return CompareTarget(key, "lease")
 
 
-def put(key: str, value: str, *, lease: int = 0, prev_kv: bool = False) -> dict[str, Any]:
+def put(key: Data, value: Data, *, lease: int = 0, prev_kv: bool = False) -> dict[str, Any]:
     """A put op. Raises nothing."""
     body: dict[str, Any] = {"key": key, "value": value}
     if lease:
@@ -106,7 +136,7 @@ def put(key: str, value: str, *, lease: int = 0, prev_kv: bool = False) -> dict[
     return {"put": body}
 
 
-def delete(key: str, *, prefix: bool = False, prev_kv: bool = False) -> dict[str, Any]:
+def delete(key: Data, *, prefix: bool = False, prev_kv: bool = False) -> dict[str, Any]:
     """A delete op. Raises nothing."""
     body: dict[str, Any] = {"key": key}
     if prefix:
@@ -116,7 +146,7 @@ def delete(key: str, *, prefix: bool = False, prev_kv: bool = False) -> dict[str
     return {"delete": body}
 
 
-def range_(key: str, *, prefix: bool = False, limit: int = 0) -> dict[str, Any]:
+def range_(key: Data, *, prefix: bool = False, limit: int = 0) -> dict[str, Any]:
     """A range op. Raises nothing."""
     body: dict[str, Any] = {"key": key}
     if prefix:
@@ -126,7 +156,7 @@ def range_(key: str, *, prefix: bool = False, limit: int = 0) -> dict[str, Any]:
     return {"range": body}
 
 
-def get(key: str) -> dict[str, Any]:
+def get(key: Data) -> dict[str, Any]:
     """A range op for one key. Raises nothing."""
     return range_(key)
 
@@ -154,10 +184,11 @@ class Txn:
         self.failure.extend(ops)
         return self
 
-    def to_json(self) -> dict[str, Any]:
-        """The `POST /v1/kv/txn` body. Raises nothing."""
+    def to_json(self, base64: bool = False) -> dict[str, Any]:
+        """The `POST /v1/kv/txn` body; ``base64``: keys and values as base64 (the body
+        then needs `"encoding": "base64"`). Raises TypeError for bytes without it."""
         return {
-            "compare": [c.to_json() for c in self.compares],
-            "success": list(self.success),
-            "failure": list(self.failure),
+            "compare": [c.to_json(base64) for c in self.compares],
+            "success": [_encode_op(op, base64) for op in self.success],
+            "failure": [_encode_op(op, base64) for op in self.failure],
         }

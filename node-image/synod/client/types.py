@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from synod.client.errors import ProtocolError
 
@@ -14,11 +15,15 @@ __all__ = [
     "Header",
     "LeaseGrant",
     "LeaseInfo",
+    "LeaseList",
     "MemberStatus",
     "PutResult",
     "RangeResult",
+    "TxnResponse",
     "TxnResult",
     "WatchEvent",
+    "from_base64",
+    "to_base64",
 ]
 
 
@@ -36,6 +41,31 @@ def _str(doc: dict[str, Any], name: str, default: str | None = None) -> str:
     if not isinstance(value, str):
         raise ProtocolError(f"expected string {name!r} in answer, got {value!r}", doc)
     return value
+
+
+def to_base64(data: str | bytes) -> str:
+    """Base64 of ``data`` (text as UTF-8) for a request with `"encoding": "base64"`.
+
+    Raises TypeError for anything but str or bytes."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", errors="surrogateescape")
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"keys and values are str or bytes, not {type(data).__name__}")
+    return binascii.b2a_base64(bytes(data), newline=False).decode("ascii")
+
+
+def from_base64(doc: dict[str, Any], name: str) -> bytes:
+    """Decode a base64 member of an answer. Raises ProtocolError."""
+    text = _str(doc, name, "")
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"expected base64 {name!r} in answer, got {text[:40]!r}", doc) from None
+
+
+def _text(data: bytes) -> str:
+    """Bytes shown as text: UTF-8, anything else replaced (U+FFFD). Raises nothing."""
+    return data.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +92,10 @@ class Header:
 
 @dataclass(frozen=True, slots=True)
 class KV:
-    """One key-value pair with its revisions."""
+    """One key-value pair with its revisions.
+
+    ``key`` and ``value`` are text (bytes that are not UTF-8 show as U+FFFD);
+    ``key_bytes`` and ``value_bytes`` are exactly what is stored."""
 
     key: str
     value: str
@@ -70,12 +103,28 @@ class KV:
     mod_revision: int = 0
     version: int = 0
     lease: int = 0
+    raw_key: bytes | None = field(default=None, compare=False, repr=False)
+    raw_value: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_json(cls, doc: Any) -> KV:
-        """Decode. Raises ProtocolError on a malformed KV."""
+    def from_json(cls, doc: Any, base64: bool = False) -> KV:
+        """Decode (``base64``: the answer to a request with `"encoding": "base64"`).
+
+        Raises ProtocolError on a malformed KV."""
         if not isinstance(doc, dict):
             raise ProtocolError(f"expected a KV object, got {doc!r}")
+        if base64:
+            key, value = from_base64(doc, "key"), from_base64(doc, "value")
+            return cls(
+                key=_text(key),
+                value=_text(value),
+                create_revision=_int(doc, "create_revision", 0),
+                mod_revision=_int(doc, "mod_revision", 0),
+                version=_int(doc, "version", 0),
+                lease=_int(doc, "lease", 0),
+                raw_key=key,
+                raw_value=value,
+            )
         return cls(
             key=_str(doc, "key"),
             value=_str(doc, "value", ""),
@@ -85,10 +134,24 @@ class KV:
             lease=_int(doc, "lease", 0),
         )
 
+    @property
+    def key_bytes(self) -> bytes:
+        """The key exactly as stored. Raises nothing."""
+        if self.raw_key is not None:
+            return self.raw_key
+        return self.key.encode("utf-8", errors="surrogateescape")
+
+    @property
+    def value_bytes(self) -> bytes:
+        """The value exactly as stored. Raises nothing."""
+        if self.raw_value is not None:
+            return self.raw_value
+        return self.value.encode("utf-8", errors="surrogateescape")
+
     @classmethod
-    def maybe(cls, doc: Any) -> KV | None:
+    def maybe(cls, doc: Any, base64: bool = False) -> KV | None:
         """Decode a KV or null. Raises ProtocolError on a malformed KV."""
-        return None if doc is None else cls.from_json(doc)
+        return None if doc is None else cls.from_json(doc, base64)
 
     def to_json(self) -> dict[str, Any]:
         """The docs/api.md form. Raises nothing."""
@@ -102,12 +165,12 @@ class KV:
         }
 
 
-def _kvs(doc: dict[str, Any], name: str) -> list[KV]:
+def _kvs(doc: dict[str, Any], name: str, base64: bool = False) -> list[KV]:
     """Decode a list of KVs (absent = empty). Raises ProtocolError."""
     items = doc.get(name) or []
     if not isinstance(items, list):
         raise ProtocolError(f"expected a list {name!r}", doc)
-    return [KV.from_json(item) for item in items]
+    return [KV.from_json(item, base64) for item in items]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +186,9 @@ class PutResult:
         return self.header.revision
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> PutResult:
+    def from_json(cls, doc: dict[str, Any], base64: bool = False) -> PutResult:
         """Raises ProtocolError."""
-        return cls(Header.from_json(doc.get("header")), KV.maybe(doc.get("prev_kv")))
+        return cls(Header.from_json(doc.get("header")), KV.maybe(doc.get("prev_kv"), base64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +201,9 @@ class RangeResult:
     count: int = 0
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> RangeResult:
+    def from_json(cls, doc: dict[str, Any], base64: bool = False) -> RangeResult:
         """Raises ProtocolError."""
-        kvs = _kvs(doc, "kvs")
+        kvs = _kvs(doc, "kvs", base64)
         return cls(
             Header.from_json(doc.get("header")),
             kvs,
@@ -158,38 +221,91 @@ class DeleteResult:
     prev_kvs: list[KV] = field(default_factory=list)
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> DeleteResult:
+    def from_json(cls, doc: dict[str, Any], base64: bool = False) -> DeleteResult:
         """Raises ProtocolError."""
         return cls(
-            Header.from_json(doc.get("header")), _int(doc, "deleted", 0), _kvs(doc, "prev_kvs")
+            Header.from_json(doc.get("header")),
+            _int(doc, "deleted", 0),
+            _kvs(doc, "prev_kvs", base64),
         )
+
+
+TxnResponse: TypeAlias = PutResult | DeleteResult | RangeResult
+_TXN_RESPONSE_TYPES: dict[str, Any] = {
+    "put": PutResult,
+    "delete": DeleteResult,
+    "range": RangeResult,
+}
+
+
+def _text_kv(doc: Any) -> Any:
+    """A base64 KV answer in the text form (for ``TxnResult.responses``). Raises
+    ProtocolError."""
+    if not isinstance(doc, dict):
+        return doc
+    return {**doc, "key": _text(from_base64(doc, "key")), "value": _text(from_base64(doc, "value"))}
+
+
+def _text_response(answer: dict[str, Any]) -> dict[str, Any]:
+    """One base64 op answer in the text form. Raises ProtocolError."""
+    out: dict[str, Any] = {}
+    for kind, body in answer.items():
+        if not isinstance(body, dict):
+            raise ProtocolError(f"malformed txn response {answer!r}")
+        inner = dict(body)
+        for name in ("kvs", "prev_kvs"):
+            if isinstance(inner.get(name), list):
+                inner[name] = [_text_kv(item) for item in inner[name]]
+        if inner.get("prev_kv") is not None:
+            inner["prev_kv"] = _text_kv(inner["prev_kv"])
+        out[kind] = inner
+    return out
 
 
 @dataclass(frozen=True, slots=True)
 class TxnResult:
-    """Answer of a transaction: which branch ran and the raw answers of its ops."""
+    """Answer of a transaction: which branch ran, the answer of each of its ops typed
+    (``results``: PutResult, DeleteResult or RangeResult, in op order) and as the
+    JSON of docs/api.md (``responses``, keys and values as text)."""
 
     header: Header
     succeeded: bool
     responses: list[dict[str, Any]] = field(default_factory=list)
+    results: list[TxnResponse] = field(default_factory=list)
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> TxnResult:
+    def from_json(cls, doc: dict[str, Any], base64: bool = False) -> TxnResult:
         """Raises ProtocolError."""
         responses = doc.get("responses") or []
         if not isinstance(responses, list):
             raise ProtocolError("expected a list 'responses'", doc)
-        return cls(Header.from_json(doc.get("header")), bool(doc.get("succeeded")), responses)
+        header = Header.from_json(doc.get("header"))
+        results: list[TxnResponse] = []
+        for answer in responses:
+            if not isinstance(answer, dict) or len(answer) != 1:
+                raise ProtocolError(f"malformed txn response {answer!r}", doc)
+            ((kind, body),) = answer.items()
+            if kind not in _TXN_RESPONSE_TYPES or not isinstance(body, dict):
+                raise ProtocolError(f"unknown txn response {answer!r}", doc)
+            results.append(
+                _TXN_RESPONSE_TYPES[kind].from_json({**body, "header": doc.get("header")}, base64)
+            )
+        if base64:
+            responses = [_text_response(answer) for answer in responses]
+        return cls(header, bool(doc.get("succeeded")), responses, results)
 
     def range_kvs(self, index: int) -> list[KV]:
         """The KVs answered by the range op at ``index`` of the branch that ran.
 
         Raises ProtocolError when that answer is not a range answer, IndexError when
         there is no op at ``index``."""
-        answer = self.responses[index]
-        inner = answer.get("range", answer) if isinstance(answer, dict) else None
+        answer = self.results[index] if self.results else None
+        if isinstance(answer, RangeResult):
+            return answer.kvs
+        raw = self.responses[index]
+        inner = raw.get("range", raw) if isinstance(raw, dict) else None
         if not isinstance(inner, dict):
-            raise ProtocolError(f"txn response {index} is not a range answer: {answer!r}")
+            raise ProtocolError(f"txn response {index} is not a range answer: {raw!r}")
         return _kvs(inner, "kvs")
 
 
@@ -230,6 +346,25 @@ class LeaseInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseList:
+    """Answer of `lease_list`: live leases (``LeaseInfo`` without keys) by id, how many
+    there are in all and whether some were left out."""
+
+    leases: list[LeaseInfo]
+    count: int = 0
+    more: bool = False
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LeaseList:
+        """Raises ProtocolError."""
+        items = doc.get("leases") or []
+        if not isinstance(items, list):
+            raise ProtocolError("expected a list 'leases'", doc)
+        leases = [LeaseInfo.from_json(item) for item in items]
+        return cls(leases, _int(doc, "count", len(leases)), bool(doc.get("more", False)))
+
+
+@dataclass(frozen=True, slots=True)
 class WatchEvent:
     """One change seen by a watch: `put` or `delete` of ``kv`` at ``kv.mod_revision``."""
 
@@ -243,11 +378,15 @@ class WatchEvent:
         return self.kv.mod_revision
 
     @classmethod
-    def from_json(cls, doc: Any) -> WatchEvent:
+    def from_json(cls, doc: Any, base64: bool = False) -> WatchEvent:
         """Raises ProtocolError."""
         if not isinstance(doc, dict) or doc.get("type") not in ("put", "delete"):
             raise ProtocolError(f"malformed watch event {doc!r}")
-        return cls(str(doc["type"]), KV.from_json(doc.get("kv")), KV.maybe(doc.get("prev_kv")))
+        return cls(
+            str(doc["type"]),
+            KV.from_json(doc.get("kv"), base64),
+            KV.maybe(doc.get("prev_kv"), base64),
+        )
 
 
 @dataclass(frozen=True, slots=True)

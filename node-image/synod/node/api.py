@@ -147,6 +147,17 @@ class NodeApi(Protocol):
         """`{"ok", "id", "ttl_ms" (remaining), "granted_ttl_ms", "keys"}`. Raises NotLeader."""
         ...
 
+    async def snapshot_file(self) -> bytes | None:
+        """The newest snapshot this member holds, as a snapshot file (the bytes of
+        `synod.storage.snapfile`), or None before the first. Raises nothing."""
+        ...
+
+    async def lease_list(self, limit: int) -> dict[str, Any]:
+        """The live leases by id, at most ``limit``: `{"ok", "leases": [{"id", "ttl_ms"
+        (remaining), "granted_ttl_ms"}], "count" (all of them), "more"}`. Raises
+        NotLeader, NoLeader."""
+        ...
+
     def watch(
         self, key: bytes, range_end: bytes, start_revision: int
     ) -> AsyncIterator[dict[str, Any]]:

@@ -53,6 +53,7 @@ from synod.node.inputs import (
     SESSION_HEADERS,
     client_url_from_json,
     delete_from_json,
+    is_base64,
     parse_query,
     parse_session,
     parse_session_values,
@@ -71,13 +72,14 @@ from synod.node.problems import (
     problem_from_result_error,
     problem_from_service_error,
 )
-from synod.node.routes import PROMETHEUS_TEXT, RouteSpec, route_specs
+from synod.node.routes import LEASES_LISTED_MAX, PROMETHEUS_TEXT, RouteSpec, route_specs
 from synod.node.schema import parse_json, validate
 from synod.node.tracing import operation_span, route_label, tracing_middleware
 from synod.services import commands
 from synod.services.errors import ServiceError
 from synod.services.kv import parse_request, parse_txn
 from synod.services.limits import ServiceLimits
+from synod.storage.snapfile import decode_snapshot_content
 
 __all__ = [
     "SESSION_HEADERS",
@@ -109,17 +111,18 @@ def _service_ok(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _fields(result: dict[str, Any], *names: str) -> Answer:
+def _fields(result: dict[str, Any], *names: str, base64: bool = False) -> Answer:
     ok = _service_ok(result)
-    return {name: jsonable(ok[name]) for name in names}, ok.get("revision")
+    return {name: jsonable(ok[name], base64) for name in names}, ok.get("revision")
 
 
-def _txn_fields(result: dict[str, Any]) -> Answer:
+def _txn_fields(result: dict[str, Any], base64: bool = False) -> Answer:
     ok = _service_ok(result)
     responses = []
     for response in ok["responses"]:
         kind = response["kind"]
-        responses.append({kind: jsonable({k: v for k, v in response.items() if k != "kind"})})
+        fields = {k: v for k, v in response.items() if k != "kind"}
+        responses.append({kind: jsonable(fields, base64)})
     return {"succeeded": ok["succeeded"], "responses": responses}, ok.get("revision")
 
 
@@ -158,13 +161,14 @@ def _checked(op: dict[str, Any], limits: ServiceLimits) -> dict[str, Any]:
 
 async def _kv_put(call: Call) -> Answer:
     op = _checked(put_from_json(call.body), call.state.limits.service)
-    return _fields(await call.node.write(op, call.session), "prev_kv")
+    return _fields(await call.node.write(op, call.session), "prev_kv",
+                   base64=is_base64(call.body))  # fmt: skip
 
 
 async def _kv_range(call: Call) -> Answer:
     result = await call.node.read(range_from_json(call.body),
                                   serializable=call.body.get("serializable", False))  # fmt: skip
-    return _fields(result, "kvs", "more", "count")
+    return _fields(result, "kvs", "more", "count", base64=is_base64(call.body))
 
 
 async def _kv_get(call: Call) -> Answer:
@@ -181,12 +185,12 @@ async def _kv_get(call: Call) -> Answer:
 async def _kv_delete(call: Call) -> Answer:
     op = _checked(delete_from_json(call.body), call.state.limits.service)
     result = await call.node.write(op, call.session)
-    return _fields(result, "deleted", "prev_kvs")
+    return _fields(result, "deleted", "prev_kvs", base64=is_base64(call.body))
 
 
 async def _kv_txn(call: Call) -> Answer:
     op = _checked(txn_from_json(call.body), call.state.limits.service)
-    return _txn_fields(await call.node.write(op, call.session))
+    return _txn_fields(await call.node.write(op, call.session), is_base64(call.body))
 
 
 async def _kv_compact(call: Call) -> Answer:
@@ -212,6 +216,11 @@ async def _lease_keepalive(call: Call) -> Answer:
 async def _lease_timetolive(call: Call) -> Answer:
     result = await call.node.lease_timetolive(call.body["id"])
     return _fields(result, "id", "ttl_ms", "granted_ttl_ms", "keys")
+
+
+async def _lease_list(call: Call) -> Answer:
+    result = await call.node.lease_list(call.body.get("limit", LEASES_LISTED_MAX))
+    return _fields(result, "leases", "count", "more")
 
 
 async def _session_open(call: Call) -> Answer:
@@ -285,6 +294,7 @@ _JSON_OPERATIONS: dict[str, Callable[[Call], Awaitable[Answer]]] = {
     "leaseRevoke": _lease_revoke,
     "leaseKeepalive": _lease_keepalive,
     "leaseTimeToLive": _lease_timetolive,
+    "leaseList": _lease_list,
     "sessionOpen": _session_open,
     "sessionClose": _session_close,
     "adminAddLearner": _admin_add_learner,
@@ -468,7 +478,19 @@ async def _openapi(request: web.Request) -> web.StreamResponse:
     return web.Response(body=request.app[STATE].openapi_bytes, content_type="application/json")
 
 
+async def _snapshot_file(request: web.Request) -> web.StreamResponse:
+    content = await request.app[STATE].node.snapshot_file()
+    if content is None:
+        raise Problem("not-found", "this member holds no snapshot yet: take one with "
+                      "POST /v1/admin/snapshot (`synod snapshot`)")  # fmt: skip
+    snapshot = decode_snapshot_content("answer", content)  # verifies what goes out
+    headers = {"Synod-Snapshot-Index": str(snapshot.meta.index),
+               "Synod-Snapshot-Term": str(snapshot.meta.term)}  # fmt: skip
+    return web.Response(body=content, content_type="application/octet-stream", headers=headers)
+
+
 _OTHER_HANDLERS: dict[str, Handler] = {
+    "snapshotFile": _snapshot_file,
     "healthz": _healthz,
     "readyz": _readyz,
     "metrics": _metrics,

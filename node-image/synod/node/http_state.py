@@ -6,6 +6,7 @@ one ``build_app`` keeps on its application under :data:`STATE`.
 
 from __future__ import annotations
 
+import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,16 +115,20 @@ class AppState:
 STATE = web.AppKey("synod_state", AppState)
 
 
-def jsonable(value: Any) -> Any:
-    """Service results hold bytes (keys, values); JSON holds text. Keys and values come
-    in as UTF-8 text, so decoding cannot fail for them; anything else is replaced
-    rather than refused, since the write has already happened. Raises nothing."""
+def jsonable(value: Any, base64: bool = False) -> Any:
+    """Service results hold bytes (keys, values); JSON holds text. With ``base64`` (a
+    request's `"encoding": "base64"`) bytes are answered as base64, exactly; else as
+    UTF-8 text: keys and values written as text decode exactly, and bytes written as
+    base64 that are not UTF-8 are replaced (U+FFFD) rather than refused, since the
+    write has already happened. Raises nothing."""
     if isinstance(value, bytes):
+        if base64:
+            return binascii.b2a_base64(value, newline=False).decode("ascii")
         return value.decode("utf-8", errors="replace")
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, base64) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]
+        return [jsonable(item, base64) for item in value]
     return value
 
 

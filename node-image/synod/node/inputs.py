@@ -9,9 +9,11 @@ JSON keys and values are text; the services want bytes: they are UTF-8 encoded h
 from __future__ import annotations
 
 import asyncio
+import binascii
 import ipaddress
 import re
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +28,9 @@ __all__ = [
     "SESSION_HEADERS",
     "client_url_from_json",
     "compare_from_json",
+    "decoder",
     "delete_from_json",
+    "is_base64",
     "parse_query",
     "parse_session",
     "peer_address_from_json",
@@ -158,29 +162,63 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8")  # validated as encodable by the schema
 
 
-def _range_bounds(body: dict[str, Any]) -> tuple[bytes, bytes, bool]:
+def _base64(text: str) -> bytes:
+    """Strict RFC 4648 base64 (no newlines, padding required). Raises Problem."""
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise Problem("invalid-argument", f"{text[:40]!r} is not base64 "
+                      "(the request says encoding=base64)") from None  # fmt: skip
+
+
+Decode = Callable[[str], bytes]
+
+
+def decoder(body: dict[str, Any]) -> Decode:
+    """How the keys and values of ``body`` turn into bytes (its ``encoding``).
+
+    Raises nothing (the schema has checked the name)."""
+    encoding = body.get("encoding", "utf-8")
+    assert encoding in ("utf-8", "base64"), encoding
+    return _base64 if encoding == "base64" else _utf8
+
+
+def is_base64(body: dict[str, Any]) -> bool:
+    """Whether answers to ``body`` carry keys and values as base64. Raises nothing."""
+    return body.get("encoding") == "base64"
+
+
+def _range_bounds(body: dict[str, Any], decode: Decode) -> tuple[bytes, bytes, bool]:
     """(key, range_end, prefix). Raises Problem if both prefix and range_end are given."""
     range_end, prefix = body.get("range_end", ""), body.get("prefix", False)
     if prefix and range_end:
         raise Problem("invalid-argument", "give either prefix or range_end, not both")
-    return _utf8(body["key"]), _utf8(range_end), prefix
+    key = decode(body["key"])
+    if not key:
+        raise Problem("invalid-argument", "field 'key' must not be empty")
+    return key, decode(range_end), prefix
 
 
-def put_from_json(body: dict[str, Any]) -> dict[str, Any]:
-    """The put op of a validated put body. Raises nothing."""
-    return commands.put_op(_utf8(body["key"]), _utf8(body["value"]), body.get("lease", 0),
+def put_from_json(body: dict[str, Any], decode: Decode | None = None) -> dict[str, Any]:
+    """The put op of a validated put body. Raises Problem invalid-argument (bad base64,
+    an empty key)."""
+    decode = decode or decoder(body)
+    key = decode(body["key"])
+    if not key:
+        raise Problem("invalid-argument", "field 'key' must not be empty")
+    return commands.put_op(key, decode(body["value"]), body.get("lease", 0),
                            body.get("prev_kv", False))  # fmt: skip
 
 
-def delete_from_json(body: dict[str, Any]) -> dict[str, Any]:
+def delete_from_json(body: dict[str, Any], decode: Decode | None = None) -> dict[str, Any]:
     """The delete op of a validated delete body. Raises Problem invalid-argument."""
-    key, range_end, prefix = _range_bounds(body)
+    key, range_end, prefix = _range_bounds(body, decode or decoder(body))
     return commands.delete_op(key, range_end, prefix, body.get("prev_kv", False))
 
 
-def range_from_json(body: dict[str, Any]) -> dict[str, Any]:
+def range_from_json(body: dict[str, Any], decode: Decode | None = None) -> dict[str, Any]:
     """The range op of a validated range body. Raises Problem invalid-argument."""
-    key, range_end, prefix = _range_bounds(body)
+    key, range_end, prefix = _range_bounds(body, decode or decoder(body))
     return commands.range_op(
         key, range_end, prefix=prefix, limit=body.get("limit", 0),
         revision=body.get("revision", 0), keys_only=body.get("keys_only", False),
@@ -188,7 +226,7 @@ def range_from_json(body: dict[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def compare_from_json(item: dict[str, Any]) -> dict[str, Any]:
+def compare_from_json(item: dict[str, Any], decode: Decode = _utf8) -> dict[str, Any]:
     """A txn compare. Raises Problem invalid-argument if the value's type does not fit
     the target (a string for ``value``, an integer otherwise)."""
     target, value = item["target"], item["value"]
@@ -196,23 +234,26 @@ def compare_from_json(item: dict[str, Any]) -> dict[str, Any]:
         raise Problem("invalid-argument", "a compare on target 'value' needs a string value")
     if target != "value" and not isinstance(value, int):
         raise Problem("invalid-argument", f"a compare on target {target!r} needs an integer")
-    converted = _utf8(value) if isinstance(value, str) else value
-    return commands.compare(_utf8(item["key"]), target, item["result"], converted,
-                            _utf8(item.get("range_end", "")))  # fmt: skip
+    converted = decode(value) if isinstance(value, str) else value
+    return commands.compare(decode(item["key"]), target, item["result"], converted,
+                            decode(item.get("range_end", "")))  # fmt: skip
 
 
 _TXN_OPS = {"put": put_from_json, "delete": delete_from_json, "range": range_from_json}
 
 
 def txn_from_json(body: dict[str, Any]) -> dict[str, Any]:
-    """The txn op of a validated txn body. Raises Problem invalid-argument."""
-    compares = [compare_from_json(item) for item in body.get("compare", [])]
+    """The txn op of a validated txn body (its ``encoding`` covers every compare and op).
+
+    Raises Problem invalid-argument."""
+    decode = decoder(body)
+    compares = [compare_from_json(item, decode) for item in body.get("compare", [])]
     branches = []
     for name in ("success", "failure"):
         branch = []
         for item in body.get(name, []):
             ((kind, op_body),) = item.items()  # the schema allows exactly one member
-            branch.append(_TXN_OPS[kind](op_body))
+            branch.append(_TXN_OPS[kind](op_body, decode))
         branches.append(branch)
     op = commands.txn_op(compares, branches[0], branches[1])
     if body.get("fences"):  # lock-token guards (docs/locks.md)

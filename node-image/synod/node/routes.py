@@ -21,7 +21,19 @@ from synod.node.schema import INT64_MAX, Schema, boolean, integer, obj, string
 from synod.services.ids import IdsLimits
 from synod.services.limits import SETTABLE_LIMITS_CEILING, ServiceLimits
 
-__all__ = ["URL_BYTES_MAX", "RouteSpec", "route_specs"]
+__all__ = [
+    "ENCODINGS",
+    "LEASES_LISTED_MAX",
+    "URL_BYTES_MAX",
+    "RouteSpec",
+    "encoding_schema",
+    "route_specs",
+]
+
+# Leases in one answer of `POST /v1/lease/leases` (leases_max may be larger: `more`).
+LEASES_LISTED_MAX = 10_000
+# How keys and values travel in JSON: text, or base64 of any bytes (issue 16).
+ENCODINGS = ("utf-8", "base64")
 
 # Member URLs are short; the bound keeps a bad admin call from storing megabytes.
 URL_BYTES_MAX = 2048
@@ -36,6 +48,7 @@ BATCHABLE_PREFIXES = ("/v1/kv/", "/v1/lease/", "/v1/locks/", "/v1/election/")
 BATCH_HEADERS = ("Synod-Client-Id", "Synod-Seq", "Synod-Ack-Seq", "traceparent", "tracestate")
 BATCH_HEADER_BYTES_MAX = 512
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OCTET_STREAM = "application/octet-stream"
 
 # Problem codes every /v1 route may answer (bad input, overload, bugs).
 _COMMON_ERRORS = ("invalid-argument", "limit-exceeded", "internal")
@@ -143,18 +156,33 @@ def _open_answer(fields: dict[str, Schema], description: str) -> Schema:
     }
 
 
-def _put_body(limits: ServiceLimits) -> Schema:
-    return obj(
-        {
-            "key": _key(limits),
-            "value": string(
-                "the value (UTF-8)", bytes_max=limits.value_bytes_max, limit="value_bytes_max"
-            ),
-            "lease": integer("attach to this lease (0: none)"),
-            "prev_kv": boolean("answer the previous version"),
-        },
-        ("key", "value"),
+def encoding_schema() -> Schema:
+    """The ``encoding`` of keys and values in a request and its answer. Raises nothing."""
+    return string(
+        "utf-8 (default): keys and values are text; base64: they are base64 (RFC 4648) of "
+        "any bytes, in the request and in the answer. Size bounds apply to the text sent.",
+        enum=ENCODINGS,
     )
+
+
+def _encoded(properties: dict[str, Schema]) -> dict[str, Schema]:
+    """``properties`` plus ``encoding`` (top-level bodies only). Raises nothing."""
+    return {**properties, "encoding": encoding_schema()}
+
+
+def _put_fields(limits: ServiceLimits) -> dict[str, Schema]:
+    return {
+        "key": _key(limits),
+        "value": string(
+            "the value (UTF-8)", bytes_max=limits.value_bytes_max, limit="value_bytes_max"
+        ),
+        "lease": integer("attach to this lease (0: none)"),
+        "prev_kv": boolean("answer the previous version"),
+    }
+
+
+def _put_body(limits: ServiceLimits) -> Schema:
+    return obj(_put_fields(limits), ("key", "value"))
 
 
 def _range_fields(limits: ServiceLimits) -> dict[str, Schema]:
@@ -173,16 +201,17 @@ def _range_fields(limits: ServiceLimits) -> dict[str, Schema]:
     }
 
 
+def _delete_fields(limits: ServiceLimits) -> dict[str, Schema]:
+    return {
+        "key": _key(limits),
+        "range_end": _range_end(limits),
+        "prefix": boolean("every key that starts with key"),
+        "prev_kv": boolean("answer the deleted versions"),
+    }
+
+
 def _delete_body(limits: ServiceLimits) -> Schema:
-    return obj(
-        {
-            "key": _key(limits),
-            "range_end": _range_end(limits),
-            "prefix": boolean("every key that starts with key"),
-            "prev_kv": boolean("answer the deleted versions"),
-        },
-        ("key",),
-    )
+    return obj(_delete_fields(limits), ("key",))
 
 
 def _compare(limits: ServiceLimits) -> Schema:
@@ -240,14 +269,14 @@ def _kv_routes(limits: ServiceLimits) -> list[RouteSpec]:
         RouteSpec(
             "kvPut", "POST", "/v1/kv/put", "Set a key",
             _answer({"prev_kv": _nullable(_kv())}), (*_WRITE_ERRORS, "not-found"),
-            body=_put_body(limits), session=True,
+            body=obj(_encoded(_put_fields(limits)), ("key", "value")), session=True,
             example={"key": "app/config", "value": "v1", "prev_kv": True},
         ),
         RouteSpec(
             "kvRange", "POST", "/v1/kv/range", "Read a key, a range or a prefix",
             range_answer, _READ_ERRORS,
-            body=obj({**_range_fields(limits),
-                      "serializable": boolean("serve from this node without ReadIndex")},
+            body=obj(_encoded({**_range_fields(limits),
+                      "serializable": boolean("serve from this node without ReadIndex")}),
                      ("key",)),
             example={"key": "app/", "prefix": True, "limit": 10},
         ),
@@ -262,7 +291,7 @@ def _kv_routes(limits: ServiceLimits) -> list[RouteSpec]:
         RouteSpec(
             "kvDelete", "POST", "/v1/kv/delete", "Delete a key, a range or a prefix",
             _answer({"deleted": integer(), "prev_kvs": kvs}), _WRITE_ERRORS,
-            body=_delete_body(limits), session=True,
+            body=obj(_encoded(_delete_fields(limits)), ("key",)), session=True,
             example={"key": "app/", "prefix": True},
         ),
         RouteSpec(
@@ -276,6 +305,7 @@ def _kv_routes(limits: ServiceLimits) -> list[RouteSpec]:
                 "failure": txn_ops,
                 "fences": _array(lock_fence_schema(), limits.compares_per_txn_max,
                                  "compares_per_txn_max"),
+                "encoding": encoding_schema(),
             }),
             session=True,
             example={
@@ -323,6 +353,17 @@ def _lease_routes(limits: ServiceLimits) -> list[RouteSpec]:
                      "keys": _array(string())}),
             lease_errors, body=_id_body("the lease id"), example={"id": 1},
         ),
+        RouteSpec(
+            "leaseList", "POST", "/v1/lease/leases", "The live leases, by id",
+            _answer({"leases": _array(obj({"id": integer(), "ttl_ms": integer(),
+                                           "granted_ttl_ms": integer()},
+                                          ("id", "ttl_ms", "granted_ttl_ms"))),
+                     "count": integer(), "more": boolean()}),
+            (*_COMMON_ERRORS, *_LEADER_ERRORS),
+            body=obj({"limit": integer(f"at most this many (default {LEASES_LISTED_MAX})",
+                                       minimum=1, maximum=LEASES_LISTED_MAX)}),
+            example={"limit": 100},
+        ),
     ]  # fmt: skip
 
 
@@ -341,6 +382,7 @@ def _watch_route(limits: ServiceLimits) -> RouteSpec:
         "range_end": _range_end(limits),
         "prefix": boolean("every key that starts with key"),
         "start_revision": integer("first revision to deliver (0: from now)"),
+        "encoding": encoding_schema(),
     }, ("key",))  # fmt: skip
     return RouteSpec(
         "watch", "GET", "/v1/watch", "Stream changes of a key, range or prefix",
@@ -498,6 +540,11 @@ def _cluster_routes() -> list[RouteSpec]:
                   ("not-ready",)),
         RouteSpec("metrics", "GET", "/metrics", "Prometheus metrics", text,
                   content_type=PROMETHEUS_TEXT),
+        RouteSpec("snapshotFile", "GET", "/v1/admin/snapshot/file",
+                  "This member's newest snapshot file (`synod snapshot save`)",
+                  {"type": "string", "description": "the snapshot file (docs/cli.md); "
+                   "headers Synod-Snapshot-Index and Synod-Snapshot-Term"},
+                  ("not-found",), content_type=OCTET_STREAM),
         RouteSpec("openapi", "GET", "/v1/openapi.json", "This document",
                   {"type": "object", "description": "OpenAPI 3.1"}),
     ]  # fmt: skip

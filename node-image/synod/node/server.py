@@ -81,7 +81,7 @@ from synod.services.errors import ServiceError
 from synod.services.state import ServiceStateMachine
 from synod.storage.durable import DurableStorage, StorageCorruption
 from synod.storage.fs import OsFileSystem
-from synod.storage.snapfile import SnapshotCorruption
+from synod.storage.snapfile import SnapshotCorruption, encode_snapshot_file
 from synod.storage.wal import WalError
 
 log = logging.getLogger("synod.node")
@@ -640,6 +640,33 @@ class RaftServer:
             "granted_ttl_ms": info["ttl_ms"],
             "keys": info["keys"],
         }
+
+    async def snapshot_file(self) -> bytes | None:
+        """See `NodeApi.snapshot_file`: read back from its file (the in-memory copy of a
+        snapshot written by a child process holds no data)."""
+        meta = self.storage.memory.snapshot().meta
+        if meta.index == 0:
+            return None
+        snapshot = await asyncio.to_thread(self.storage.load_snapshot_file, meta)
+        content = encode_snapshot_file(snapshot)
+        assert len(content) > len(snapshot.data) > 0
+        return content
+
+    async def lease_list(self, limit: int) -> dict[str, Any]:
+        """See `NodeApi.lease_list`."""
+        assert limit > 0
+        self._require_leader()
+        lease_clock = self._driver().lease_clock
+        if not lease_clock.is_leader:
+            raise NoLeader("this member is becoming the leader; retry")
+        granted = self.state.lease_ttls_ms()  # bounded by leases_max
+        now_ms = _now_ms()
+        shown = sorted(granted)[:limit]
+        leases = [{"id": lease_id, "ttl_ms": lease_clock.remaining_ms(lease_id, now_ms),
+                   "granted_ttl_ms": granted[lease_id]} for lease_id in shown]  # fmt: skip
+        assert len(leases) <= limit
+        return {"ok": True, "revision": self.state.kv.revision, "leases": leases,
+                "count": len(granted), "more": len(granted) > limit}  # fmt: skip
 
     def watch(
         self, key: bytes, range_end: bytes, start_revision: int

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from synod.node.api import NodeError
 from synod.node.http_state import STATE, AppState, header_for, jsonable
-from synod.node.inputs import parse_query
+from synod.node.inputs import decoder, is_base64, parse_query
 from synod.node.problems import Problem
 from synod.services.errors import ServiceError
 from synod.services.kv import prefix_end
@@ -244,21 +244,22 @@ def sse_message(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {text}\n\n".encode()
 
 
-def _event_json(event: Any) -> dict[str, Any]:
-    """A watch event (Event or its dict) in API form: lower-case type, text kvs."""
+def _event_json(event: Any, base64: bool = False) -> dict[str, Any]:
+    """A watch event (Event or its dict) in API form: lower-case type, text (or base64)
+    kvs."""
     body = event.to_dict() if hasattr(event, "to_dict") else dict(event)
     body["type"] = str(body["type"]).lower()
     assert body["type"] in ("put", "delete")
-    return {"type": body["type"], "kv": jsonable(body["kv"]),
-            "prev_kv": jsonable(body.get("prev_kv"))}  # fmt: skip
+    return {"type": body["type"], "kv": jsonable(body["kv"], base64),
+            "prev_kv": jsonable(body.get("prev_kv"), base64)}  # fmt: skip
 
 
-def to_sse(state: AppState, item: dict[str, Any]) -> tuple[bytes, bool]:
-    """(the SSE message of a node watch item, whether it ends the stream). Raises
-    ValueError for an item of unknown shape."""
+def to_sse(state: AppState, item: dict[str, Any], base64: bool = False) -> tuple[bytes, bool]:
+    """(the SSE message of a node watch item, whether it ends the stream); ``base64``:
+    keys and values as base64. Raises ValueError for an item of unknown shape."""
     if "events" in item:
         header = header_for(state.node, item.get("revision"))
-        events = [_event_json(event) for event in item["events"]]
+        events = [_event_json(event, base64) for event in item["events"]]
         return sse_message("events", {"header": header, "events": events}), False
     if "progress" in item:
         revision = item["progress"]
@@ -274,16 +275,19 @@ def to_sse(state: AppState, item: dict[str, Any]) -> tuple[bytes, bool]:
     raise ValueError(f"unknown watch item {sorted(item)}")
 
 
-def _watch_args(state: AppState, request: web.Request) -> tuple[bytes, bytes, int]:
-    """(key, range_end, start_revision) of the query. Raises Problem."""
+def _watch_args(state: AppState, request: web.Request) -> tuple[bytes, bytes, int, bool]:
+    """(key, range_end, start_revision, base64) of the query. Raises Problem."""
     query = parse_query(request, state.specs["watch"])
-    key = query["key"].encode("utf-8")
-    range_end = query.get("range_end", "").encode("utf-8")
+    decode = decoder(query)
+    key = decode(query["key"])
+    if not key:
+        raise Problem("invalid-argument", "query parameter 'key' must not be empty")
+    range_end = decode(query.get("range_end", ""))
     if query.get("prefix", False):
         if range_end:
             raise Problem("invalid-argument", "give either prefix or range_end, not both")
         range_end = prefix_end(key)
-    return key, range_end, query.get("start_revision", 0)
+    return key, range_end, query.get("start_revision", 0), is_base64(query)
 
 
 async def _first_item(
@@ -316,7 +320,7 @@ async def handle_watch(request: web.Request) -> web.StreamResponse:
     """Serve one watch stream. Raises Problem (bad query, watch_streams_max), service
     errors (Compacted -> 410, LimitExceeded -> 429, ...) before the stream starts."""
     state = request.app[STATE]
-    key, range_end, start_revision = _watch_args(state, request)
+    key, range_end, start_revision, base64 = _watch_args(state, request)
     bound = state.limits.watch_streams_max
     if state.watch_streams >= bound:
         raise Problem("limit-exceeded", f"watch_streams_max={bound} watch streams are open",
@@ -326,7 +330,7 @@ async def handle_watch(request: web.Request) -> web.StreamResponse:
     try:
         items = state.node.watch(key, range_end, start_revision)
         first = await _first_item(items, state.limits.watch_start_wait_ms)
-        return await _stream(state, request, items, first)
+        return await _stream(state, request, items, first, base64)
     finally:
         state.watch_streams -= 1
         aclose = getattr(items, "aclose", None)
@@ -336,11 +340,13 @@ async def handle_watch(request: web.Request) -> web.StreamResponse:
         assert state.watch_streams >= 0
 
 
-def _message_of(state: AppState, done: asyncio.Task[dict[str, Any]]) -> tuple[bytes, bool]:
+def _message_of(
+    state: AppState, done: asyncio.Task[dict[str, Any]], base64: bool = False
+) -> tuple[bytes, bool]:
     """The SSE message of a finished item task; a refusal that came after the stream
     started (a slow node) becomes a final ``cancel``. Raises StopAsyncIteration."""
     try:
-        return to_sse(state, done.result())
+        return to_sse(state, done.result(), base64)
     except (ServiceError, NodeError) as error:
         code = getattr(error, "code", "internal")
         data = {"reason": code, "resume_revision": 0, "message": str(error)}
@@ -352,6 +358,7 @@ async def _stream(
     request: web.Request,
     items: AsyncIterator[dict[str, Any]],
     pending: asyncio.Task[dict[str, Any]],
+    base64: bool = False,
 ) -> web.StreamResponse:
     """Relay items until a cancel, the client leaving, a stuck client or shutdown."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -371,7 +378,7 @@ async def _stream(
                 break
             if not pending.done():
                 break  # the server is shutting down
-            message, last = _message_of(state, pending)
+            message, last = _message_of(state, pending, base64)
             async with asyncio.timeout(write_timeout_s):
                 await response.write(message)
             if last:

@@ -68,7 +68,19 @@ def encode_snapshot_file(snapshot: Snapshot) -> bytes:
 
 
 def decode_snapshot_file(path: str, content: bytes) -> Snapshot:
-    """Verify and decode a snapshot file. Raises SnapshotCorruption naming the file."""
+    """Verify and decode a snapshot file, whose name must be its snapshot's. Raises
+    SnapshotCorruption naming the file."""
+    snapshot = decode_snapshot_content(path, content)
+    expected = snapshot_name(snapshot.meta.term, snapshot.meta.index)
+    if posixpath.basename(path) != expected:
+        raise SnapshotCorruption(path, f"content is snapshot {expected}")
+    return snapshot
+
+
+def decode_snapshot_content(where: str, content: bytes) -> Snapshot:
+    """Verify and decode the bytes of a snapshot file wherever they come from (a copy
+    saved under another name, an answer). Raises SnapshotCorruption naming ``where``."""
+    path = where
     if len(content) < _HEADER.size:
         raise SnapshotCorruption(path, f"{len(content)} bytes is shorter than the header")
     magic, version, crc = _HEADER.unpack_from(content)
@@ -83,9 +95,6 @@ def decode_snapshot_file(path: str, content: bytes) -> Snapshot:
         snapshot = codec.decode_snapshot(body)
     except codec.CodecError as error:
         raise SnapshotCorruption(path, str(error)) from error
-    expected = snapshot_name(snapshot.meta.term, snapshot.meta.index)
-    if posixpath.basename(path) != expected:
-        raise SnapshotCorruption(path, f"content is snapshot {expected}")
     return snapshot
 
 
