@@ -155,7 +155,8 @@ def test_policy_document_is_the_nodes_normalised_form() -> None:
 
 def test_api_server_defaults_give_the_same_document() -> None:
     defaulted = {"unit": "second", "requestsPerUnit": 10, "algorithm": "token_bucket",
-                 "burst": 0, "consistency": "owner", "quotaRequests": 0, "quotaValidMs": 0}  # fmt: skip
+                 "burst": 0, "consistency": "owner", "quotaRequests": 0,
+                 "quotaValidMs": 0}  # fmt: skip
     bare = parse_ratelimitpolicy("a", "n", {"clusterRef": "c", "descriptors": [
         {"key": "k", "rateLimit": _limit()}]})  # fmt: skip
     full = parse_ratelimitpolicy("a", "n", {"clusterRef": "c", "descriptors": [
@@ -179,8 +180,8 @@ def _member(generation: int, ring: list[str], source: str = "gossip") -> dict[st
 
 
 def _listing(generation: int, *members: dict[str, Any] | None) -> dict[str, Any]:
-    return {"policy": {}, "generation": generation,
-            "members": [{"url": f"http://m{i}", "status": s} for i, s in enumerate(members)]}  # fmt: skip
+    answers = [{"url": f"http://m{i}", "status": s} for i, s in enumerate(members)]
+    return {"policy": {}, "generation": generation, "members": answers}
 
 
 RING = ["a", "b", "c"]

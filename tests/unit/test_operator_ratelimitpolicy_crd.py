@@ -124,7 +124,7 @@ def test_bounds_and_enums_are_the_nodes() -> None:
     assert (props["replicas"]["minimum"], props["replicas"]["maximum"]) == (
         REPLICAS_MIN, REPLICAS_MAX)  # fmt: skip
     assert props["domain"]["maxLength"] == limits.name_bytes_max
-    assert rlp.RULES_MAX == limits.rules_per_policy_max
+    assert limits.rules_per_policy_max == rlp.RULES_MAX
     for level in _levels():
         rule = level["properties"]
         assert rule["key"]["maxLength"] == limits.key_bytes_max
@@ -189,8 +189,8 @@ def test_condition_types_and_reasons_fit_the_schema() -> None:
     pattern = re.compile(conditions["properties"]["reason"]["pattern"])
     spec = parse_ratelimitpolicy("l", "ns", {"clusterRef": "c"})
     member = {"generation": 1, "ring_source": "raft", "ring": [{"name": "1"}]}
-    listing = {"policy": None, "generation": 1,
-               "members": [{"url": "u", "status": member}, {"url": "v", "status": None}]}  # fmt: skip
+    members = [{"url": "u", "status": member}, {"url": "v", "status": None}]
+    listing = {"policy": None, "generation": 1, "members": members}
     observations = [
         RateLimitObservation(False, False),
         RateLimitObservation(False, False, name_taken=True),
