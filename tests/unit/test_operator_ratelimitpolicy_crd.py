@@ -205,3 +205,19 @@ def test_condition_types_and_reasons_fit_the_schema() -> None:
         for condition in status["conditions"]:
             assert condition["type"] in allowed
             assert pattern.fullmatch(condition["reason"]), condition
+
+
+def test_doc_examples_parse_and_make_node_policies() -> None:
+    """The YAML examples of the docs (the API server accepts them too: see
+    tests/controlplane/test_ratelimitpolicy.py)."""
+    examples = [
+        doc
+        for name in ("ratelimit.md", "operator.md")
+        for block in re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / name).read_text(), re.S)
+        for doc in [yaml.safe_load(block)]
+        if isinstance(doc, dict) and doc.get("kind") == rlp.RATELIMITPOLICY_KIND
+    ]
+    assert len(examples) == 2
+    for example in examples:
+        parsed = parse_ratelimitpolicy(example["metadata"]["name"], "ns", example["spec"])
+        assert parsed.rules >= 2 and policy_document(parsed)["domain"] == "api"
