@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from synod.ratelimit.policy import PolicyLimits, parse_policy
 
+from . import builders
 from .attach import (
     Attachment,
     Observation,
@@ -290,6 +291,8 @@ def build_ratelimit_status(
         "domain": spec.domain,
         "rules": spec.rules,
         "endpoint": attach.endpoint,
+        # Envoy's rate_limit_service (grpc): the members' RLS port behind the same Service.
+        "rlsEndpoint": f"{attach.cluster}.{attach.namespace}.svc:{builders.RLS_PORT}",
         "conditions": conditions,
     }
     status.update(counts)

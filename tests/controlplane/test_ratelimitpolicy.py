@@ -189,6 +189,7 @@ def test_policy_written_to_every_member_status_and_deletion_removes_it(
     assert (status["cluster"], status["domain"], status["rules"]) == ("shared", "api", 3)
     assert (status["ringMembers"], status["ringSource"], status["ringsAgree"]) == (3, "raft", True)
     assert status["endpoint"] == f"http://shared.{ns}.svc:2379"
+    assert status["rlsEndpoint"] == f"shared.{ns}.svc:8081"
 
     # The nodes hold the policy in the node's spelling, and enforce it on every member.
     code, stored = request(nodes[0], "GET", "/v1/ratelimit/policies?domain=api")

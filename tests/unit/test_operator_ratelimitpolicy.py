@@ -216,6 +216,7 @@ def test_status_table(obs: RateLimitObservation, ready: bool, reasons: tuple[str
     assert conditions["Ready"]["status"] == ("True" if ready else "False")
     assert (status["cluster"], status["domain"], status["rules"]) == ("shared", "api", 5)
     assert status["endpoint"] == "http://shared.team-a.svc:2379"
+    assert status["rlsEndpoint"] == "shared.team-a.svc:8081"
     assert status["observedGeneration"] == 4
     if obs.listing is None:
         assert "policyGeneration" not in status and "applied" not in status
