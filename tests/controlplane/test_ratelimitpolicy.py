@@ -200,13 +200,29 @@ def test_policy_written_to_every_member_status_and_deletion_removes_it(
         "burst": 0, "consistency": "owner", "name": "per-user"}  # fmt: skip
     assert [_check(url, "bob") for url in nodes] == ["OK", "OK", "OVER_LIMIT"]
 
-    # An edit is written once (the generation moves) and applied by every member.
+    # Changed behind the operator's back (CLI, SDK): the next pass puts the spec back.
+    code, answer = request(nodes[1], "PUT", "/v1/ratelimit/policies",
+                           {"domain": "api", "descriptors": []})  # fmt: skip
+    assert code == 200, answer
+
+    def restored() -> bool:
+        code, now = request(nodes[0], "GET", "/v1/ratelimit/policies?domain=api")
+        return code == 200 and now["policies"] == [policy]
+
+    wait_for("the policy to be put back", restored)
+    code, now = request(nodes[0], "GET", "/v1/ratelimit/policies?domain=api")
+    assert code == 200, now
+    put_back = now["generation"]
+    wait_for("the status to catch up", lambda: propagated(put_back - 1))
+
+    # An edit is written once (the generation moves by one) and applied by every member.
     edited = get()
     assert edited is not None
     edited["spec"]["descriptors"][0]["rateLimit"]["requestsPerUnit"] = 10
     ok(control_plane, "PUT", _path("synod", ns, "ratelimitpolicies", "limits"), edited)
-    newer = wait_for("the edit on every member",
-                     lambda: propagated(status["policyGeneration"]))  # fmt: skip
+    newer = wait_for("the edit on every member", lambda: propagated(put_back))
+    # One write: passes over an unchanged policy write nothing.
+    assert newer["policyGeneration"] == put_back + 1
     code, stored = request(nodes[2], "GET", "/v1/ratelimit/policies?domain=api")
     assert code == 200 and stored["policies"][0]["descriptors"][0]["rate_limit"][
         "requests_per_unit"] == 10  # fmt: skip
@@ -236,6 +252,20 @@ def test_missing_and_dedicated_cluster(control_plane: ControlPlane, rl_operator:
         found = {c["type"]: c for c in (got.get("status") or {}).get("conditions") or []}
         return found.get(kind)
 
+    # Past the CRD but not the node's parser (one key twice at a level): refused for good
+    # before it reaches any cluster, with a warning event naming the offence.
+    twice = [{"key": "user"}, {"key": "user"}]
+    ok(control_plane, "POST", _path("synod", ns, "ratelimitpolicies"),
+       policy_body("twice", clusterRef="missing", descriptors=twice))  # fmt: skip
+
+    def refused() -> dict[str, Any] | None:
+        events = ok(control_plane, "GET", f"/api/v1/namespaces/{ns}/events")["items"]
+        found = [e for e in events if e["involvedObject"]["name"] == "twice"]
+        return found[0] if found else None
+
+    event = wait_for("the refusal event", refused)
+    assert (event["type"], event["reason"]) == ("Warning", "InvalidSpec"), event
+    assert "appears twice" in event["message"], event
     missing = wait_for("ClusterNotFound", lambda: condition("orphan", "ClusterReady"))
     assert (missing["status"], missing["reason"]) == ("False", "ClusterNotFound")
 
@@ -254,10 +284,10 @@ def test_missing_and_dedicated_cluster(control_plane: ControlPlane, rl_operator:
         lambda: (c := condition("ded", "ClusterReady")) and c["reason"] == "NoLeader" and c,
     )
     assert no_leader["status"] == "False"
-    for name in ("orphan", "ded"):
+    for name in ("orphan", "ded", "twice"):
         ok(control_plane, "DELETE", _path("synod", ns, "ratelimitpolicies", name))
     wait_for(
-        "both RateLimitPolicies to be gone",
+        "the RateLimitPolicies to be gone",
         lambda: not ok(control_plane, "GET", _path("synod", ns, "ratelimitpolicies"))["items"],
     )
 
