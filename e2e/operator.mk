@@ -29,12 +29,13 @@ test-operator: venv helm
 	    tests/unit/test_operator_lockservice.py tests/unit/test_operator_lockservice_crd.py \
 	    tests/unit/test_operator_lockservice_admin.py tests/unit/test_operator_idgenerator.py \
 	    tests/unit/test_operator_idgenerator_crd.py tests/unit/test_operator_idgenerator_admin.py \
-	    tests/unit/test_operator_chaos.py
+	    tests/unit/test_operator_ratelimitpolicy.py tests/unit/test_operator_ratelimitpolicy_crd.py \
+	    tests/unit/test_operator_ratelimitpolicy_admin.py tests/unit/test_operator_chaos.py
 
 test-operator-controlplane: venv envtest helm
 	. $(TOOLCHAIN_CACHE)/envtest.env && $(PY) -m pytest -q tests/controlplane/test_operator.py \
 	    tests/controlplane/test_lockservice.py tests/controlplane/test_idgenerator.py \
-	    tests/controlplane/test_chaos.py
+	    tests/controlplane/test_ratelimitpolicy.py tests/controlplane/test_chaos.py
 
 e2e-operator: venv kind-up images
 	$(PY) -m pytest -q -s -p no:cacheprovider e2e/operator

@@ -14,7 +14,13 @@ import os
 
 import kopf
 
-from . import chaos_handlers, handlers, idgenerator_handlers, lockservice_handlers
+from . import (
+    chaos_handlers,
+    handlers,
+    idgenerator_handlers,
+    lockservice_handlers,
+    ratelimitpolicy_handlers,
+)
 
 DEFAULT_HEALTH_PORT = 8080
 
@@ -26,6 +32,7 @@ def main() -> None:
     assert handlers.RECONCILE_INTERVAL_S > 0
     assert lockservice_handlers.LOCK_RECONCILE_INTERVAL_S > 0
     assert idgenerator_handlers.ID_RECONCILE_INTERVAL_S > 0
+    assert ratelimitpolicy_handlers.RATELIMIT_RECONCILE_INTERVAL_S > 0
     assert chaos_handlers.CHAOS_FOLLOW_INTERVAL_S > 0
     assert 0 <= port < 65536, "SYNOD_OPERATOR_HEALTH_PORT is a TCP port (0: no endpoint)"
     kopf.configure(verbose=os.environ.get("SYNOD_OPERATOR_VERBOSE") == "1")

@@ -6,9 +6,11 @@ the operator may send it to whichever member answers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -157,3 +159,64 @@ class AdminClient:
     async def ids_list(self) -> dict[str, Any]:
         """Every generator (live worker leases, highest mark) and segment tag (`max_id`)."""
         return await self.get("/v1/ids")
+
+    async def _each(self, route: str) -> list[dict[str, Any] | None]:
+        """GET ``route`` from every member at once (None where one did not answer)."""
+        assert route.startswith("/v1/") and self.client_urls
+
+        async def one(url: str) -> dict[str, Any] | None:
+            try:
+                return await _call(self.session, "GET", url + route, None, STATUS_TIMEOUT_S)
+            except (aiohttp.ClientError, TimeoutError, AdminError, ValueError):
+                return None
+
+        answers = await asyncio.gather(*(one(url) for url in self.client_urls))
+        assert len(answers) == len(self.client_urls)
+        return list(answers)
+
+    async def _send(self, method: str, route: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """PUT/DELETE to the first member that answers (it forwards to the leader)."""
+        assert route.startswith("/v1/") and method in ("PUT", "DELETE")
+        last: Exception | None = None
+        for url in self.client_urls:
+            try:
+                return await _call(self.session, method, url + route, body, ADMIN_TIMEOUT_S)
+            except (aiohttp.ClientError, TimeoutError) as error:
+                last = error
+        raise Unreachable(f"no member answered {method} {route}: {last}")
+
+    async def ratelimit_policy_get(self, domain: str) -> tuple[dict[str, Any] | None, int]:
+        """The domain's stored rate-limit policy (None: none) and the policy generation
+        (a linearizable read; docs/ratelimit.md)."""
+        assert domain and "/" not in domain
+        try:
+            answer = await self.get(f"/v1/ratelimit/policies?domain={quote(domain)}")
+        except AdminError as error:
+            if error.code != "not-found":
+                raise
+            answer = await self.get("/v1/ratelimit/policies")
+            return None, int(answer.get("generation") or 0)
+        policies = answer.get("policies") or []
+        assert len(policies) <= 1
+        return (policies[0] if policies else None), int(answer.get("generation") or 0)
+
+    async def ratelimit_policy_put(self, policy: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a domain's policy (each call raises the generation)."""
+        assert policy.get("domain")
+        return await self._send("PUT", "/v1/ratelimit/policies", policy)
+
+    async def ratelimit_policy_delete(self, domain: str) -> bool:
+        """Delete a domain's policy; False when it was already gone."""
+        assert domain and "/" not in domain
+        try:
+            await self._send("DELETE", f"/v1/ratelimit/policies/{quote(domain)}", None)
+        except AdminError as error:
+            if error.code == "not-found":
+                return False
+            raise
+        return True
+
+    async def ratelimit_member_status(self) -> list[dict[str, Any] | None]:
+        """Every member's own view (`GET /v1/ratelimit/status`: its ring and the policy
+        generation it applied), in member URL order; None where one did not answer."""
+        return await self._each("/v1/ratelimit/status")

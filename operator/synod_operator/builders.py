@@ -18,6 +18,7 @@ from .spec import API_VERSION, KIND, ClusterSpec
 CLIENT_PORT = 2379
 PEER_PORT = 2380
 GOSSIP_PORT = 7946  # SWIM gossip over UDP (docs/gossip.md); the node image exposes it.
+RLS_PORT = 8081  # Envoy RLS v3 gRPC of the rate-limit service (docs/ratelimit.md); exposed too.
 DATA_MOUNT_PATH = "/var/lib/synod"
 DATA_DIR = f"{DATA_MOUNT_PATH}/data"  # a subdirectory: volume roots may hold lost+found
 TMP_MOUNT_PATH = "/tmp"
@@ -180,6 +181,7 @@ def config_data(spec: ClusterSpec, initial_replicas: int, bootstrapped: bool) ->
         "SYNOD_CLIENT_PORT": str(CLIENT_PORT),
         # Advertised as <pod>.<peers service>:7946; seeds are the other founding pods.
         "SYNOD_LISTEN_GOSSIP": f"0.0.0.0:{GOSSIP_PORT}",
+        "SYNOD_LISTEN_RLS": f"0.0.0.0:{RLS_PORT}",
         "SYNOD_HEARTBEAT_INTERVAL_MS": str(spec.raft.heartbeat_interval_ms),
         "SYNOD_ELECTION_TIMEOUT_MS": str(spec.raft.election_timeout_ms),
         "SYNOD_SNAPSHOT_ENTRIES": str(spec.raft.snapshot_entries),
@@ -247,7 +249,8 @@ def build_client_service(spec: ClusterSpec, owner: Owner) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": selector_labels(spec.name),
             "ports": [
-                {"name": "client", "port": CLIENT_PORT, "targetPort": "client", "protocol": "TCP"}
+                {"name": "client", "port": CLIENT_PORT, "targetPort": "client", "protocol": "TCP"},
+                {"name": "rls", "port": RLS_PORT, "targetPort": "rls", "protocol": "TCP"},
             ],
         },
     }
@@ -311,6 +314,7 @@ def _container(spec: ClusterSpec) -> dict[str, Any]:
             {"name": "client", "containerPort": CLIENT_PORT, "protocol": "TCP"},
             {"name": "peer", "containerPort": PEER_PORT, "protocol": "TCP"},
             {"name": "gossip", "containerPort": GOSSIP_PORT, "protocol": "UDP"},
+            {"name": "rls", "containerPort": RLS_PORT, "protocol": "TCP"},
         ],
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "client"},

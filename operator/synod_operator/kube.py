@@ -60,6 +60,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "ConsensusCluster": ("/apis/synod.dev/v1alpha1", "consensusclusters"),
     "LockService": ("/apis/synod.dev/v1alpha1", "lockservices"),
     "IdGenerator": ("/apis/synod.dev/v1alpha1", "idgenerators"),
+    "RateLimitPolicy": ("/apis/synod.dev/v1alpha1", "ratelimitpolicies"),
     "ChaosExperiment": ("/apis/synod.dev/v1alpha1", "chaosexperiments"),
     "Job": ("/apis/batch/v1", "jobs"),
 }

@@ -150,7 +150,12 @@ def register(resource: ServiceResource[S], interval_s: float) -> None:
         name: str, namespace: str | None, uid: str, spec: kopf.Spec, meta: kopf.Meta,
         status: kopf.Status, patch: kopf.Patch, body: kopf.Body, logger: Logger, **_: Any,
     ) -> None:  # fmt: skip
-        parsed = parse(resource, name, namespace, spec)
+        try:
+            parsed = parse(resource, name, namespace, spec)
+        except kopf.PermanentError as error:
+            # Refused for good: say why where `kubectl describe` shows it.
+            kopf.warn(body, reason="InvalidSpec", message=str(error))
+            raise
         async with CLIENTS.lock(uid):
             obs = await converge(resource, parsed, uid)
         new = patch_status(resource, parsed, obs, meta, status, patch)

@@ -127,7 +127,7 @@ def test_services() -> None:
     peers = built["Service/demo-peers"]["spec"]
     assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"] is True
     client = built["Service/demo"]["spec"]
-    assert [p["port"] for p in client["ports"]] == [2379]
+    assert [p["port"] for p in client["ports"]] == [2379, 8081]
     assert client["selector"] == builders.selector_labels("demo")
 
 
@@ -318,3 +318,14 @@ def test_members_run_gossip_on_7946_udp_seeded_by_the_other_pods() -> None:
         "demo-0.demo-peers.team-a.svc:7946",
         "demo-2.demo-peers.team-a.svc:7946",
     )
+
+
+def test_members_serve_envoy_rls_through_the_client_service() -> None:
+    made = objects()
+    data = made["ConfigMap/demo-config"]["data"]
+    container = made["StatefulSet/demo"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "rls", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    client = made["Service/demo"]["spec"]["ports"]
+    assert {"name": "rls", "port": 8081, "targetPort": "rls", "protocol": "TCP"} in client
+    config = load_config([], {**data, "SYNOD_ADVERTISE_CLIENT": "http://x:2379"}, hostname="demo-1")
+    assert config.listen_rls == "0.0.0.0:8081"

@@ -96,6 +96,8 @@ def test_cluster_scope_rbac_is_least_privilege() -> None:
     assert ("synod.dev", "lockservices/status") in granted
     assert ("synod.dev", "idgenerators") in granted
     assert ("synod.dev", "idgenerators/status") in granted
+    assert ("synod.dev", "ratelimitpolicies") in granted
+    assert ("synod.dev", "ratelimitpolicies/status") in granted
     # A LockService without clusterRef gets an owned ConsensusCluster.
     clusters = next(r for r in role["rules"] if r["resources"] == ["consensusclusters"])
     assert {"create", "delete"} <= set(clusters["verbs"])

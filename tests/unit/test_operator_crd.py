@@ -129,6 +129,7 @@ def test_crds_shipped() -> None:
         CRD_PATH.name,
         "synod.dev_idgenerators.yaml",
         "synod.dev_lockservices.yaml",
+        "synod.dev_ratelimitpolicies.yaml",
     ]
 
 
