@@ -82,11 +82,13 @@ bench-locks: venv $(BENCH_STAMP)
 	PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python $(PY) -m synod.bench.locks $(BENCH_ARGS)
 
 # Synod's rate limits (HTTP and Envoy RLS gRPC, every consistency mode) against gubernator
-# v2.13.0 (built from the Go module proxy, cached) and the `limits` library over Redis 7
-# (docs/benchmarks.md): decisions/s, latency and measured over-admission.
+# v2.13.0 and envoyproxy/ratelimit (both built from the Go module proxy, cached) and the
+# `limits` library over Redis 7 (docs/benchmarks.md): decisions/s, latency and measured
+# over-admission.
 bench-ratelimit: venv $(BENCH_STAMP)
 	node-image/synod/bench/install-redis.sh
 	node-image/synod/bench/install-gubernator.sh
+	node-image/synod/bench/install-envoy-ratelimit.sh
 	$(PY) -m synod.bench.ratelimit $(BENCH_ARGS)
 
 # Tiers 1-4 in one pytest run. Every tool a test would otherwise skip without is

@@ -43,6 +43,7 @@ def test_runs_alternate_between_the_systems() -> None:
     assert {r.mode for r in runs if r.system == "synod"} == set(SYNOD_MODES)
     assert {r.api for r in runs if r.system != "limits"} == {"http", "grpc"}
     assert runs_for(["limits"]) == [Run("limits", "redis", "moving-window")]
+    assert runs_for(["envoy-ratelimit"]) == [Run("envoy-ratelimit", "grpc", "fixed-window")]
     with pytest.raises(ValueError, match="unknown system"):
         runs_for(["envoy"])
 

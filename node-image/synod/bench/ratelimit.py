@@ -15,7 +15,11 @@ change in the machine's background load hits all alike:
   hits sent to the owner asynchronously), through its HTTP gateway ``POST
   /v1/GetRateLimits`` and gRPC ``pb.gubernator.V1/GetRateLimits``;
 - **limits**: the Python ``limits`` library's moving window over one Redis 7 server
-  (persistence off), decided in the client processes (Lua scripts on Redis).
+  (persistence off), decided in the client processes (Lua scripts on Redis);
+- **envoy-ratelimit**: envoyproxy/ratelimit (its main branch of 2026-01-22: the project
+  tags no Go module version; built by ``install-envoy-ratelimit.sh``), 3 stateless
+  services over one Redis, fixed windows, asked through the same RLS gRPC client as
+  Synod. Its windows are calendar minutes, so its run is started inside one minute.
 
 The same offered load for each: ``PROCESSES`` client processes x ``TASKS_PER_PROCESS``
 requests in flight (closed loop: asyncio tasks, threads for ``limits``) for
@@ -26,7 +30,8 @@ each key has exactly one window in a run and **over-admission is counted by the
 benchmark itself**: the OK answers it received per key beyond ``LIMIT``, summed over the
 keys, as a share of ``KEYS x LIMIT``. Synod's limits are exact sliding logs, gubernator's
 a token bucket (its bucket refills at the end of the duration: one fixed window starting
-at the key's first hit), ``limits``' a moving window: none may admit more than
+at the key's first hit), ``limits``' a moving window, envoyproxy/ratelimit's a
+calendar-minute window that the run stays inside: none may admit more than
 ``LIMIT`` of a key within the run. Figures: decisions/s (OK and OVER_LIMIT answers; errors
 apart), p50/p99 latency, admitted hits and over-admission %, and the machine's busy
 share during each run (a shared 2-core machine).
@@ -37,8 +42,8 @@ faster API) over gubernator's ``GLOBAL`` (its faster API): both answer from a lo
 copy and reconcile in the background; the over-admission figures are those two rows'.
 
 A benchmark, never a test. Missing prerequisites are reported with what to do (exit
-2): ``install-gubernator.sh`` and ``install-redis.sh`` beside this file install the
-servers, ``pip install -e '.[bench]'`` the ``limits`` and redis clients. All processes
+2): ``install-gubernator.sh``, ``install-envoy-ratelimit.sh`` and ``install-redis.sh``
+beside this file install the servers, ``pip install -e '.[bench]'`` the ``limits`` and redis clients. All processes
 are killed and the temporary directory removed at exit, also on SIGINT/SIGTERM/SIGHUP.
 """
 
@@ -103,6 +108,12 @@ INSTALL_HINT: Final = "run node-image/synod/bench/install-{}.sh (make bench-rate
 PIP_HINT: Final = "pip install -e '.[bench]' into the venv (make bench-ratelimit does it)"
 HEADLINE_SYNOD_MODE: Final = "global"
 HEADLINE_GUBERNATOR_MODE: Final = "global"
+SYSTEMS: Final = ("synod", "gubernator", "limits", "envoy-ratelimit")
+ENVOY: Final = "envoy-ratelimit"
+# envoyproxy/ratelimit has no tagged Go module version: the main branch of 2026-01-22.
+ENVOY_VERSION: Final = "v1.4.1-0.20260122083618-3fb702589d36"
+ENVOY_DIR: Final = f"/var/cache/synod-toolchain/envoy-ratelimit-{ENVOY_VERSION}"
+MINUTE_MARGIN_S: Final = 1.0  # an envoy run starts at least this far from a minute's end
 
 
 # ---------------------------------------------------------------------------
@@ -137,6 +148,8 @@ def runs_for(systems: Sequence[str]) -> list[Run]:
                                for api in ("http", "grpc")])  # fmt: skip
         elif system == "limits":
             per_system.append([Run("limits", "redis", "moving-window")])
+        elif system == ENVOY:
+            per_system.append([Run(ENVOY, "grpc", "fixed-window")])
         else:
             raise ValueError(f"unknown system {system!r}")
     out: list[Run] = []
@@ -470,20 +483,20 @@ def _gubernator_http(session: Any, mode: str) -> Decide:
 def _grpc_caller(channels: dict[str, Any], system: str, mode: str) -> Decide:
     from synod.ratelimit.rls_proto import METHOD, SERVICE, RateLimitRequest, RateLimitResponse
 
-    if system == "synod":
+    if system in ("synod", ENVOY):
         calls = {e: c.unary_unary(f"/{SERVICE}/{METHOD}",
                                   request_serializer=RateLimitRequest.SerializeToString,
                                   response_deserializer=RateLimitResponse.FromString)
                  for e, c in channels.items()}  # fmt: skip
 
-        async def synod(endpoint: str, key: str) -> bool:
+        async def rls(endpoint: str, key: str) -> bool:
             request = RateLimitRequest(domain=DOMAIN)
             entry = request.descriptors.add().entries.add()
             entry.key, entry.value = mode, key
             answer = await calls[endpoint](request, timeout=REQUEST_TIMEOUT_S)
             return bool(answer.overall_code == 1)
 
-        return synod
+        return rls
     req_type, resp_type = _gubernator_messages()
     gcalls = {e: c.unary_unary(GUBERNATOR_METHOD, request_serializer=req_type.SerializeToString,
                                response_deserializer=resp_type.FromString)
@@ -695,6 +708,72 @@ class GubernatorCluster(ClusterUnderTest):
         return [m.client_url for m in self.members] if api == "http" else list(self.grpc)
 
 
+ENVOY_CONFIG: Final = f"""domain: {DOMAIN}
+descriptors:
+  - key: fixed-window
+    rate_limit:
+      unit: {UNIT}
+      requests_per_unit: {LIMIT}
+"""
+
+
+class EnvoyRateLimitCluster(ClusterUnderTest):
+    """3 envoyproxy/ratelimit services (stateless) sharing one Redis (persistence off),
+    the policy in a runtime directory; a key-only descriptor counts per value."""
+
+    system = ENVOY
+
+    def __init__(self, root: Path, size: int, binary: str, redis_server: str) -> None:
+        super().__init__(root, size)
+        self.redis = RedisServer(root / "redis", redis_server, aof=False)
+        redis_address = self.redis.members[0].client_url
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self.envs: list[dict[str, str]] = []
+        self.grpc: list[str] = []
+        for i in range(1, size + 1):
+            http_port, grpc_port, debug_port = free_port(), free_port(), free_port()
+            self.envs.append({**base,
+                "HOST": "127.0.0.1", "PORT": str(http_port),
+                "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(grpc_port),
+                "DEBUG_HOST": "127.0.0.1", "DEBUG_PORT": str(debug_port),
+                "RUNTIME_ROOT": str(root / "runtime"), "RUNTIME_SUBDIRECTORY": "ratelimit",
+                "RUNTIME_WATCH_ROOT": "false", "RUNTIME_IGNOREDOTFILES": "true",
+                "USE_STATSD": "false", "LOG_LEVEL": "warn",
+                "REDIS_SOCKET_TYPE": "tcp", "REDIS_URL": redis_address,
+            })  # fmt: skip
+            self.grpc.append(f"127.0.0.1:{grpc_port}")
+            self.members.append(Member(f"envoy-ratelimit-{i}", f"http://127.0.0.1:{http_port}",
+                                       [binary], root / f"member-{i}.log"))  # fmt: skip
+
+    def start(self) -> None:
+        config = self.root / "runtime" / "ratelimit" / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "bench.yaml").write_text(ENVOY_CONFIG)
+        self.redis.start()
+        for member, env in zip(self.members, self.envs, strict=True):
+            member.start(env)
+        self.leader(wait_s=RING_WAIT_S_MAX)
+
+    def stop(self) -> None:
+        super().stop()
+        self.redis.stop()
+
+    def _find_leader(self) -> Member | None:
+        """Every service answering its health check (no leader: Redis holds the counts)."""
+        for member in self.members:
+            try:
+                with urllib.request.urlopen(member.client_url + "/healthcheck", timeout=1) as r:
+                    if r.status != 200:
+                        return None
+            except OSError:
+                return None
+        return self.members[0]
+
+    def endpoints(self, api: str) -> list[str]:
+        assert api == "grpc", api
+        return list(self.grpc)
+
+
 # ---------------------------------------------------------------------------
 # driving
 
@@ -760,6 +839,14 @@ def gubernator_binary() -> str | None:
     return shutil.which("gubernator")
 
 
+def envoy_binary() -> str | None:
+    """$ENVOY_RATELIMIT_BIN, else the cached build of install-envoy-ratelimit.sh."""
+    for candidate in (os.environ.get("ENVOY_RATELIMIT_BIN", ""), f"{ENVOY_DIR}/service_cmd"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def check_prerequisites(systems: Sequence[str]) -> dict[str, str]:
     """Binaries per system; every missing piece at once. Raises PrerequisiteError."""
     problems: list[str] = []
@@ -781,6 +868,15 @@ def check_prerequisites(systems: Sequence[str]) -> dict[str, str]:
                 importlib.import_module(module)
             except ImportError as error:
                 problems.append(f"limits: Python module missing ({error}): {PIP_HINT}")
+    if ENVOY in systems:
+        envoy = envoy_binary()
+        redis = shutil.which("redis-server")
+        if envoy is None:
+            problems.append(f"{ENVOY}: no binary: {INSTALL_HINT.format('envoy-ratelimit')}")
+        elif redis is None:
+            problems.append(f"{ENVOY}: redis-server is not on PATH: {INSTALL_HINT.format('redis')}")
+        else:
+            found[ENVOY], found["redis"] = envoy, redis
     if problems:
         raise PrerequisiteError("\n".join(f"  - {p}" for p in problems))
     return found
@@ -797,6 +893,8 @@ def _versions(binaries: dict[str, str]) -> str:
     out = []
     if "gubernator" in binaries:
         out.append(f"gubernator {GUBERNATOR_VERSION}")
+    if ENVOY in binaries:
+        out.append(f"envoyproxy/ratelimit {ENVOY_VERSION}")
     if "limits" in binaries:
         limits: Any = importlib.import_module("limits")
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
@@ -812,8 +910,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Synod's rate limits against gubernator and limits+Redis: decisions/s, "
         "latency, measured over-admission.",
     )
-    parser.add_argument("--systems", default="synod,gubernator,limits",
-                        help="comma-separated subset of synod,gubernator,limits")  # fmt: skip
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated subset of {','.join(SYSTEMS)}")  # fmt: skip
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -849,6 +947,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster: Any
             if system == "synod":
                 cluster = SynodRateLimitCluster(root / "synod", 3)
+            elif system == ENVOY:
+                cluster = EnvoyRateLimitCluster(root / "envoy", 3, binaries[ENVOY],
+                                                binaries["redis"])  # fmt: skip
             elif system == "gubernator":
                 cluster = GubernatorCluster(root / "gubernator", 3, binaries["gubernator"])
             else:
@@ -868,6 +969,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 endpoints = [f"redis://{cluster.members[0].client_url}"]
             else:
                 endpoints = cluster.endpoints(run.api)
+            if run.system == ENVOY:  # its windows are calendar minutes: stay inside one
+                left = WINDOW_MS / 1000 - time.time() % (WINDOW_MS / 1000)
+                if left < duration_s + MINUTE_MARGIN_S:
+                    time.sleep(left + MINUTE_MARGIN_S / 2)
             _say(f"{run.label} ({duration_s:g} s)")
             try:
                 results.append(run_load(run, endpoints, f"r{number}-{os.getpid()}", duration_s))
