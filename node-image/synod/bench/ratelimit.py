@@ -43,8 +43,9 @@ copy and reconcile in the background; the over-admission figures are those two r
 
 A benchmark, never a test. Missing prerequisites are reported with what to do (exit
 2): ``install-gubernator.sh``, ``install-envoy-ratelimit.sh`` and ``install-redis.sh``
-beside this file install the servers, ``pip install -e '.[bench]'`` the ``limits`` and redis clients. All processes
-are killed and the temporary directory removed at exit, also on SIGINT/SIGTERM/SIGHUP.
+beside this file install the servers, ``pip install -e '.[bench]'`` the ``limits`` and
+redis clients. All processes are killed and the temporary directory removed at exit,
+also on SIGINT/SIGTERM/SIGHUP.
 """
 
 from __future__ import annotations
