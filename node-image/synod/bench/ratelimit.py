@@ -662,31 +662,43 @@ def _put_policy(url: str, policy: dict[str, Any]) -> None:
 
 
 class GubernatorCluster(ClusterUnderTest):
-    """3 gubernator members (gRPC, HTTP gateway) finding each other with memberlist."""
+    """3 gubernator members (gRPC, HTTP gateway) finding each other with memberlist.
+
+    v2.13.0's memberlist discovery keys peers by IP address and names a member after its
+    host name (no setting for either): members sharing an address or a host name see
+    only themselves. So member i listens on its own loopback address 127.0.0.i and runs
+    in its own UTS namespace with its own host name (``unshare --uts``, as root), as if
+    on separate machines."""
 
     system = "gubernator"
 
     def __init__(self, root: Path, size: int, binary: str) -> None:
         super().__init__(root, size)
+        assert size < 255, size
+        ips = [f"127.0.0.{i}" for i in range(1, size + 1)]
         ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
-        known = ",".join(f"127.0.0.1:{m}" for _, _, m in ports)
+        known = ",".join(f"{ip}:{m}" for ip, (_, _, m) in zip(ips, ports, strict=True))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("GUBER_", "OTEL_"))}
         self.envs: list[dict[str, str]] = []
         self.grpc: list[str] = []
-        for i, (grpc_port, http_port, ml_port) in enumerate(ports, start=1):
+        for i, (ip, (grpc_port, http_port, ml_port)) in enumerate(zip(ips, ports, strict=True),
+                                                                  start=1):  # fmt: skip
             self.envs.append({**base,
-                "GUBER_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
-                "GUBER_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
-                "GUBER_ADVERTISE_ADDRESS": f"127.0.0.1:{grpc_port}",
+                "GUBER_GRPC_ADDRESS": f"{ip}:{grpc_port}",
+                "GUBER_HTTP_ADDRESS": f"{ip}:{http_port}",
+                "GUBER_ADVERTISE_ADDRESS": f"{ip}:{grpc_port}",
                 "GUBER_PEER_DISCOVERY_TYPE": "member-list",
-                "GUBER_MEMBERLIST_ADDRESS": f"127.0.0.1:{ml_port}",
+                "GUBER_MEMBERLIST_ADDRESS": f"{ip}:{ml_port}",
+                "GUBER_MEMBERLIST_BIND_ADDRESS": f"{ip}:{ml_port}",
                 "GUBER_MEMBERLIST_KNOWN_NODES": known,
                 "GUBER_LOG_LEVEL": "warn",
                 "GUBER_INSTANCE_ID": f"guber-{i}",
+                "OTEL_TRACES_EXPORTER": "none",
             })  # fmt: skip
-            self.grpc.append(f"127.0.0.1:{grpc_port}")
-            self.members.append(Member(f"gubernator-{i}", f"http://127.0.0.1:{http_port}",
-                                       [binary], root / f"member-{i}.log"))  # fmt: skip
+            self.grpc.append(f"{ip}:{grpc_port}")
+            args = ["unshare", "--uts", "sh", "-c", f'hostname guber-{i} && exec "$0"', binary]
+            self.members.append(Member(f"gubernator-{i}", f"http://{ip}:{http_port}", args,
+                                       root / f"member-{i}.log"))  # fmt: skip
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -848,6 +860,16 @@ def envoy_binary() -> str | None:
     return None
 
 
+def _own_hostnames() -> bool:
+    """Whether a process can get its own host name here (unshare --uts, as root)."""
+    try:
+        run = subprocess.run(["unshare", "--uts", "hostname", "synod-bench"],
+                             capture_output=True, timeout=10, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return run.returncode == 0
+
+
 def check_prerequisites(systems: Sequence[str]) -> dict[str, str]:
     """Binaries per system; every missing piece at once. Raises PrerequisiteError."""
     problems: list[str] = []
@@ -856,6 +878,9 @@ def check_prerequisites(systems: Sequence[str]) -> dict[str, str]:
         binary = gubernator_binary()
         if binary is None:
             problems.append(f"gubernator: no binary: {INSTALL_HINT.format('gubernator')}")
+        elif not _own_hostnames():
+            problems.append("gubernator: `unshare --uts` failed (needs root): its members on "
+                            "one host need their own host names")  # fmt: skip
         else:
             found["gubernator"] = binary
     if "limits" in systems:
