@@ -20,6 +20,7 @@ from synod.bench.ratelimit import (
     combine,
     final_line,
     key_name,
+    metric_sum,
     over_admission_pct,
     over_admitted,
     parse_worker_output,
@@ -142,3 +143,15 @@ def test_the_policy_is_valid_and_gubernators_messages_round_trip() -> None:
     response = response_type()
     response.responses.add(status=1, remaining=0, error="")
     assert response_type.FromString(response.SerializeToString()).responses[0].status == 1
+
+
+def test_metric_sum_adds_every_labelled_sample_of_one_name() -> None:
+    page = (
+        "# TYPE synod_ratelimit_owner_fallbacks_total counter\n"
+        "synod_ratelimit_owner_fallbacks_total 3.0\n"
+        'synod_ratelimit_owner_fallbacks_total{domain="x"} 2\n'
+        "synod_ratelimit_owner_fallbacks_created 1.7e9\n"
+        "synod_ratelimit_owner_forwards_total 9\n"
+    )
+    assert metric_sum(page, "synod_ratelimit_owner_fallbacks_total") == 5.0
+    assert metric_sum(page, "synod_ratelimit_absent_total") == 0.0

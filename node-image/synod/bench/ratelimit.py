@@ -235,6 +235,7 @@ class Measurement:
     ok_per_key: dict[str, int]
     busy_pct: float
     error: str = ""
+    note: str = ""  # what the servers said about the run (Synod: owner fallbacks)
 
     @property
     def decisions_per_s(self) -> float:
@@ -301,6 +302,9 @@ def table(results: Sequence[Measurement]) -> list[str]:
             f"{m.keys_at_limit():>5}/{KEYS:<2} "
             f"{m.over_admission():>8.1f}% {m.errors:>6} {m.busy_pct:>6.0f}"
         )
+    for m in results:
+        if m.note:
+            lines.append(f"  {m.run.label}: {m.note}")
     for m in results:
         if m.error:
             lines.append(f"  {m.run.label}: {m.errors} errors; {m.error}")
@@ -648,6 +652,29 @@ class SynodRateLimitCluster(SynodCluster):
 
     def endpoints(self, api: str) -> list[str]:
         return [m.client_url for m in self.members] if api == "http" else list(self.rls)
+
+
+def metric_sum(metrics_text: str, name: str) -> float:
+    """The sum of every sample of ``name`` (any labels) in a Prometheus text page."""
+    total = 0.0
+    for line in metrics_text.splitlines():  # bound: the page's lines
+        if line.startswith((name + " ", name + "{")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def synod_fallbacks(cluster: SynodRateLimitCluster) -> float:
+    """Owner-mode checks the members counted themselves because the owner did not answer
+    in time (synod_ratelimit_owner_fallbacks_total, all members). Raises nothing."""
+    total = 0.0
+    for member in cluster.members:
+        try:
+            with urllib.request.urlopen(member.client_url + "/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+        except OSError:
+            continue
+        total += metric_sum(text, "synod_ratelimit_owner_fallbacks_total")
+    return total
 
 
 def _put_policy(url: str, policy: dict[str, Any]) -> None:
@@ -1000,8 +1027,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if left < duration_s + MINUTE_MARGIN_S:
                     time.sleep(left + MINUTE_MARGIN_S / 2)
             _say(f"{run.label} ({duration_s:g} s)")
+            fallbacks = synod_fallbacks(cluster) if run.system == "synod" else 0.0
             try:
                 results.append(run_load(run, endpoints, f"r{number}-{os.getpid()}", duration_s))
+                if run.system == "synod" and run.mode == "owner":
+                    fallbacks = synod_fallbacks(cluster) - fallbacks
+                    results[-1].note = (
+                        f"{fallbacks:.0f} owner fallbacks (a non-owner "
+                        "counted alone: no answer from the owner in 500 ms)"
+                    )
             except BenchError as error:
                 failures[run.label] = str(error)
                 _say(f"{run.label} failed: {error}")
