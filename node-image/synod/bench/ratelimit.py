@@ -75,11 +75,14 @@ from synod.bench.etcd_compare import (
     Member,
     PrerequisiteError,
     SynodCluster,
+    _beside_python,
     _on_signal,
     _Terminated,
     free_port,
     http_json,
     machine_cpu_ticks,
+    profiling,
+    summarize_profile,
 )
 from synod.bench.locks import RedisServer, Workers, percentile, read_line
 
@@ -967,6 +970,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(SYSTEMS)}")  # fmt: skip
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy one Synod member (the first) during each synod gRPC "
+                        "run; raw stacks and a summary into DIR")  # fmt: skip
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.worker is not None:
         return worker_main(args.worker)
@@ -983,6 +989,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PrerequisiteError as error:
         print(f"bench-ratelimit: prerequisites missing:\n{error}", file=sys.stderr)
         return 2
+    py_spy = shutil.which("py-spy") or _beside_python("py-spy")
+    if args.profile is not None:
+        if py_spy is None:
+            print("bench-ratelimit: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
+            return 2
+        args.profile.mkdir(parents=True, exist_ok=True)
+    profiles: dict[str, list[str]] = {}
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     root = Path(tempfile.mkdtemp(prefix="synod-bench-ratelimit-",
@@ -1028,8 +1041,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     time.sleep(left + MINUTE_MARGIN_S / 2)
             _say(f"{run.label} ({duration_s:g} s)")
             fallbacks = synod_fallbacks(cluster) if run.system == "synod" else 0.0
+            profiled = args.profile is not None and run.system == "synod" and run.api == "grpc"
+            out = args.profile / f"synod-{run.mode}.txt" if profiled else None
             try:
-                results.append(run_load(run, endpoints, f"r{number}-{os.getpid()}", duration_s))
+                with profiling(py_spy, cluster.members[0].pid if profiled else 0, out,
+                               duration_s):  # fmt: skip
+                    results.append(run_load(run, endpoints, f"r{number}-{os.getpid()}",
+                                            duration_s))  # fmt: skip
+                if out is not None:
+                    profiles[run.label] = summarize_profile(out, duration_s, top_n=12)
                 if run.system == "synod" and run.mode == "owner":
                     fallbacks = synod_fallbacks(cluster) - fallbacks
                     results[-1].note = (
@@ -1061,6 +1081,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     for what, reason in failures.items():
         print(f"  {what} DID NOT FINISH: {reason}")
+    for label, summary in profiles.items():
+        print(f"\nprofile of synod member 1 during {label}:")
+        for line in summary:
+            print(f"  {line}")
     if args.json is not None:
         args.json.write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
