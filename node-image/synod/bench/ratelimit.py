@@ -1094,6 +1094,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "p99_ms": percentile(m.latency_ms, 99), "ok": m.ok, "over": m.over,
                       "errors": m.errors, "admitted": m.admitted,
                       "over_admission_pct": m.over_admission(), "busy_pct": m.busy_pct,
+                      "ok_per_key": m.ok_per_key, "note": m.note,
                       "error": m.error} for m in results],
             "failures": failures,
         }, indent=2))  # fmt: skip
