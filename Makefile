@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-
 SEEDS ?= 500
 SEED ?=
 
-.PHONY: help venv demo test check lint types sim sim-gossip bench-core bench bench-ids bench-locks pytest-all clean observability etcdapi-protos etcd-compat-tools
+.PHONY: help venv demo test check lint types sim sim-gossip bench-core bench bench-ids bench-locks bench-ratelimit pytest-all clean observability etcdapi-protos etcd-compat-tools
 
 help:
 	@echo "make demo        start a local 3-node cluster and tour the primitives"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench       Synod against etcd under the same wrk load (ratios)"
 	@echo "make bench-ids   ID generation: embedded, HTTP batched, segments vs Redis INCR"
 	@echo "make bench-locks Synod's locks against Redis, ZooKeeper and etcd locks (ratios)"
+	@echo "make bench-ratelimit  Synod's rate limits vs gubernator and limits+Redis (over-admission)"
 	@echo "make observability  regenerate the chart's dashboards and alert rules (docs/observability.md)"
 	@echo "make kind-up / images / e2e-smoke / e2e-operator / envtest: see docs/kubernetes.md"
 
@@ -79,6 +80,16 @@ bench: venv
 bench-locks: venv $(BENCH_STAMP)
 	node-image/synod/bench/install-lock-peers.sh
 	PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python $(PY) -m synod.bench.locks $(BENCH_ARGS)
+
+# Synod's rate limits (HTTP and Envoy RLS gRPC, every consistency mode) against gubernator
+# v2.13.0 and envoyproxy/ratelimit (both built from the Go module proxy, cached) and the
+# `limits` library over Redis 7 (docs/benchmarks.md): decisions/s, latency and measured
+# over-admission.
+bench-ratelimit: venv $(BENCH_STAMP)
+	node-image/synod/bench/install-redis.sh
+	node-image/synod/bench/install-gubernator.sh
+	node-image/synod/bench/install-envoy-ratelimit.sh
+	$(PY) -m synod.bench.ratelimit $(BENCH_ARGS)
 
 # Tiers 1-4 in one pytest run. Every tool a test would otherwise skip without is
 # built (or found in its cache) first: the envtest binaries and kubectl for
