@@ -15,10 +15,8 @@ from typing import Any
 
 import kopf
 
-from .admin import AdminClient, AdminError
-from .attach import cluster_admin, controlled_by
-from .handlers import CLIENTS, Logger
-from .kube import KubeError
+from .admin import AdminClient
+from .handlers import Logger
 from .lockservice import (
     LOCKSERVICE_PLURAL,
     STATUS_LOCKS_LISTED_MAX,
@@ -29,18 +27,14 @@ from .lockservice import (
     parse_lockservice,
 )
 from .service_handlers import (
-    NOT_READY_DELAY_S,
-    TRANSPORT_ERRORS,
     ServiceResource,
     parse,
     register,
+    remove,
 )
 from .spec import GROUP, VERSION
 
 LOCK_RECONCILE_INTERVAL_S = 5.0
-# Deleting waits for an unreachable cluster this many attempts, then lets the resource go
-# (a warning event says the namespace may remain).
-DELETE_ATTEMPTS_MAX = 12
 
 
 async def _write(admin: AdminClient, spec: LockServiceSpec) -> None:
@@ -79,26 +73,7 @@ async def delete_lockservice(
 ) -> None:
     """Remove the lock namespace (its holders are released), then let the resource go."""
     parsed = parse(LOCKSERVICE, name, namespace, spec)
-    kube = CLIENTS.kube_client()
-    async with CLIENTS.lock(uid):
-        try:
-            attach = parsed.attachment
-            existing = await kube.get("ConsensusCluster", attach.namespace, attach.cluster)
-            if attach.dedicated and existing is not None and not controlled_by(existing, uid):
-                existing = None  # another object's cluster: not ours to touch
-            admin = None
-            if existing is not None:
-                admin = await cluster_admin(kube, CLIENTS.http_client(), attach)
-            removed = admin is not None and await admin.lock_namespace_delete(parsed.lock_namespace)
-        except (KubeError, AdminError, *TRANSPORT_ERRORS) as error:
-            if parsed.attachment.dedicated or retry + 1 >= DELETE_ATTEMPTS_MAX:
-                # A dedicated cluster goes with the resource; otherwise give up after a bound.
-                kopf.warn(body, reason="NamespaceNotRemoved", message=str(error))
-                logger.warning("lock namespace %s not removed: %s", parsed.lock_namespace, error)
-                CLIENTS.locks.pop(uid, None)
-                return
-            raise kopf.TemporaryError(
-                f"removing lock namespace: {error}", delay=NOT_READY_DELAY_S
-            ) from error
-    CLIENTS.locks.pop(uid, None)
-    logger.info("lock namespace %s removed: %s", parsed.lock_namespace, removed)
+    await remove(
+        LOCKSERVICE, parsed, uid, lambda admin: admin.lock_namespace_delete(parsed.lock_namespace),
+        retry=retry, body=body, logger=logger, failure_reason="NamespaceNotRemoved",
+    )  # fmt: skip

@@ -19,10 +19,8 @@ from typing import Any
 
 import kopf
 
-from .admin import AdminClient, AdminError
-from .attach import cluster_admin, controlled_by
-from .handlers import CLIENTS, Logger
-from .kube import KubeError
+from .admin import AdminClient
+from .handlers import Logger
 from .ratelimitpolicy import (
     RATELIMITPOLICY_PLURAL,
     RateLimitPolicySpec,
@@ -33,18 +31,14 @@ from .ratelimitpolicy import (
     policy_document,
 )
 from .service_handlers import (
-    NOT_READY_DELAY_S,
-    TRANSPORT_ERRORS,
     ServiceResource,
     parse,
     register,
+    remove,
 )
 from .spec import GROUP, VERSION
 
 RATELIMIT_RECONCILE_INTERVAL_S = 5.0
-# Deleting waits for an unreachable cluster this many attempts, then lets the resource go
-# (a warning event says the policy may remain).
-DELETE_ATTEMPTS_MAX = 12
 
 
 async def _write(admin: AdminClient, spec: RateLimitPolicySpec) -> None:
@@ -95,26 +89,7 @@ async def delete_ratelimitpolicy(
 ) -> None:
     """Remove the domain's policy from the cluster, then let the resource go."""
     parsed = parse(RATELIMITPOLICY, name, namespace, spec)
-    kube = CLIENTS.kube_client()
-    async with CLIENTS.lock(uid):
-        try:
-            attach = parsed.attachment
-            existing = await kube.get("ConsensusCluster", attach.namespace, attach.cluster)
-            if attach.dedicated and existing is not None and not controlled_by(existing, uid):
-                existing = None  # another object's cluster: not ours to touch
-            admin = None
-            if existing is not None:
-                admin = await cluster_admin(kube, CLIENTS.http_client(), attach)
-            removed = admin is not None and await admin.ratelimit_policy_delete(parsed.domain)
-        except (KubeError, AdminError, *TRANSPORT_ERRORS) as error:
-            if parsed.attachment.dedicated or retry + 1 >= DELETE_ATTEMPTS_MAX:
-                # A dedicated cluster goes with the resource; otherwise give up after a bound.
-                kopf.warn(body, reason="PolicyNotRemoved", message=str(error))
-                logger.warning("rate-limit domain %s not removed: %s", parsed.domain, error)
-                CLIENTS.locks.pop(uid, None)
-                return
-            raise kopf.TemporaryError(
-                f"removing rate-limit domain: {error}", delay=NOT_READY_DELAY_S
-            ) from error
-    CLIENTS.locks.pop(uid, None)
-    logger.info("rate-limit domain %s removed: %s", parsed.domain, removed)
+    await remove(
+        RATELIMITPOLICY, parsed, uid, lambda admin: admin.ratelimit_policy_delete(parsed.domain),
+        retry=retry, body=body, logger=logger, failure_reason="PolicyNotRemoved",
+    )  # fmt: skip

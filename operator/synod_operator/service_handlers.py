@@ -27,6 +27,9 @@ from .spec import GROUP, VERSION, SpecError
 from .status import now_utc
 
 NOT_READY_DELAY_S = 5.0
+# Removing a resource's document from an unreachable cluster is retried this many times,
+# then the resource goes anyway (a warning event says the document may remain).
+DELETE_ATTEMPTS_MAX = 12
 TRANSPORT_ERRORS = (Unreachable, aiohttp.ClientError, TimeoutError)
 
 S = TypeVar("S")
@@ -190,3 +193,44 @@ def register(resource: ServiceResource[S], interval_s: float) -> None:
     on.resume(GROUP, VERSION, resource.plural, id=f"ensure_{kind}")(ensure)
     kopf.timer(GROUP, VERSION, resource.plural, interval=interval_s,
                id=f"reconcile_{kind}")(reconcile)  # fmt: skip
+
+
+async def remove(
+    resource: ServiceResource[S],
+    spec: S,
+    uid: str,
+    drop: Callable[[AdminClient], Awaitable[Any]],
+    *,
+    retry: int,
+    body: kopf.Body,
+    logger: Logger,
+    failure_reason: str,
+) -> None:
+    """The delete path of a kind whose document leaves the cluster with the resource:
+    ``drop(admin)`` runs against the attached cluster (never against a dedicated cluster
+    that is not this resource's). A dedicated cluster goes with the resource, so its
+    failure only warns; otherwise failures are retried DELETE_ATTEMPTS_MAX times.
+    Raises kopf.TemporaryError (retry)."""
+    attach = resource.attachment(spec)
+    assert attach is not None, "a kind without a cluster has nothing to remove"
+    what = resource.describe(spec)
+    kube = CLIENTS.kube_client()
+    async with CLIENTS.lock(uid):
+        try:
+            existing = await kube.get("ConsensusCluster", attach.namespace, attach.cluster)
+            if attach.dedicated and existing is not None and not controlled_by(existing, uid):
+                existing = None  # another object's cluster: not ours to touch
+            admin = None
+            if existing is not None:
+                admin = await cluster_admin(kube, CLIENTS.http_client(), attach)
+            removed = admin is not None and await drop(admin)
+        except (KubeError, AdminError, *TRANSPORT_ERRORS) as error:
+            if attach.dedicated or retry + 1 >= DELETE_ATTEMPTS_MAX:
+                kopf.warn(body, reason=failure_reason, message=str(error))
+                logger.warning("%s not removed: %s", what, error)
+                CLIENTS.locks.pop(uid, None)
+                return
+            raise kopf.TemporaryError(f"removing {what}: {error}",
+                                      delay=NOT_READY_DELAY_S) from error  # fmt: skip
+    CLIENTS.locks.pop(uid, None)
+    logger.info("%s removed: %s", what, removed)
