@@ -32,7 +32,6 @@ from typing import Any
 from aiohttp import web
 
 from synod.node.guard import require_json
-from synod.node.inputs import read_body
 from synod.node.routes import BATCH_OPS_MAX, NDJSON, RouteSpec, batchable
 from synod.node.schema import parse_json, validate
 
@@ -43,7 +42,8 @@ log = logging.getLogger(__name__)
 # (request, spec, body, headers) -> (HTTP status, JSON document) of one operation; never
 # raises for anything the operation may answer (problems are documents).
 RunOp = Callable[[web.Request, RouteSpec, Any, Mapping[str, str]], Awaitable[tuple[int, Any]]]
-Limits = Callable[[web.Request], tuple[int, int]]  # (body bytes max, read timeout ms)
+# Reads the request body within the node's bounds (size, time, concurrent body reads).
+ReadBody = Callable[[web.Request], Awaitable[bytes]]
 Answer = tuple[int, tuple[int, Any]]  # (operation index, (HTTP status, document))
 
 
@@ -63,7 +63,7 @@ def _parse_ops(
     return parsed
 
 
-def batch_handler(specs: list[RouteSpec], run_op: RunOp, limits: Limits) -> Callable[
+def batch_handler(specs: list[RouteSpec], run_op: RunOp, read: ReadBody) -> Callable[
         [web.Request], Awaitable[web.StreamResponse]]:  # fmt: skip
     """The handler of `POST /v1/batch` over the batchable ``specs``."""
     routes = {spec.path: spec for spec in specs if batchable(spec)}
@@ -71,9 +71,8 @@ def batch_handler(specs: list[RouteSpec], run_op: RunOp, limits: Limits) -> Call
     assert routes and all(spec.route_id.startswith("POST ") for spec in routes.values())
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        bytes_max, timeout_ms = limits(request)
         require_json(request.headers.get("Content-Type"))  # as every body route (guard.py)
-        ops = _parse_ops(await read_body(request, bytes_max, timeout_ms), batch, routes)
+        ops = _parse_ops(await read(request), batch, routes)
         tasks = [asyncio.ensure_future(_indexed(i, run_op(request, *op))) for i, op in
                  enumerate(ops)]  # fmt: skip
         try:

@@ -434,9 +434,14 @@ async def _batched_answer(
         return {"header": header_for(state.node, revision), **fields}
 
 
-def _batch_limits(request: web.Request) -> tuple[int, int]:
-    limits = request.app[STATE].limits
-    return limits.request_body_bytes_max, limits.request_body_read_timeout_ms
+async def _read_batch_body(request: web.Request) -> bytes:
+    """A batch's body, read as any route's (bounded in size, time and concurrent
+    reads). Raises Problem too-large, request-timeout, limit-exceeded."""
+    state = request.app[STATE]
+    limits = state.limits
+    with _slot(state, "body_reads", limits.body_reads_max, "body_reads_max"):
+        return await read_body(request, limits.request_body_bytes_max,
+                               limits.request_body_read_timeout_ms)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -659,7 +664,7 @@ def build_app(
         app[GOSSIP] = gossip
     others = {
         **_OTHER_HANDLERS,
-        "batch": batch_http.batch_handler(list(specs), _run_batched, _batch_limits),
+        "batch": batch_http.batch_handler(list(specs), _run_batched, _read_batch_body),
     }
     for spec in specs:
         handler = others.get(spec.operation_id) or _json_handler(spec)
