@@ -91,7 +91,9 @@ class Batcher:
 
     def _flush(self, url: str) -> None:
         calls = self._queues.pop(url, [])
-        for chunk in _chunks(calls):  # bound: len(calls) chunks at most
+        # A lone call is sent as itself, without encoding it for a batch first.
+        chunks = [[(calls[0], b"")]] if len(calls) == 1 else _chunks(calls)
+        for chunk in chunks:  # bound: len(calls) chunks at most
             task = asyncio.ensure_future(self._send(url, chunk))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
