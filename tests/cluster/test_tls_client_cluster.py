@@ -64,15 +64,18 @@ def test_https_cluster_serves_the_sdk_and_forwards_to_the_leader(
     context = client_context(str(ca.cert), str(alice.cert), str(alice.key))
     deadline = time.monotonic() + WAIT_S_MAX
     leader = 0
-    while not leader:
+    while not leader:  # until every member names the same leader (a follower must know it)
         assert time.monotonic() < deadline, f"no leader; logs in {cluster.root}"
-        for node_id, url in urls.items():
+        seen: set[int] = set()
+        for url in urls.values():
             try:
                 status, doc = _https(url, context, "/v1/cluster/status")
             except OSError:
-                continue
-            if status == 200 and doc["role"] == "leader":
-                leader = node_id
+                break
+            seen.add(int(doc.get("leader_id") or 0) if status == 200 else 0)
+        else:
+            if len(seen) == 1 and 0 not in seen:
+                leader = seen.pop()
         time.sleep(POLL_S)
     follower = next(n for n in urls if n != leader)
     status, answer = _https(urls[follower], context, "/v1/kv/put", {"key": "via", "value": "f"})
