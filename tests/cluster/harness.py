@@ -87,7 +87,23 @@ class Cluster:
     def start_all(self) -> None:
         for node_id in self.nodes:
             self.start(node_id)
-        self.wait_for_leader()
+        self.wait_for_agreed_leader()
+
+    def wait_for_agreed_leader(self) -> int:
+        """The leader, once every live member names it: a follower that has not heard
+        from a new leader yet answers no-leader instead of forwarding."""
+        found: list[int] = []
+
+        def agreed() -> bool:
+            statuses = [self.status(n) for n, node in self.nodes.items() if node.alive()]
+            named = {s.get("leader_id") if s else None for s in statuses}
+            if len(named) != 1 or not isinstance(leader := named.pop(), int) or leader < 1:
+                return False
+            found[:] = [leader]
+            return True
+
+        self.wait_until(agreed, "every member to name the same leader")
+        return found[0]
 
     def add_node(self) -> DevNode:
         node_id = max(self.nodes) + 1

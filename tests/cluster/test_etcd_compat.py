@@ -98,7 +98,7 @@ def _endpoints(cluster: Cluster) -> list[str]:
 
 
 def _follower_endpoint(cluster: Cluster) -> str:
-    leader = cluster.wait_for_leader()
+    leader = cluster.wait_for_agreed_leader()  # the follower forwards to it at once
     follower = next(node_id for node_id in cluster.nodes if node_id != leader)
     return f"127.0.0.1:{cluster.etcd_ports[follower]}"
 
