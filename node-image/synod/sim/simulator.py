@@ -172,6 +172,7 @@ class Simulation:
         self.value_counter = 0
         self.phase = "safety"
         self.recovered_at: int | None = None
+        self._expiry_checked_index = 0  # the last log index judged by _check_lease_expiry
         self.recovery_started_at = 0
         self.faults_enabled = True
         self.stats = SimResult(seed=seed, cluster_size=self.size)
@@ -879,8 +880,16 @@ class Simulation:
         self._schedule(0, check_locks)
 
     def _check_lease_expiry(self, entries: list[Entry]) -> None:
-        """No lease expires while its holder may still believe it is held."""
+        """No lease expires while its holder may still believe it is held.
+
+        Judged when an entry is applied for the first time anywhere: lease ids are
+        reused once free (the sim draws them from a tiny range), so a lagging replica
+        applying an old expiry would otherwise look like expiring the newer lease of the
+        same id, which the client can only hold after that expiry was first applied."""
         for entry in entries:
+            if entry.index <= self._expiry_checked_index:
+                continue
+            self._expiry_checked_index = entry.index
             if not entry.data or entry.kind != 0:
                 continue
             try:
