@@ -128,6 +128,25 @@ def build_dedicated_cluster(
     }
 
 
+def owned_cluster(
+    attach: Attachment | None,
+    api_version: str,
+    kind: str,
+    name: str,
+    uid: str,
+    replicas: int | None,
+    storage: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """The ConsensusCluster a service resource owns when it has no clusterRef (the
+    resource ``kind``/``name``/``uid`` as its controller); None when attached to an
+    existing cluster or to none."""
+    if attach is None or not attach.dedicated:
+        return None
+    assert replicas is not None, "a dedicated cluster has replicas (parsed)"
+    owner = owner_reference(api_version, kind, name, uid)
+    return build_dedicated_cluster(attach, owner, replicas, storage)
+
+
 def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
     """Whether `obj` is controlled by the object with `uid` (its controller reference)."""
     assert uid

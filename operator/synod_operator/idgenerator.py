@@ -19,9 +19,8 @@ from .attach import (
     Attachment,
     Observation,
     attachment,
-    build_dedicated_cluster,
     cluster_condition,
-    owner_reference,
+    owned_cluster,
     refusal_reason,
 )
 from .spec import GROUP, REPLICAS_MAX, REPLICAS_MIN, VERSION, SpecError
@@ -207,12 +206,15 @@ def definition_document(spec: IdGeneratorSpec) -> dict[str, Any] | None:
 
 def dedicated_cluster_manifest(spec: IdGeneratorSpec, uid: str) -> dict[str, Any] | None:
     """The owned ConsensusCluster for an IdGenerator without clusterRef; None otherwise."""
-    attach = spec.attachment
-    if attach is None or not attach.dedicated:
-        return None
-    assert spec.replicas is not None
-    owner = owner_reference(IDGENERATOR_API_VERSION, IDGENERATOR_KIND, spec.name, uid)
-    return build_dedicated_cluster(attach, owner, spec.replicas, spec.storage)
+    return owned_cluster(
+        spec.attachment,
+        IDGENERATOR_API_VERSION,
+        IDGENERATOR_KIND,
+        spec.name,
+        uid,
+        spec.replicas,
+        spec.storage,
+    )
 
 
 # One reconcile's view: the Observation every service resource shares.

@@ -15,9 +15,8 @@ from .attach import (
     Attachment,
     Observation,
     attachment,
-    build_dedicated_cluster,
     cluster_condition,
-    owner_reference,
+    owned_cluster,
     refusal_reason,
 )
 from .spec import GROUP, REPLICAS_MAX, REPLICAS_MIN, VERSION, SpecError
@@ -118,12 +117,15 @@ def namespace_settings_document(spec: LockServiceSpec) -> dict[str, Any]:
 
 def dedicated_cluster_manifest(spec: LockServiceSpec, uid: str) -> dict[str, Any] | None:
     """The owned ConsensusCluster for a LockService without clusterRef; None with one."""
-    attach = spec.attachment
-    if not attach.dedicated:
-        return None
-    assert spec.replicas is not None
-    owner = owner_reference(LOCKSERVICE_API_VERSION, LOCKSERVICE_KIND, spec.name, uid)
-    return build_dedicated_cluster(attach, owner, spec.replicas, spec.storage)
+    return owned_cluster(
+        spec.attachment,
+        LOCKSERVICE_API_VERSION,
+        LOCKSERVICE_KIND,
+        spec.name,
+        uid,
+        spec.replicas,
+        spec.storage,
+    )
 
 
 # One reconcile's view: the Observation every service resource shares.

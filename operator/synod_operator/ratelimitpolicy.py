@@ -21,9 +21,8 @@ from .attach import (
     Attachment,
     Observation,
     attachment,
-    build_dedicated_cluster,
     cluster_condition,
-    owner_reference,
+    owned_cluster,
     refusal_reason,
 )
 from .spec import GROUP, REPLICAS_MAX, REPLICAS_MIN, VERSION, SpecError
@@ -200,12 +199,15 @@ def needs_write(stored: dict[str, Any] | None, spec: RateLimitPolicySpec) -> boo
 
 def dedicated_cluster_manifest(spec: RateLimitPolicySpec, uid: str) -> dict[str, Any] | None:
     """The owned ConsensusCluster for a RateLimitPolicy without clusterRef; None with one."""
-    attach = spec.attachment
-    if not attach.dedicated:
-        return None
-    assert spec.replicas is not None
-    owner = owner_reference(RATELIMITPOLICY_API_VERSION, RATELIMITPOLICY_KIND, spec.name, uid)
-    return build_dedicated_cluster(attach, owner, spec.replicas, spec.storage)
+    return owned_cluster(
+        spec.attachment,
+        RATELIMITPOLICY_API_VERSION,
+        RATELIMITPOLICY_KIND,
+        spec.name,
+        uid,
+        spec.replicas,
+        spec.storage,
+    )
 
 
 # One reconcile's view: the Observation every service resource shares. Its listing is
